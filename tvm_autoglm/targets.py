@@ -1,0 +1,112 @@
+"""Targets by name, from the declarative files in ``targets/*.json``.
+
+A target file says what the user means ("cpu", "gpu-hopper"); this module turns
+it into a ``tvm.target.Target`` built from a dict, since TVM 0.27 rejects the
+old ``"llvm -mcpu=..."`` strings. ``"@host"`` values are filled in from the
+build machine, so ``cpu`` means "this machine" and stays honest when CI runs on
+a different CPU than the developer's.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import TargetError
+
+HOST = "@host"
+
+
+def targets_dir() -> Path:
+    """Where target files live: $AUTOGLM_TARGETS_DIR, the repo's targets/, or the packaged copy."""
+    env = os.environ.get("AUTOGLM_TARGETS_DIR")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parent.parent / "targets"
+    if repo.is_dir():
+        return repo
+    return Path(__file__).resolve().parent / "_targets"
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One named target: the file's content plus the resolved TVM target dict."""
+
+    name: str
+    device: str  # "cpu" or "cuda"
+    description: str
+    tvm_config: dict
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """Coarse kind used to select passes and schedules: cpu, cuda or npu."""
+        if self.name.startswith("npu"):
+            return "npu"
+        return self.device
+
+    def tvm_target(self):
+        import tvm
+
+        return tvm.target.Target(self.tvm_config)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "device": self.device, "kind": self.kind, "tvm": self.tvm_config, **self.extra}
+
+
+@lru_cache(maxsize=1)
+def host_cpu() -> dict:
+    """The build machine's LLVM cpu name and usable core count."""
+    from tvm.target import codegen
+
+    mcpu = str(codegen.llvm_get_system_cpu())
+    if mcpu in ("", "generic"):
+        mcpu = "x86-64"
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        cores = os.cpu_count() or 1
+    return {"mcpu": mcpu, "num-cores": cores}
+
+
+def _resolve_host(config: dict) -> dict:
+    config = copy.deepcopy(config)
+    host = host_cpu()
+    for key, value in list(config.items()):
+        if value == HOST:
+            if key not in host:
+                raise TargetError(f"target field '{key}' cannot be '@host' (only mcpu and num-cores can)")
+            config[key] = host[key]
+        elif isinstance(value, dict):
+            config[key] = _resolve_host(value)
+    return config
+
+
+def known_targets() -> list[str]:
+    return sorted(p.stem for p in targets_dir().glob("*.json"))
+
+
+def load_target(name: str) -> TargetSpec:
+    """Resolve a target name (or a path to a target JSON file) to a TargetSpec."""
+    path = Path(name)
+    if not (name.endswith(".json") and path.is_file()):
+        path = targets_dir() / f"{name}.json"
+    if not path.is_file():
+        raise TargetError(f"unknown target '{name}'; known targets: {', '.join(known_targets())}")
+    try:
+        data = json.loads(path.read_text())
+        tvm_config = _resolve_host(data["tvm"])
+        extra = {k: v for k, v in data.items() if k not in ("name", "device", "description", "tvm")}
+        return TargetSpec(
+            name=data.get("name", path.stem),
+            device=data.get("device", "cpu"),
+            description=data.get("description", ""),
+            tvm_config=tvm_config,
+            extra=extra,
+        )
+    except (KeyError, json.JSONDecodeError) as err:
+        raise TargetError(f"target file {path} is malformed: {err}") from None
