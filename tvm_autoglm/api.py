@@ -1,0 +1,120 @@
+"""The Python API: ``compile`` an ONNX model, ``load`` an artifact.
+
+    import tvm_autoglm
+    model = tvm_autoglm.compile("bert.onnx", target="cpu", opt_level=3,
+                                input_shapes={"input_ids": [1, 128], "attention_mask": [1, 128]})
+    outputs = model.run(input_ids=ids, attention_mask=mask)
+    model.export("bert.so")           # or "bert.glm"
+    same = tvm_autoglm.load("bert.so")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .runtime.inputs import example_inputs
+from .runtime.session import Session, summarize
+
+
+class CompiledModel:
+    """A built model: run it in process, benchmark it, or export it."""
+
+    def __init__(self, session: Session, executable=None, build=None, path: Path | None = None):
+        self._session = session
+        self._executable = executable
+        self.build = build
+        self.path = path
+
+    @property
+    def manifest(self) -> dict:
+        return self._session.manifest
+
+    @property
+    def inputs(self) -> list[dict]:
+        return self._session.input_specs
+
+    @property
+    def outputs(self) -> list[dict]:
+        return self._session.output_specs
+
+    @property
+    def kernels(self) -> list[str]:
+        return list(self.manifest.get("kernels", []))
+
+    def run(self, inputs: dict | None = None, **kwargs) -> dict[str, np.ndarray]:
+        return self._session.run(inputs, **kwargs)
+
+    def example_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
+        return example_inputs(self.inputs, seed)
+
+    def benchmark(self, inputs: dict | None = None, repeat: int = 20, warmup: int = 3) -> dict:
+        """Median/min/max/p90 latency in ms of ``repeat`` runs after ``warmup``."""
+        return summarize(self._session.latencies(inputs or self.example_inputs(), repeat=repeat, warmup=warmup))
+
+    def export(self, path) -> Path:
+        from .artifact import export
+
+        if self._executable is None:
+            raise ValueError("this model was loaded from an artifact; copy the file instead of re-exporting")
+        self.path = export(self._executable, self.manifest, path)
+        return self.path
+
+
+def compile(
+    model,
+    target: str = "cpu",
+    opt_level: int = 3,
+    input_shapes: dict[str, list[int]] | None = None,
+    tuning_db: str | None = None,
+    *,
+    disabled_passes: tuple[str, ...] = (),
+    use_shipped_schedules: bool = True,
+    quantize: str = "none",
+    verbose: bool = False,
+) -> CompiledModel:
+    """Compile an ONNX model (path or ``onnx.ModelProto``) for ``target``."""
+    from .artifact import make_manifest
+    from .pipeline import build_executable, build_relax, schedule
+    from .progress import StageLog
+
+    log = StageLog(enabled=verbose)
+    build = build_relax(model, target, opt_level, input_shapes, tuple(disabled_passes), log=log)
+    if quantize and quantize != "none":
+        from .quantize import apply_quantization
+
+        build = apply_quantization(build, quantize, log=log)
+    scheduled = schedule(build, tuning_db, use_shipped_schedules, log=log)
+    executable = build_executable(scheduled, build, log=log)
+    manifest = make_manifest(build, scheduled)
+    session = Session(executable, manifest) if build.target.device == "cpu" else _lazy_session(executable, manifest)
+    return CompiledModel(session, executable, build)
+
+
+def _lazy_session(executable, manifest):
+    """GPU builds can be exported without a GPU; running them needs one (Session raises then)."""
+    try:
+        return Session(executable, manifest)
+    except Exception:
+        return _Unrunnable(manifest)
+
+
+class _Unrunnable:
+    def __init__(self, manifest):
+        self.manifest = manifest
+        self.input_specs = manifest["inputs"]
+        self.output_specs = manifest["outputs"]
+
+    def run(self, *args, **kwargs):
+        from .runtime.session import device_for
+
+        device_for(self.manifest)
+        raise RuntimeError("unreachable")
+
+    latencies = run
+
+
+def load(path) -> CompiledModel:
+    """Load an exported ``.so`` (manifest beside it) or ``.glm``; checks sha256 first."""
+    return CompiledModel(Session.open(path), path=Path(path))

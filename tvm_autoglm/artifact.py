@@ -1,0 +1,77 @@
+"""Writing artifacts: ``OUT.so`` + ``OUT.json``, or one ``OUT.glm``.
+
+The library is exported to a temporary name and renamed, and the manifest is
+written last (also atomically), so a crash never leaves a manifest that points
+at a half-written library.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import AutoGLMError
+from .runtime import package
+from .runtime.manifest import FORMAT, manifest_path_for, sha256_file, write_json_atomic
+
+
+def make_manifest(build, scheduled) -> dict:
+    """Everything about a build except the library's sha256 (known only after export)."""
+    import onnx
+    import tvm
+
+    return {
+        "format": FORMAT,
+        "inputs": build.inputs,
+        "outputs": build.outputs,
+        "target": {**build.target.to_json(), "tvm": _plain(build.target.tvm_target().export())},
+        "opt_level": build.opt_level,
+        "passes": build.passes,
+        "kernels": sorted(gv.name_hint for gv, f in scheduled.mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)),
+        "tuning": scheduled.tuning,
+        "versions": {"tvm": tvm.__version__, "onnx": onnx.__version__, "tvm_autoglm": __version__},
+        "sha256": {"library": None, "model": build.source_sha256},
+        "source": build.source_path,
+        "notes": list(build.notes),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _plain(value):
+    """TVM containers (Map, Array, String, IntImm) -> JSON-ready Python values."""
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (str, bytes)):
+        return str(value)
+    if isinstance(value, (list, tuple)) or type(value).__name__ in ("Array", "List"):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    if hasattr(value, "value"):
+        return value.value
+    return str(value)
+
+
+def export(executable, manifest: dict, output: str | os.PathLike, export_options: dict | None = None) -> Path:
+    """Export to ``.so`` (+ ``.json`` beside it) or ``.glm``; returns the written path."""
+    output = Path(output)
+    if output.suffix not in (".so", ".glm"):
+        raise AutoGLMError(f"--output {output}: must end in .so (library + manifest beside it) or .glm (one packed file)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".autoglm-export-", dir=output.parent) as tmp:
+        library = Path(tmp) / "model.so"
+        executable.export_library(str(library), **(export_options or {}))
+        manifest = dict(manifest, sha256={**manifest["sha256"], "library": sha256_file(library)})
+        if output.suffix == ".glm":
+            manifest["library"] = package.LIBRARY_NAME
+            manifest_file = Path(tmp) / "model.json"
+            write_json_atomic(manifest_file, manifest)
+            package.pack(library, manifest_file, output)
+        else:
+            manifest["library"] = output.name
+            os.replace(library, output)
+            write_json_atomic(manifest_path_for(output), manifest)
+    return output

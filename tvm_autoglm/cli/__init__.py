@@ -1,0 +1,1 @@
+"""The ``auto-glm`` command line; one module per sub-command (``cmd_<name>.py``)."""

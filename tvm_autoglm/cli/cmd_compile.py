@@ -1,0 +1,54 @@
+"""``auto-glm compile``: ONNX -> ``.so`` + manifest (or one ``.glm``)."""
+
+from __future__ import annotations
+
+import sys
+
+from .common import add_build_flags, add_model_flags, parse_shapes
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("compile", help="compile an ONNX model to a deployable .so (+ .json manifest) or .glm")
+    add_model_flags(parser)
+    add_build_flags(parser)
+    parser.add_argument("--output", required=True, help="OUT.so (manifest OUT.json beside it) or OUT.glm")
+    parser.add_argument("--print-ir-after", action="append", default=[], metavar="PASS", help="print the Relax IR after a pass (repeatable)")
+    parser.add_argument("--quantize", default="none", choices=["none", "fp16", "bf16", "int8", "auto"], help="precision (default none: fp32)")
+    parser.add_argument("--accuracy-budget", type=float, default=None, help="with --quantize auto: allowed end-to-end error")
+    parser.add_argument("--calibration", default=None, help="with --quantize: calibration inputs (.npz)")
+    parser.add_argument("--quiet", action="store_true", help="no stage progress on stderr")
+    return parser
+
+
+def run(args) -> int:
+    from ..artifact import export, make_manifest
+    from ..native_log import quiet_native_stderr
+    from ..pipeline import build_executable, build_relax, schedule
+    from ..progress import StageLog
+
+    log = StageLog("compile", enabled=not args.quiet)
+    build = build_relax(
+        args.model,
+        args.target,
+        args.optimize_level,
+        parse_shapes(args),
+        tuple(args.disable_pass),
+        tuple(args.print_ir_after),
+        log=log,
+    )
+    if args.quantize != "none":
+        from ..quantize import apply_quantization
+
+        build = apply_quantization(build, args.quantize, budget=args.accuracy_budget, calibration=args.calibration, log=log)
+    scheduled = schedule(build, args.tuning_db, not args.no_shipped_schedules, log=log)
+    executable = build_executable(scheduled, build, log=log)
+    manifest = make_manifest(build, scheduled)
+    with log.stage("export"), quiet_native_stderr():
+        path = export(executable, manifest, args.output)
+    tuning = manifest["tuning"]
+    print(
+        f"wrote {path} (target {build.target.name}, O{build.opt_level}, {len(manifest['kernels'])} kernels: "
+        f"{tuning['tuned_kernels']} tuned, {tuning['default_scheduled_kernels']} default-scheduled, {tuning['plain_kernels']} plain)",
+        file=sys.stderr if args.quiet else sys.stdout,
+    )
+    return 0

@@ -1,0 +1,39 @@
+"""Quieting TVM's native log lines that carry no information for users.
+
+Exporting and loading a Relax executable makes TVM's C++ runtime print
+"Warning: Scope Saving:"/"Scope Loaded:" lines to the process's stderr (fd 2),
+which Python's ``sys.stderr`` redirection cannot catch. We capture fd 2 around
+those calls and replay every other line, so real warnings still show.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+
+_NOISE = ("Warning: Scope Saving:", "Warning: Scope Loaded:")
+
+
+@contextmanager
+def quiet_native_stderr():
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), fd)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines():
+                if not any(noise in line for noise in _NOISE):
+                    print(line, file=sys.stderr)

@@ -1,0 +1,171 @@
+"""Reading an ONNX file and describing its interface, with errors a user can act on.
+
+The frontend's own failures on bad files are deep protobuf or TVM traces; here
+each failure names the file and what is wrong with it, and the support check
+lists *every* op the frontend cannot convert, at once, before any import work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .errors import AutoGLMError, InputError, ModelLoadError, UnsupportedModelError
+
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape (ints, or strings for symbolic dims) and numpy dtype name."""
+
+    name: str
+    shape: tuple
+    dtype: str
+
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) and d >= 0 for d in self.shape)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+def load_model(model: "str | os.PathLike | onnx.ModelProto") -> tuple[onnx.ModelProto, Path | None]:
+    """Load and sanity-check an ONNX model from a path or a ModelProto."""
+    if isinstance(model, onnx.ModelProto):
+        return model, None
+    path = Path(model)
+    if not path.exists():
+        raise ModelLoadError(f"model file {path} not found")
+    if not path.is_file():
+        raise ModelLoadError(f"model path {path} is not a file")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"model file {path} is empty")
+    try:
+        proto = onnx.load(str(path))
+    except Exception as err:  # protobuf DecodeError, external-data errors, ...
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelLoadError(f"{path} is not a readable ONNX model (truncated or not ONNX): {first}") from None
+    if not proto.graph.node and not proto.graph.output:
+        raise ModelLoadError(f"{path} is not a readable ONNX model: it has no graph (truncated or not ONNX)")
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"{path} is not a valid ONNX model: {first}") from None
+    return proto, path
+
+
+def _dtype_name(elem_type: int) -> str:
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
+    except Exception:
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+
+
+def _spec(value_info) -> TensorSpec:
+    tensor = value_info.type.tensor_type
+    dims = []
+    for dim in tensor.shape.dim:
+        if dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        else:
+            dims.append(dim.dim_param or "?")
+    return TensorSpec(value_info.name, tuple(dims), _dtype_name(tensor.elem_type))
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    """Real inputs: graph inputs that are not initializers (old exporters list weights as inputs)."""
+    initializers = {init.name for init in model.graph.initializer}
+    return [_spec(vi) for vi in model.graph.input if vi.name not in initializers]
+
+
+def graph_outputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    return [_spec(vi) for vi in model.graph.output]
+
+
+def parse_input_shapes(items: list[str] | None) -> dict[str, list[int]]:
+    """``["input_ids:1x128", "mask:1x128"]`` -> ``{"input_ids": [1, 128], ...}``."""
+    shapes: dict[str, list[int]] = {}
+    for item in items or []:
+        name, sep, dims = item.rpartition(":")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shape = [int(d) for d in dims.lower().split("x")] if dims else []
+            if any(d < 0 for d in shape):
+                raise ValueError
+        except ValueError:
+            raise AutoGLMError(f"bad --input-shape '{item}': expected NAME:D1xD2x... (e.g. input_ids:1x128)") from None
+        shapes[name] = shape
+    return shapes
+
+
+def resolve_input_specs(model: onnx.ModelProto, overrides: dict[str, list[int]] | None) -> list[TensorSpec]:
+    """Static input specs: ONNX shapes with the user's overrides; every dim must end up concrete."""
+    inputs = graph_inputs(model)
+    overrides = dict(overrides or {})
+    known = [spec.name for spec in inputs]
+    unknown = [name for name in overrides if name not in known]
+    if unknown:
+        raise InputError(f"--input-shape names unknown input(s) {unknown}; the model's inputs are {known}")
+    resolved = []
+    for spec in inputs:
+        shape = overrides.get(spec.name)
+        if shape is not None:
+            if len(shape) != len(spec.shape) and spec.shape:
+                raise InputError(
+                    f"--input-shape {spec.name}: rank {len(shape)} given, the model declares rank {len(spec.shape)} {list(spec.shape)}"
+                )
+            for given, declared in zip(shape, spec.shape):
+                if isinstance(declared, int) and declared > 0 and declared != given:
+                    raise InputError(
+                        f"--input-shape {spec.name}: {'x'.join(map(str, shape))} conflicts with the model's fixed shape {list(spec.shape)}"
+                    )
+            spec = TensorSpec(spec.name, tuple(shape), spec.dtype)
+        if not spec.is_static():
+            dynamic = [d for d in spec.shape if not isinstance(d, int) or d < 0]
+            example = "x".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in spec.shape)
+            raise InputError(
+                f"input '{spec.name}' has dynamic dims {dynamic}; give a static shape with --input-shape {spec.name}:{example}"
+            )
+        resolved.append(spec)
+    return resolved
+
+
+def op_histogram(model: onnx.ModelProto) -> Counter:
+    return Counter(_op_key(node) for node in model.graph.node)
+
+
+def _op_key(node) -> str:
+    return node.op_type if node.domain in _DEFAULT_DOMAINS else f"{node.domain}.{node.op_type}"
+
+
+def supported_ops() -> set[str]:
+    import tvm.relax.frontend.onnx.onnx_frontend as frontend
+
+    return set(frontend._get_convert_map())
+
+
+def unsupported_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(op, node name) for every node the frontend cannot convert, in graph order."""
+    supported = supported_ops()
+    missing = []
+    for index, node in enumerate(model.graph.node):
+        ok = node.domain in _DEFAULT_DOMAINS and node.op_type in supported
+        if not ok:
+            missing.append((_op_key(node), node.name or f"#{index}"))
+    return missing
+
+
+def check_supported(model: onnx.ModelProto, source: str = "model") -> None:
+    missing = unsupported_nodes(model)
+    if missing:
+        shown = ", ".join(f"{op} (node '{name}')" for op, name in missing[:20])
+        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+        raise UnsupportedModelError(f"{source}: unsupported ONNX ops: {shown}{more}")

@@ -1,0 +1,252 @@
+"""The compile pipeline, end to end, in the order it runs.
+
+    support check -> ONNX clean-up (fold shape subgraphs with static shapes)
+    -> tvm.relax.frontend.onnx.from_onnx -> our passes (registry, by opt level)
+    -> fusion (relax "zero" pipeline: LegalizeOps, FoldConstant, FuseOps, FuseTIR)
+    -> tuning database (MetaScheduleApplyDatabase) -> default schedules for the rest
+    -> tvm.compile -> export_library + manifest
+
+It is spelled out here rather than hidden in ``tvm.compile`` because on a CPU
+target ``tvm.compile`` only lowers: it neither fuses nor schedules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+import tvm
+from tvm import relax
+
+from . import onnx_model
+from .errors import AutoGLMError, CompileError
+from .progress import StageLog
+from .targets import TargetSpec, load_target
+
+
+@dataclass
+class PassReport:
+    """What one pass did: time taken and the op histogram of ``main`` before and after."""
+
+    name: str
+    seconds: float
+    ops_before: dict
+    ops_after: dict
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "seconds": round(self.seconds, 4), "ops_before": self.ops_before, "ops_after": self.ops_after}
+
+
+@dataclass
+class RelaxBuild:
+    """The fused Relax module plus everything the manifest needs to say about it."""
+
+    mod: tvm.IRModule
+    target: TargetSpec
+    opt_level: int
+    inputs: list
+    outputs: list
+    passes: list[str]
+    pass_reports: list[PassReport]
+    source_sha256: str
+    source_path: str | None
+    onnx_model: onnx.ModelProto | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def kernels(self) -> list[str]:
+        return kernel_names(self.mod)
+
+
+def kernel_names(mod: tvm.IRModule) -> list[str]:
+    """Names of the TIR kernels in a module, sorted."""
+    return sorted(gv.name_hint for gv, func in mod.functions.items() if isinstance(func, tvm.tirx.PrimFunc))
+
+
+def op_histogram(mod: tvm.IRModule) -> dict:
+    """Counts of Relax ops and ``call_tir`` kernels called from the module's Relax functions."""
+    counts: Counter = Counter()
+
+    def visit(expr):
+        if isinstance(expr, relax.Call):
+            if isinstance(expr.op, tvm.ir.Op):
+                if expr.op.name in ("relax.call_tir", "relax.call_tir_inplace") and isinstance(expr.args[0], relax.GlobalVar):
+                    counts["call_tir"] += 1
+                else:
+                    counts[expr.op.name.removeprefix("relax.")] += 1
+            elif isinstance(expr.op, relax.GlobalVar):
+                counts[f"@{expr.op.name_hint}"] += 1
+
+    for _, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, visit)
+    return dict(sorted(counts.items()))
+
+
+def _source_digest(proto: onnx.ModelProto, path: Path | None) -> str:
+    if path is not None:
+        from .runtime.manifest import sha256_file
+
+        return sha256_file(path)
+    return hashlib.sha256(proto.SerializeToString()).hexdigest()
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    # TVM errors end with the useful "Check failed"/message line; Python errors start with it.
+    for line in reversed(lines):
+        if not line.startswith(("File ", "at ", "^", "~")) and "Traceback" not in line:
+            return line[:400]
+    return type(err).__name__
+
+
+def import_onnx(proto: onnx.ModelProto, shapes: dict[str, list[int]], source: str) -> tvm.IRModule:
+    import tvm.relax.frontend.onnx  # noqa: F401  (not imported by tvm.relax)
+
+    dtypes = {spec.name: spec.dtype for spec in onnx_model.graph_inputs(proto)}
+    try:
+        return relax.frontend.onnx.from_onnx(proto, shape_dict=shapes, dtype_dict=dtypes)
+    except AutoGLMError:
+        raise
+    except Exception as err:  # the frontend raises many kinds; none should reach the user raw
+        raise CompileError(f"{source}: ONNX import into Relax failed: {_first_line(err)}") from err
+
+
+def _output_specs(mod: tvm.IRModule, proto: onnx.ModelProto) -> list[dict]:
+    names = [spec.name for spec in onnx_model.graph_outputs(proto)]
+    ret = mod["main"].ret_ty
+    leaves = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
+    if len(leaves) != len(names):
+        raise CompileError(f"the imported graph returns {len(leaves)} values but the ONNX graph has {len(names)} outputs")
+    specs = []
+    for name, leaf in zip(names, leaves):
+        if not isinstance(leaf, relax.TensorType) or leaf.shape is None or not hasattr(leaf.shape, "values"):
+            raise CompileError(f"output '{name}' has no static tensor shape after import ({leaf})")
+        try:
+            shape = [int(d) for d in leaf.shape.values]
+        except TypeError:
+            raise CompileError(f"output '{name}' has a symbolic shape {leaf.shape}; fix the input shapes") from None
+        specs.append({"name": name, "shape": shape, "dtype": str(leaf.dtype)})
+    return specs
+
+
+def _clean(proto: onnx.ModelProto, shapes: dict[str, list[int]]) -> onnx.ModelProto:
+    try:
+        from .onnx_cleanup import fold_static_shapes
+    except ImportError:  # TODO(lead): remove once onnx_cleanup lands
+        return proto
+    return fold_static_shapes(proto, shapes)
+
+
+def build_relax(
+    model,
+    target: str | TargetSpec = "cpu",
+    opt_level: int = 3,
+    input_shapes: dict[str, list[int]] | None = None,
+    disabled_passes: tuple[str, ...] = (),
+    print_ir_after: tuple[str, ...] = (),
+    log: StageLog | None = None,
+) -> RelaxBuild:
+    """ONNX -> fused Relax module (no schedules yet)."""
+    from .passes import get_pass, passes_for
+
+    log = log or StageLog(enabled=False)
+    if opt_level not in (0, 1, 2, 3):
+        raise AutoGLMError(f"--optimize-level must be 0, 1, 2 or 3 (got {opt_level})")
+    spec = target if isinstance(target, TargetSpec) else load_target(target)
+    for name in print_ir_after:
+        get_pass(name)
+
+    with log.stage("load model"):
+        proto, path = onnx_model.load_model(model)
+    source = str(path) if path else "model"
+    with log.stage("support check"):
+        onnx_model.check_supported(proto, source)
+        inputs = onnx_model.resolve_input_specs(proto, input_shapes)
+    shapes = {spec_.name: list(spec_.shape) for spec_ in inputs}
+    with log.stage("onnx clean-up (fold shape subgraphs)"):
+        try:
+            cleaned = _clean(proto, shapes)
+        except AutoGLMError:
+            raise
+        except Exception as err:
+            raise CompileError(f"{source}: ONNX clean-up failed: {_first_line(err)}") from err
+        onnx_model.check_supported(cleaned, source)
+    with log.stage("import to Relax"):
+        mod = import_onnx(cleaned, shapes, source)
+    outputs = _output_specs(mod, cleaned)
+
+    reports: list[PassReport] = []
+    applied: list[str] = []
+    for pass_spec in passes_for(opt_level, spec.kind, tuple(disabled_passes)):
+        before = op_histogram(mod)
+        start = time.perf_counter()
+        with log.stage(f"pass {pass_spec.name}"):
+            try:
+                with spec.tvm_target():
+                    mod = pass_spec.make()(mod)
+            except Exception as err:
+                raise CompileError(f"pass '{pass_spec.name}' failed: {_first_line(err)} (skip it with --disable-pass {pass_spec.name})") from err
+        reports.append(PassReport(pass_spec.name, time.perf_counter() - start, before, op_histogram(mod)))
+        applied.append(pass_spec.name)
+        if pass_spec.name in print_ir_after:
+            print(f"# IR after {pass_spec.name}\n{mod.script()}")
+
+    with log.stage("fusion" if opt_level >= 1 else "lowering (O0: no fusion)"):
+        before = op_histogram(mod)
+        start = time.perf_counter()
+        with spec.tvm_target():
+            if opt_level >= 1:
+                mod = relax.get_pipeline("zero")(mod)
+                name = "fuse_ops"
+            else:
+                mod = relax.transform.LegalizeOps()(mod)
+                name = "legalize_ops"
+        reports.append(PassReport(name, time.perf_counter() - start, before, op_histogram(mod)))
+        applied.append(name)
+    return RelaxBuild(
+        mod=mod,
+        target=spec,
+        opt_level=opt_level,
+        inputs=[s.to_json() for s in inputs],
+        outputs=outputs,
+        passes=applied,
+        pass_reports=reports,
+        source_sha256=_source_digest(proto, path),
+        source_path=source if path else None,
+        onnx_model=cleaned,
+    )
+
+
+@dataclass
+class Scheduled:
+    mod: tvm.IRModule
+    tuning: dict
+
+
+def schedule(build: RelaxBuild, tuning_db: str | None = None, use_shipped_schedules: bool = True, log: StageLog | None = None) -> Scheduled:
+    """Tuning records first, then our default rules for every kernel still unscheduled."""
+    from .scheduling import schedule_module
+
+    log = log or StageLog(enabled=False)
+    with log.stage("schedule kernels"):
+        try:
+            mod, tuning = schedule_module(build.mod, build.target, build.opt_level, tuning_db, use_shipped_schedules)
+        except AutoGLMError:
+            raise
+        except Exception as err:
+            raise CompileError(f"scheduling failed: {_first_line(err)}") from err
+    return Scheduled(mod, tuning)
+
+
+def build_executable(scheduled: Scheduled, build: RelaxBuild, log: StageLog | None = None):
+    log = log or StageLog(enabled=False)
+    with log.stage("codegen (tvm.compile)"):
+        try:
+            return tvm.compile(scheduled.mod, build.target.tvm_target())
+        except Exception as err:
+            raise CompileError(f"code generation for target {build.target.name} failed: {_first_line(err)}") from err

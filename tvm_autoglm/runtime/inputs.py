@@ -1,0 +1,113 @@
+"""Reading and checking model inputs against a manifest.
+
+Errors name the input, the expected shape/dtype and what was given, because a
+shape mismatch caught here is a one-line fix for the user while the same
+mismatch inside the VM is an opaque TVM check failure.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+
+def _spec_text(spec: dict) -> str:
+    return f"{spec['dtype']}[{'x'.join(str(d) for d in spec['shape'])}]"
+
+
+def validate_inputs(inputs: dict, specs: list[dict]) -> list[np.ndarray]:
+    """Check names, shapes and dtypes; return arrays in manifest order."""
+    expected = [s["name"] for s in specs]
+    unknown = [name for name in inputs if name not in expected]
+    if unknown:
+        raise InputError(f"unknown input name(s) {unknown}; the model's inputs are {expected}")
+    missing = [name for name in expected if name not in inputs]
+    if missing:
+        raise InputError(f"missing input(s) {missing}; the model's inputs are {expected}")
+    arrays = []
+    for spec in specs:
+        value = np.asarray(inputs[spec["name"]])
+        want_shape = tuple(int(d) for d in spec["shape"])
+        if value.dtype != np.dtype(spec["dtype"]):
+            raise InputError(
+                f"input '{spec['name']}' has dtype {value.dtype}, expected {spec['dtype']} (shape {_spec_text(spec)})"
+            )
+        if tuple(value.shape) != want_shape:
+            got = "x".join(str(d) for d in value.shape) or "scalar"
+            raise InputError(
+                f"input '{spec['name']}' has shape {got}, expected {'x'.join(str(d) for d in want_shape)} ({spec['dtype']})"
+            )
+        arrays.append(np.ascontiguousarray(value))
+    return arrays
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise InputError(f"input file {path} not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise InputError(f"{path} is not a readable .npz file: {err}") from None
+
+
+def read_bin(path: Path, specs: list[dict]) -> dict[str, np.ndarray]:
+    """Raw little-endian tensors concatenated in manifest order."""
+    if not path.is_file():
+        raise InputError(f"input file {path} not found")
+    raw = path.read_bytes()
+    sizes = []
+    for spec in specs:
+        count = int(np.prod(spec["shape"], dtype=np.int64))
+        sizes.append(count * np.dtype(spec["dtype"]).itemsize)
+    if len(raw) != sum(sizes):
+        layout = ", ".join(f"{s['name']}:{_spec_text(s)}" for s in specs)
+        raise InputError(f"{path} has {len(raw)} bytes, expected {sum(sizes)} for inputs in manifest order ({layout})")
+    result, offset = {}, 0
+    for spec, size in zip(specs, sizes):
+        dtype = np.dtype(spec["dtype"]).newbyteorder("<")
+        array = np.frombuffer(raw, dtype=dtype, count=size // dtype.itemsize, offset=offset)
+        result[spec["name"]] = array.astype(np.dtype(spec["dtype"])).reshape(spec["shape"])
+        offset += size
+    return result
+
+
+def write_bin(path: Path, inputs: dict, specs: list[dict]) -> None:
+    from .manifest import write_bytes_atomic
+
+    arrays = validate_inputs(inputs, specs)
+    write_bytes_atomic(path, b"".join(a.astype(a.dtype.newbyteorder("<")).tobytes() for a in arrays))
+
+
+def read_inputs(path: str | Path, specs: list[dict]) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if path.suffix == ".npz":
+        return read_npz(path)
+    if path.suffix == ".bin":
+        return read_bin(path, specs)
+    raise InputError(f"input file {path} must be .npz (keyed by input name) or .bin (raw, manifest order)")
+
+
+def example_inputs(specs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
+    """Plausible inputs from specs alone: masks of ones, small token ids, N(0,1) floats."""
+    rng = np.random.default_rng(seed)
+    result = {}
+    for spec in specs:
+        dtype = np.dtype(spec["dtype"])
+        shape = tuple(spec["shape"])
+        if dtype.kind in "iu":
+            if "mask" in spec["name"].lower():
+                result[spec["name"]] = np.ones(shape, dtype=dtype)
+            elif "type" in spec["name"].lower() or "position" in spec["name"].lower():
+                result[spec["name"]] = np.zeros(shape, dtype=dtype)
+            else:
+                result[spec["name"]] = rng.integers(0, 100, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            result[spec["name"]] = np.ones(shape, dtype=dtype)
+        else:
+            result[spec["name"]] = rng.standard_normal(shape).astype(dtype)
+    return result

@@ -1,0 +1,156 @@
+"""Load an exported artifact and run it with only the TVM runtime and numpy.
+
+The sha256 in the manifest is checked *before* the library is loaded: loading
+a ``.so`` runs its native initialisers, so a tampered file must never reach
+``dlopen``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ArtifactError, DeviceError
+from . import package
+from .inputs import validate_inputs
+from .manifest import manifest_path_for, read_manifest, sha256_file
+
+
+def resolve_artifact(path: str | Path) -> tuple[Path, dict]:
+    """(library path, manifest) for a ``.so`` (with its ``.json``) or a ``.glm``; verifies sha256."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"artifact {path} not found")
+    if path.suffix == ".glm":
+        library, manifest_file = package.unpack(path)
+    else:
+        library, manifest_file = path, manifest_path_for(path)
+    manifest = read_manifest(manifest_file)
+    want = manifest["sha256"].get("library")
+    got = sha256_file(library)
+    if want != got:
+        raise ArtifactError(
+            f"{path}: sha256 of the library ({got[:16]}...) does not match the manifest ({str(want)[:16]}...); "
+            "the file was modified or does not belong to this manifest, refusing to load it"
+        )
+    _check_versions(path, manifest)
+    return library, manifest
+
+
+def _check_versions(path: Path, manifest: dict) -> None:
+    """A different TVM major.minor is an error (runtime ABI); a different tvm_autoglm only warns."""
+    import tvm
+
+    built = manifest.get("versions", {})
+    built_tvm = str(built.get("tvm", ""))
+    if built_tvm and built_tvm.split(".")[:2] != tvm.__version__.split(".")[:2]:
+        raise ArtifactError(f"{path} was built with TVM {built_tvm}; this runtime has TVM {tvm.__version__}: rebuild it")
+    from .. import __version__
+
+    if built.get("tvm_autoglm") and built["tvm_autoglm"] != __version__:
+        warnings.warn(f"{path} was built by tvm_autoglm {built['tvm_autoglm']}; running with {__version__}")
+
+
+def device_for(manifest: dict):
+    import tvm
+
+    device_type = manifest["target"].get("device", "cpu")
+    if device_type == "cuda":
+        device = tvm.cuda(0)
+        if not device.exist:
+            raise DeviceError(f"target {manifest['target'].get('name')} needs a CUDA device; none found")
+        return device
+    return tvm.cpu(0)
+
+
+class Session:
+    """A loaded artifact ready to run: ``Session("m.so").run(input_ids=...)``."""
+
+    def __init__(self, module, manifest: dict, path: Path | None = None):
+        """Wrap an already loaded module (or an in-memory Relax executable)."""
+        from tvm import relax
+
+        self.path = path
+        self.manifest = manifest
+        self.device = device_for(manifest)
+        self.module = module
+        self.vm = relax.VirtualMachine(module, self.device)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Session":
+        """Verify (sha256, versions) and load a ``.so``/``.glm`` artifact."""
+        import tvm
+
+        library_path, manifest = resolve_artifact(path)
+        module = tvm.runtime.load_module(str(library_path))
+        return cls(module, manifest, Path(path))
+
+    @property
+    def input_specs(self) -> list[dict]:
+        return self.manifest["inputs"]
+
+    @property
+    def output_specs(self) -> list[dict]:
+        return self.manifest["outputs"]
+
+    def _to_device(self, arrays):
+        import tvm
+
+        return [tvm.runtime.tensor(a, self.device) for a in arrays]
+
+    def run(self, inputs: dict | None = None, **kwargs) -> dict[str, np.ndarray]:
+        arrays = validate_inputs({**(inputs or {}), **kwargs}, self.input_specs)
+        result = self.vm["main"](*self._to_device(arrays))
+        return self._outputs(result)
+
+    def _outputs(self, result) -> dict[str, np.ndarray]:
+        flat = _flatten(result)
+        names = [spec["name"] for spec in self.output_specs]
+        if len(flat) != len(names):
+            raise ArtifactError(f"the library returned {len(flat)} outputs but the manifest lists {len(names)}")
+        return {name: value.numpy() for name, value in zip(names, flat)}
+
+    def latencies(self, inputs: dict, repeat: int = 10, warmup: int = 2) -> list[float]:
+        """Wall-clock seconds of ``repeat`` runs of main (inputs already on the device)."""
+        arrays = self._to_device(validate_inputs(inputs, self.input_specs))
+        fn = self.vm["main"]
+        for _ in range(warmup):
+            fn(*arrays)
+        self.device.sync()
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn(*arrays)
+            self.device.sync()
+            times.append(time.perf_counter() - start)
+        return times
+
+
+def summarize(times: list[float]) -> dict:
+    ms = sorted(t * 1000 for t in times)
+    return {
+        "median_ms": statistics.median(ms),
+        "min_ms": ms[0],
+        "max_ms": ms[-1],
+        "p90_ms": ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))],
+        "runs": len(ms),
+    }
+
+
+def _flatten(value) -> list:
+    import tvm
+
+    if isinstance(value, tvm.runtime.Tensor):
+        return [value]
+    try:
+        items = list(value)
+    except TypeError:
+        return [value]
+    flat = []
+    for item in items:
+        flat.extend(_flatten(item))
+    return flat

@@ -1,0 +1,63 @@
+"""Which schedule each kernel gets: tuning records first, then default rules.
+
+Order matters and is the same for every target: a measured record always wins;
+a kernel without one gets our default rule for its target kind (CPU rules in
+``tvm_autoglm.schedule_rules``, dlight's GPU rules on CUDA); a kernel no rule
+knows stays a plain loop nest on CPU (correct, slow) and is refused on CUDA,
+where an unscheduled kernel would silently become host code.
+"""
+
+from __future__ import annotations
+
+import tvm
+
+from .targets import TargetSpec
+
+
+def copy_module(mod: tvm.IRModule) -> tvm.IRModule:
+    """A shallow copy: dlight and some schedule helpers mutate their input in place."""
+    return tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+
+
+def is_scheduled(func) -> bool:
+    return bool(func.attrs and func.attrs.get("tir.is_scheduled", False))
+
+
+def count_scheduled(mod: tvm.IRModule) -> int:
+    return sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and is_scheduled(f))
+
+
+def schedule_module(mod, spec: TargetSpec, opt_level: int, tuning_db, use_shipped_schedules: bool):
+    mod = copy_module(mod)
+    target = spec.tvm_target()
+    tuning = {"database": None, "records_applied": 0, "tuned_kernels": 0, "default_scheduled_kernels": 0, "plain_kernels": 0, "shipped_schedules": []}
+    total = sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
+
+    if opt_level >= 1 or spec.device == "cuda":
+        from .tuning.apply import apply_tuning_records
+
+        mod, applied = apply_tuning_records(mod, spec, tuning_db, use_shipped_schedules and opt_level >= 3)
+        tuning.update(applied)
+        tuning["tuned_kernels"] = count_scheduled(mod)
+
+    if spec.device == "cuda":
+        from .gpu import apply_gpu_default_schedules
+
+        mod = apply_gpu_default_schedules(mod, target)
+    elif opt_level >= 1:
+        mod = _apply_cpu_defaults(mod, target)
+    scheduled = count_scheduled(mod)
+    tuning["default_scheduled_kernels"] = scheduled - tuning["tuned_kernels"]
+    tuning["plain_kernels"] = total - scheduled
+    return mod, tuning
+
+
+def _apply_cpu_defaults(mod, target):
+    try:
+        from .schedule_rules import apply_default_schedules
+    except ImportError:  # rules package not built yet: dlight's two CPU rules
+        from tvm.s_tir import dlight as dl
+
+        with target:
+            return dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction())(copy_module(mod))
+    return apply_default_schedules(mod, target)

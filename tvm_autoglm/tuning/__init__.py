@@ -1,0 +1,1 @@
+"""MetaSchedule tuning: databases, the tuning driver and applying records."""

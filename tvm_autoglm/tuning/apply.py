@@ -1,0 +1,63 @@
+"""Applying tuning records (a user database and the shipped ones) to a fused module.
+
+A record applies when its workload (the kernel's structural hash) matches, so
+a database tuned on one model serves any other model with the same kernels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tvm
+
+from ..errors import AutoGLMError
+
+
+def repo_schedules_dir() -> Path:
+    return Path(__file__).resolve().parent.parent.parent / "schedules"
+
+
+def shipped_databases(target_name: str) -> list[Path]:
+    """Shipped best-record databases for this target: schedules/<target>/<model>/."""
+    root = repo_schedules_dir() / target_name
+    if not root.is_dir():
+        return []
+    return sorted(p.parent for p in root.glob("*/database_workload.json"))
+
+
+def open_database(path: Path):
+    from tvm.s_tir import meta_schedule as ms
+
+    path = Path(path)
+    if not (path / "database_workload.json").is_file():
+        raise AutoGLMError(f"tuning database {path} not found (expected {path / 'database_workload.json'})")
+    return ms.database.JSONDatabase(work_dir=str(path), allow_missing=False)
+
+
+def apply_tuning_records(mod, spec, tuning_db, use_shipped: bool):
+    """Returns (module, info) with info: database, records_applied, shipped_schedules."""
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    paths: list[Path] = []
+    if tuning_db:
+        paths.append(Path(tuning_db))
+    shipped = shipped_databases(spec.name) if use_shipped else []
+    paths.extend(shipped)
+    info = {"database": str(tuning_db) if tuning_db else None, "records_applied": 0, "shipped_schedules": [str(p) for p in shipped]}
+    if not paths:
+        return mod, info
+    databases = [open_database(p) for p in paths]
+    database = databases[0] if len(databases) == 1 else ms.database.UnionDatabase(*databases)
+    target = spec.tvm_target()
+    before = _scheduled(mod)
+    with target, database, tvm.transform.PassContext(opt_level=3):
+        mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+    info["records_applied"] = _scheduled(mod) - before
+    return mod, info
+
+
+def _scheduled(mod) -> int:
+    from ..scheduling import count_scheduled
+
+    return count_scheduled(mod)
