@@ -1,0 +1,85 @@
+"""Group scaled-dot-product attention into one fused kernel.
+
+``Q.K^T (* or / scale) (+ mask | where(causal, s, min)) -> softmax(-1)
+(-> where(isnan, 0, p)) -> .V`` is what HF BERT/ViT/GPT-2/GPT-NeoX/T5 export
+with both torch exporters (torch's SDPA decomposition scales Q and K by
+sqrt(scale) each and adds the NaN guard). Left to FuseOps it is 3-4 kernels
+(the softmax is a reduction, and FuseOps never puts two reductions or a
+matmul after a reduction into one group), each writing the S x S score
+matrix to memory.
+
+Why a composite group instead of ``R.nn.attention``: that op wants BSNH
+inputs (extra permute_dims), has no slot for a boolean causal ``where`` or the
+NaN guard, and its legalization is a different computation; the group keeps
+the exporter's exact ops (and so exact numerics and masks) and FuseTIR turns
+it into one PrimFunc after LegalizeOps. The group is marked ``Primitive`` so
+FuseOps leaves it alone.
+
+Not applied when softmax runs over a non-last axis or an intermediate (the
+scores, the probabilities) is used outside the group.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, wildcard
+
+from ._util import ndim
+from .registry import register_pass
+
+COMPOSITE_NAME = "autoglm.attention"
+
+
+def _scaled(p):
+    return is_op("relax.multiply")(p, is_const()) | is_op("relax.divide")(p, is_const()) | p
+
+
+def attention_pattern():
+    """The dpl pattern of one attention core; returns (root, annotations)."""
+    q = _scaled(wildcard())
+    k = _scaled(wildcard())
+    scores = is_op("relax.matmul")(q, k)
+    s = _scaled(scores)
+    masked = is_op("relax.add")(s, wildcard()) | is_op("relax.where")(wildcard(), s, wildcard()) | s
+    masked = is_op("relax.add")(masked, wildcard()) | masked
+    softmax = is_op("relax.nn.softmax")(masked)
+    probs = is_op("relax.where")(is_op("relax.isnan")(softmax), is_const(), softmax) | softmax
+    out = is_op("relax.matmul")(probs, wildcard())
+    return out, {"scores": scores, "softmax": softmax, "out": out}
+
+
+def _check(ctx: relax.transform.PatternCheckContext) -> bool:
+    softmax = ctx.annotated_expr["softmax"]
+    if not _softmax_over_last_axis(softmax):
+        return False
+    # every value computed inside the group must be consumed only inside it,
+    # otherwise grouping would compute it twice (or not at all for the outside user)
+    inside = set(ctx.matched_bindings.keys())
+    out_var = ctx.value_to_bound_var.get(ctx.annotated_expr["out"])
+    for var in inside:
+        if out_var is not None and var.same_as(out_var):
+            continue
+        for user in ctx.var_usages.get(var, []):
+            if user not in inside:
+                return False
+    return True
+
+
+def _softmax_over_last_axis(call) -> bool:
+    axis = int(call.attrs.axis)
+    rank = ndim(call.args[0])
+    return axis == -1 or axis == rank - 1
+
+
+@tvm.transform.module_pass(opt_level=0, name="AutoGLMFuseAttention")
+def fuse_attention_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    root, annotations = attention_pattern()
+    pattern = relax.transform.FusionPattern(COMPOSITE_NAME, root, annotations, _check)
+    return relax.transform.FuseOpsByPattern([pattern], bind_constants=False, annotate_codegen=False)(mod)
+
+
+@register_pass("fuse_attention", opt_level=2, stage=40)
+def fuse_attention():
+    """matmul-(scale)-(mask)-softmax-matmul -> one fused attention kernel."""
+    return fuse_attention_pass
