@@ -3,7 +3,7 @@
 ``Q.K^T (* or / scale) (+ mask | where(causal, s, min)) -> softmax(-1)
 (-> where(isnan, 0, p)) -> .V`` is what HF BERT/ViT/GPT-2/GPT-NeoX/T5 export
 with both torch exporters (torch's SDPA decomposition scales Q and K by
-sqrt(scale) each and adds the NaN guard). Left to FuseOps it is 3-4 kernels
+sqrt(scale) each and adds the NaN guard), followed by the head merge (permute_dims + reshape). Left to FuseOps it is 3-4 kernels
 (the softmax is a reduction, and FuseOps never puts two reductions or a
 matmul after a reduction into one group), each writing the S x S score
 matrix to memory.
@@ -46,7 +46,19 @@ def attention_pattern():
     softmax = is_op("relax.nn.softmax")(masked)
     probs = is_op("relax.where")(is_op("relax.isnan")(softmax), is_const(), softmax) | softmax
     out = is_op("relax.matmul")(probs, wildcard())
-    return out, {"scores": scores, "softmax": softmax, "out": out}
+    # the head merge that follows (permute_dims back to BSNH, reshape to B,S,N*H)
+    # is injective, so it rides along instead of costing its own kernel
+    tails = [out]
+    for _ in range(3):
+        tails.append(_layout(tails[-1]))
+    merged = tails[-1]
+    for tail in reversed(tails[:-1]):
+        merged = merged | tail
+    return merged, {"scores": scores, "softmax": softmax, "out": out}
+
+
+def _layout(p):
+    return is_op("relax.permute_dims")(p) | is_op("relax.reshape")(p, wildcard())
 
 
 def _check(ctx: relax.transform.PatternCheckContext) -> bool:
@@ -56,7 +68,7 @@ def _check(ctx: relax.transform.PatternCheckContext) -> bool:
     # every value computed inside the group must be consumed only inside it,
     # otherwise grouping would compute it twice (or not at all for the outside user)
     inside = set(ctx.matched_bindings.keys())
-    out_var = ctx.value_to_bound_var.get(ctx.annotated_expr["out"])
+    out_var = ctx.value_to_bound_var.get(ctx.matched_expr)
     for var in inside:
         if out_var is not None and var.same_as(out_var):
             continue
