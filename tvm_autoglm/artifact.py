@@ -31,6 +31,7 @@ def make_manifest(build, scheduled) -> dict:
         "opt_level": build.opt_level,
         "passes": build.passes,
         "kernels": sorted(gv.name_hint for gv, f in scheduled.mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)),
+        "kernel_flops": _kernel_flops(build.mod),
         "tuning": scheduled.tuning,
         "versions": {"tvm": tvm.__version__, "onnx": onnx.__version__, "tvm_autoglm": __version__},
         "sha256": {"library": None, "model": build.source_sha256},
@@ -38,6 +39,16 @@ def make_manifest(build, scheduled) -> dict:
         "notes": list(build.notes),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _kernel_flops(mod) -> dict:
+    """FLOPs per kernel for ``auto-glm profile`` (the .so has no TIR to count them from later)."""
+    try:
+        from .measure.flops import kernel_flops
+
+        return kernel_flops(mod)
+    except Exception:  # an estimate must never fail a build
+        return {}
 
 
 def _plain(value):
