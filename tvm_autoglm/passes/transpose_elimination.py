@@ -1,0 +1,74 @@
+"""Cancel and compose transposes; drop reshape chains.
+
+Exporters emit ``Transpose`` pairs around ops that want a different axis
+order (head split then ``K^T``: permute, reshape, permute), and ``Reshape``
+chains; each one that survives is a kernel or, inside a fused group, a
+strided copy. ``permute_dims(permute_dims(x, a), b)`` is one permute with the
+composed axes and disappears when that is the identity; a permute of a
+constant is folded by ``fold_constant`` already. Applied inside the fused
+groups built at O2 too (they are where the layout chains ended up), which is
+safe because the rewrite is local and exact.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+from ._util import ndim
+from .registry import register_pass
+
+
+def _axes(call, rank: int) -> list[int]:
+    axes = call.attrs.axes
+    if axes is None:
+        return list(reversed(range(rank)))
+    return [int(a) % rank for a in axes]
+
+
+def _rewrite_func(func: relax.Function) -> relax.Function:
+    x = wildcard()
+    inner = is_op("relax.permute_dims")(x)
+    outer = is_op("relax.permute_dims")(inner)
+
+    def compose(expr, m):
+        rank = ndim(m[x])
+        if rank < 0:
+            return expr
+        first, second = _axes(m[inner], rank), _axes(expr, rank)
+        axes = [first[a] for a in second]
+        if axes == list(range(rank)):
+            return m[x]
+        return relax.op.permute_dims(m[x], axes)
+
+    func = rewrite_call(outer, compose, func)
+
+    single = is_op("relax.permute_dims")(x)
+
+    def identity(expr, m):
+        rank = ndim(m[x])
+        return m[x] if rank >= 0 and _axes(expr, rank) == list(range(rank)) else expr
+
+    return rewrite_call(single, identity, func)
+
+
+@tvm.transform.module_pass(opt_level=0, name="AutoGLMEliminateTransposes")
+def eliminate_transposes_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    changed = False
+    for gv, func in mod.functions.items():
+        if not isinstance(func, relax.Function) or (func.attrs is not None and "Codegen" in func.attrs):
+            continue
+        new = _rewrite_func(func)
+        if not new.same_as(func):
+            out[gv] = new
+            changed = True
+    out = out if changed else mod
+    return relax.transform.RemoveRedundantReshape()(out)
+
+
+@register_pass("eliminate_transposes", opt_level=3, stage=70)
+def eliminate_transposes():
+    """Compose/cancel permute_dims pairs, drop identity permutes and reshape chains."""
+    return eliminate_transposes_pass
