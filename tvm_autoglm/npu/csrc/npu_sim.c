@@ -1,0 +1,525 @@
+/*
+ * npu-sim: a cycle-approximate simulator of our NPU instruction set.
+ *
+ * Why C: the compiled model calls npu_exec() for every op placed on the NPU,
+ * with the instruction program the compiler emitted and the DRAM tensors; the
+ * simulator executes it for real (bit-exact int8 -> int32, fp16 -> fp32 with
+ * fp16 rounding of the operands) and advances per-core timelines so the
+ * reported cycles reflect DMA/compute overlap, not just an instruction count.
+ *
+ * Build: linked into every exported npu-sim model (.so) with hidden visibility
+ * (so two loaded models never share counters), and built once as a shared
+ * library with default visibility for in-process JIT execution.
+ *
+ * Instruction format: 16 x int32 words; w[0] = opcode, w[1] = core.
+ * The full encoding is documented in docs/npu.md and tvm_autoglm/npu/isa.py.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef NPU_HIDDEN
+#define NPU_INTERNAL __attribute__((visibility("hidden")))
+#else
+#define NPU_INTERNAL
+#endif
+#define NPU_EXPORT __attribute__((visibility("default")))
+
+#define NPU_WORDS 16
+#define NPU_MAX_CORES 16
+#define NPU_MAX_OPS 4096
+#define NPU_TILE 16
+#define NPU_GRANULE 256 /* scoreboard granularity in bytes */
+
+enum { SP_INP = 0, SP_WGT = 1, SP_ACC = 2, SP_COUNT = 3 };
+enum { OP_CONFIG = 1, OP_LOAD = 2, OP_STORE = 3, OP_GEMM = 4, OP_VALU = 5, OP_SYNC = 6 };
+enum { DT_INT8 = 0, DT_FP32 = 1, DT_INT32 = 2, DT_FP16 = 3 };
+enum { MODE_INT8 = 0, MODE_FP16 = 1 };
+enum {
+  ALU_ADD = 0, ALU_MUL = 1, ALU_MAX = 2, ALU_MIN = 3, ALU_ADDI = 4, ALU_MULI = 5, ALU_RELU = 6,
+  ALU_CLIP = 7, ALU_EXP = 8, ALU_GELU = 9, ALU_RSUM = 10, ALU_RMAX = 11, ALU_SHR = 12, ALU_COUNT = 13
+};
+
+/* Counters readable from Python (layout mirrored in tvm_autoglm/npu/counters.py). */
+typedef struct {
+  int64_t op_id, calls, cycles, macs, macs_issued, gemm_cycles, valu_cycles;
+  int64_t dma_bytes[SP_COUNT + 1]; /* inp, wgt, acc loads; [3] = stores */
+  int64_t m, n, k, batch, cores;
+} npu_op_stats;
+
+typedef struct {
+  int64_t version, errors, ops_executed, total_cycles, macs, macs_issued;
+  int64_t dma_bytes[SP_COUNT + 1];
+  int64_t peak_bytes[SP_COUNT];
+  int64_t num_ops; /* distinct op ids seen */
+  int64_t insns;
+  npu_op_stats ops[NPU_MAX_OPS];
+} npu_counters;
+
+typedef struct {
+  int64_t t_load, t_comp, t_store;
+  int64_t *ready[SP_COUNT], *freed[SP_COUNT];
+  int8_t *inp_i8, *wgt_i8;
+  float *inp_f, *wgt_f; /* fp16 values held exactly in float */
+  int32_t *acc_i;       /* aliased as float for fp16 mode */
+} npu_core;
+
+/* Per-op configuration set by the CONFIG instruction. */
+typedef struct {
+  int op_id, mode, cores;
+  int gemm_lat, vec_lat, dma_setup, sync_lat, bpc, total_bpc;
+  int64_t sp_bytes[SP_COUNT];
+  int64_t m, n, k, batch;
+} npu_cfg;
+
+NPU_INTERNAL npu_counters npu_g_counters = {.version = 1};
+static npu_core g_cores[NPU_MAX_CORES];
+static int64_t g_alloc_bytes[SP_COUNT];
+
+/* ---------- fp16 emulation (round to nearest even, with subnormals) ---------- */
+static uint16_t f32_to_f16(float value) {
+  uint32_t x;
+  memcpy(&x, &value, 4);
+  uint32_t sign = (x >> 16) & 0x8000u;
+  int32_t exp = (int32_t)((x >> 23) & 0xff);
+  uint32_t mant = x & 0x7fffffu;
+  if (exp == 0xff) return (uint16_t)(sign | 0x7c00u | (mant ? 0x200u : 0));
+  int32_t e = exp - 127 + 15;
+  if (e >= 0x1f) return (uint16_t)(sign | 0x7c00u);
+  if (e <= 0) {
+    if (e < -10) return (uint16_t)sign;
+    mant |= 0x800000u;
+    uint32_t shift = (uint32_t)(14 - e);
+    uint32_t half = mant >> shift;
+    uint32_t rem = mant & ((1u << shift) - 1);
+    uint32_t mid = 1u << (shift - 1);
+    if (rem > mid || (rem == mid && (half & 1))) half++;
+    return (uint16_t)(sign | half);
+  }
+  uint32_t half = sign | ((uint32_t)e << 10) | (mant >> 13);
+  uint32_t rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (half & 1))) half++;
+  return (uint16_t)half;
+}
+
+static float f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1f;
+  uint32_t mant = h & 0x3ffu;
+  uint32_t x;
+  if (exp == 0) {
+    if (mant == 0) {
+      x = sign;
+    } else {
+      int e = -1;
+      do { mant <<= 1; e++; } while (!(mant & 0x400u));
+      x = sign | ((uint32_t)(127 - 15 - e) << 23) | ((mant & 0x3ffu) << 13);
+    }
+  } else if (exp == 0x1f) {
+    x = sign | 0x7f800000u | (mant << 13);
+  } else {
+    x = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float out;
+  memcpy(&out, &x, 4);
+  return out;
+}
+
+static float round_f16(float v) { return f16_to_f32(f32_to_f16(v)); }
+
+/* ---------- helpers ---------- */
+static int64_t dt_size(int dt) { return dt == DT_INT8 ? 1 : dt == DT_FP16 ? 2 : 4; }
+static int64_t sp_elem_bytes(int sp, int mode) { return sp == SP_ACC ? 4 : (mode == MODE_INT8 ? 1 : 2); }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+static double dram_read(const void *base, int dt, int64_t idx) {
+  switch (dt) {
+    case DT_INT8: return ((const int8_t *)base)[idx];
+    case DT_INT32: return ((const int32_t *)base)[idx];
+    case DT_FP16: return f16_to_f32(((const uint16_t *)base)[idx]);
+    default: return ((const float *)base)[idx];
+  }
+}
+
+static int ensure_alloc(const npu_cfg *cfg) {
+  for (int sp = 0; sp < SP_COUNT; ++sp) {
+    if (cfg->sp_bytes[sp] <= g_alloc_bytes[sp]) continue;
+    int64_t bytes = cfg->sp_bytes[sp];
+    int64_t granules = ceil_div(bytes, NPU_GRANULE);
+    for (int c = 0; c < NPU_MAX_CORES; ++c) {
+      npu_core *core = &g_cores[c];
+      free(core->ready[sp]);
+      free(core->freed[sp]);
+      core->ready[sp] = calloc((size_t)granules, sizeof(int64_t));
+      core->freed[sp] = calloc((size_t)granules, sizeof(int64_t));
+      if (sp == SP_INP) {
+        free(core->inp_i8); free(core->inp_f);
+        core->inp_i8 = calloc((size_t)bytes, 1);
+        core->inp_f = calloc((size_t)bytes, sizeof(float));
+      } else if (sp == SP_WGT) {
+        free(core->wgt_i8); free(core->wgt_f);
+        core->wgt_i8 = calloc((size_t)bytes, 1);
+        core->wgt_f = calloc((size_t)bytes, sizeof(float));
+      } else {
+        free(core->acc_i);
+        core->acc_i = calloc((size_t)ceil_div(bytes, 4), sizeof(int32_t));
+      }
+      if (!core->ready[sp] || !core->freed[sp]) return -1;
+    }
+    g_alloc_bytes[sp] = bytes;
+  }
+  return 0;
+}
+
+/* Scoreboard over [off, off+bytes) of scratchpad sp: latest write / latest read. */
+static int64_t sb_max(int64_t *arr, int64_t off, int64_t bytes) {
+  int64_t t = 0;
+  for (int64_t g = off / NPU_GRANULE; g <= (off + bytes - 1) / NPU_GRANULE; ++g) t = max64(t, arr[g]);
+  return t;
+}
+static void sb_set(int64_t *arr, int64_t off, int64_t bytes, int64_t t) {
+  for (int64_t g = off / NPU_GRANULE; g <= (off + bytes - 1) / NPU_GRANULE; ++g) arr[g] = max64(arr[g], t);
+}
+
+static int check_range(const npu_cfg *cfg, int sp, int64_t off_bytes, int64_t bytes) {
+  if (sp < 0 || sp >= SP_COUNT || off_bytes < 0 || bytes <= 0 || off_bytes + bytes > cfg->sp_bytes[sp]) return -1;
+  if (off_bytes + bytes > npu_g_counters.peak_bytes[sp]) npu_g_counters.peak_bytes[sp] = off_bytes + bytes;
+  return 0;
+}
+
+static int64_t dma_cycles(const npu_cfg *cfg, int64_t bytes) {
+  int64_t bpc = cfg->bpc;
+  if (cfg->total_bpc > 0 && cfg->cores > 0 && cfg->total_bpc / cfg->cores < bpc) bpc = cfg->total_bpc / cfg->cores;
+  if (bpc < 1) bpc = 1;
+  return cfg->dma_setup + ceil_div(bytes, bpc);
+}
+
+static npu_op_stats *op_stats(int op_id) {
+  if (op_id < 0 || op_id >= NPU_MAX_OPS) op_id = NPU_MAX_OPS - 1;
+  npu_op_stats *s = &npu_g_counters.ops[op_id];
+  s->op_id = op_id;
+  if (op_id + 1 > npu_g_counters.num_ops) npu_g_counters.num_ops = op_id + 1;
+  return s;
+}
+
+static double gelu_poly(double x) {
+  /* tanh-approximation GELU, as the vector unit's function table would evaluate it */
+  double inner = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+  return 0.5 * x * (1.0 + tanh(inner));
+}
+
+/* ---------- instruction execution ---------- */
+static int exec_load(const npu_cfg *cfg, npu_core *core, const int32_t *w, void **dram, int timing_only, npu_op_stats *st) {
+  int sp = w[2];
+  int64_t spad_off = w[3], slot = w[4], dram_off = w[5], rows = w[6], cols = w[7], dstride = w[8];
+  int64_t vrows = w[9], vcols = w[10], sstride = w[11];
+  int dt = w[12];
+  if (slot < 0 || slot > 3 || rows <= 0 || cols <= 0 || vrows > rows || vcols > cols) return -1;
+  int64_t esz = sp_elem_bytes(sp, cfg->mode);
+  int64_t span = ((rows - 1) * sstride + cols) * esz;
+  if (check_range(cfg, sp, spad_off * esz, span)) return -1;
+  if (!timing_only) {
+    const void *base = dram[slot];
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        int64_t s = spad_off + r * sstride + c;
+        int valid = r < vrows && c < vcols;
+        double v = valid ? dram_read(base, dt, dram_off + r * dstride + c) : 0.0;
+        if (sp == SP_INP) {
+          if (cfg->mode == MODE_INT8) core->inp_i8[s] = (int8_t)v; else core->inp_f[s] = round_f16((float)v);
+        } else if (sp == SP_WGT) {
+          if (cfg->mode == MODE_INT8) core->wgt_i8[s] = (int8_t)v; else core->wgt_f[s] = round_f16((float)v);
+        } else if (cfg->mode == MODE_INT8) {
+          core->acc_i[s] = (int32_t)v;
+        } else {
+          float f = (float)v;
+          memcpy(&core->acc_i[s], &f, 4);
+        }
+      }
+    }
+  }
+  int64_t bytes = vrows * vcols * dt_size(dt); /* padding is generated on chip, not transferred */
+  int64_t start = max64(core->t_load, max64(sb_max(core->freed[sp], spad_off * esz, span), sb_max(core->ready[sp], spad_off * esz, span)));
+  int64_t end = start + dma_cycles(cfg, bytes);
+  sb_set(core->ready[sp], spad_off * esz, span, end);
+  core->t_load = end;
+  st->dma_bytes[sp] += bytes;
+  npu_g_counters.dma_bytes[sp] += bytes;
+  return 0;
+}
+
+static int exec_store(const npu_cfg *cfg, npu_core *core, const int32_t *w, void **dram, int timing_only, npu_op_stats *st) {
+  int64_t spad_off = w[3], slot = w[4], dram_off = w[5], rows = w[6], cols = w[7], dstride = w[8], sstride = w[9];
+  int dt = w[10];
+  if (w[2] != SP_ACC || slot < 0 || slot > 3 || rows <= 0 || cols <= 0) return -1;
+  int64_t span = ((rows - 1) * sstride + cols) * 4;
+  if (check_range(cfg, SP_ACC, spad_off * 4, span)) return -1;
+  if (!timing_only) {
+    void *base = dram[slot];
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        int32_t raw = core->acc_i[spad_off + r * sstride + c];
+        int64_t d = dram_off + r * dstride + c;
+        float f;
+        memcpy(&f, &raw, 4);
+        double v = cfg->mode == MODE_INT8 ? (double)raw : (double)f;
+        switch (dt) {
+          case DT_INT32: ((int32_t *)base)[d] = cfg->mode == MODE_INT8 ? raw : (int32_t)v; break;
+          case DT_INT8: ((int8_t *)base)[d] = (int8_t)(v > 127 ? 127 : v < -128 ? -128 : v); break;
+          case DT_FP16: ((uint16_t *)base)[d] = f32_to_f16((float)v); break;
+          default: ((float *)base)[d] = (float)v;
+        }
+      }
+    }
+  }
+  int64_t bytes = rows * cols * dt_size(dt);
+  int64_t start = max64(core->t_store, sb_max(core->ready[SP_ACC], spad_off * 4, span));
+  int64_t end = start + dma_cycles(cfg, bytes);
+  sb_set(core->freed[SP_ACC], spad_off * 4, span, end);
+  core->t_store = end;
+  st->dma_bytes[SP_COUNT] += bytes;
+  npu_g_counters.dma_bytes[SP_COUNT] += bytes;
+  return 0;
+}
+
+static int exec_gemm(const npu_cfg *cfg, npu_core *core, const int32_t *w, int timing_only, npu_op_stats *st) {
+  int64_t acc_off = w[2], inp_off = w[3], wgt_off = w[4], mt = w[5], nt = w[6], kt = w[7];
+  int reset = w[8];
+  int64_t is = w[9], ws = w[10], as = w[11];
+  int64_t um = w[12], un = w[13], uk = w[14];
+  if (mt <= 0 || nt <= 0 || kt <= 0) return -1;
+  int64_t M = mt * NPU_TILE, N = nt * NPU_TILE, K = kt * NPU_TILE;
+  int64_t ie = sp_elem_bytes(SP_INP, cfg->mode), we = sp_elem_bytes(SP_WGT, cfg->mode);
+  int64_t ispan = ((M - 1) * is + K) * ie, wspan = ((K - 1) * ws + N) * we, aspan = ((M - 1) * as + N) * 4;
+  if (check_range(cfg, SP_INP, inp_off * ie, ispan) || check_range(cfg, SP_WGT, wgt_off * we, wspan) ||
+      check_range(cfg, SP_ACC, acc_off * 4, aspan))
+    return -1;
+  if (!timing_only) {
+    if (cfg->mode == MODE_INT8) {
+      for (int64_t i = 0; i < M; ++i) {
+        int32_t *arow = core->acc_i + acc_off + i * as;
+        if (reset) memset(arow, 0, (size_t)N * 4);
+        const int8_t *irow = core->inp_i8 + inp_off + i * is;
+        for (int64_t k = 0; k < K; ++k) {
+          int32_t a = irow[k];
+          if (!a) continue;
+          const int8_t *wrow = core->wgt_i8 + wgt_off + k * ws;
+          for (int64_t j = 0; j < N; ++j) arow[j] += a * (int32_t)wrow[j];
+        }
+      }
+    } else {
+      for (int64_t i = 0; i < M; ++i) {
+        float *arow = (float *)(core->acc_i + acc_off + i * as);
+        if (reset) memset(arow, 0, (size_t)N * 4);
+        const float *irow = core->inp_f + inp_off + i * is;
+        for (int64_t k = 0; k < K; ++k) {
+          float a = irow[k];
+          if (a == 0.0f) continue;
+          const float *wrow = core->wgt_f + wgt_off + k * ws;
+          for (int64_t j = 0; j < N; ++j) arow[j] += a * wrow[j];
+        }
+      }
+    }
+  }
+  int64_t cycles = mt * nt * kt * cfg->gemm_lat;
+  int64_t start = core->t_comp;
+  start = max64(start, sb_max(core->ready[SP_INP], inp_off * ie, ispan));
+  start = max64(start, sb_max(core->ready[SP_WGT], wgt_off * we, wspan));
+  start = max64(start, sb_max(core->ready[SP_ACC], acc_off * 4, aspan));
+  start = max64(start, sb_max(core->freed[SP_ACC], acc_off * 4, aspan));
+  int64_t end = start + cycles;
+  sb_set(core->freed[SP_INP], inp_off * ie, ispan, end);
+  sb_set(core->freed[SP_WGT], wgt_off * we, wspan, end);
+  sb_set(core->ready[SP_ACC], acc_off * 4, aspan, end);
+  core->t_comp = end;
+  int64_t useful = um * un * uk;
+  st->macs += useful;
+  st->macs_issued += M * N * K;
+  st->gemm_cycles += cycles;
+  npu_g_counters.macs += useful;
+  npu_g_counters.macs_issued += M * N * K;
+  return 0;
+}
+
+static int exec_valu(const npu_cfg *cfg, npu_core *core, const int32_t *w, int timing_only, npu_op_stats *st) {
+  int op = w[2];
+  int64_t dst = w[3], src = w[4], rows = w[5], cols = w[6], dstride = w[7], sstride = w[10];
+  float imm0, imm1;
+  memcpy(&imm0, &w[8], 4);
+  memcpy(&imm1, &w[9], 4);
+  if (op < 0 || op >= ALU_COUNT || rows <= 0 || cols <= 0) return -1;
+  int fp = cfg->mode == MODE_FP16;
+  if ((op == ALU_EXP || op == ALU_GELU) && !fp) return -1;
+  int64_t dspan = ((rows - 1) * dstride + cols) * 4, sspan = ((rows - 1) * sstride + cols) * 4;
+  if (check_range(cfg, SP_ACC, dst * 4, dspan) || check_range(cfg, SP_ACC, src * 4, sspan)) return -1;
+  if (!timing_only) {
+    float *af = (float *)core->acc_i;
+    int32_t *ai = core->acc_i;
+    for (int64_t r = 0; r < rows; ++r) {
+      if (op == ALU_RSUM || op == ALU_RMAX) {
+        double accum = op == ALU_RSUM ? 0.0 : -INFINITY;
+        int64_t iacc = op == ALU_RSUM ? 0 : INT32_MIN;
+        for (int64_t c = 0; c < cols; ++c) {
+          int64_t s = src + r * sstride + c;
+          if (fp) accum = op == ALU_RSUM ? accum + af[s] : fmax(accum, af[s]);
+          else iacc = op == ALU_RSUM ? iacc + ai[s] : (ai[s] > iacc ? ai[s] : iacc);
+        }
+        if (fp) af[dst + r * dstride] = (float)accum; else ai[dst + r * dstride] = (int32_t)iacc;
+        continue;
+      }
+      for (int64_t c = 0; c < cols; ++c) {
+        int64_t d = dst + r * dstride + c, s = src + r * sstride + c;
+        if (fp) {
+          float x = af[d], y = af[s], out = x;
+          switch (op) {
+            case ALU_ADD: out = x + y; break;
+            case ALU_MUL: out = x * y; break;
+            case ALU_MAX: out = x > y ? x : y; break;
+            case ALU_MIN: out = x < y ? x : y; break;
+            case ALU_ADDI: out = x + imm0; break;
+            case ALU_MULI: out = x * imm0; break;
+            case ALU_RELU: out = x > 0 ? x : 0; break;
+            case ALU_CLIP: out = x < imm0 ? imm0 : x > imm1 ? imm1 : x; break;
+            case ALU_EXP: out = (float)exp((double)x); break;
+            case ALU_GELU: out = (float)gelu_poly((double)x); break;
+            default: return -1;
+          }
+          af[d] = out;
+        } else {
+          int32_t x = ai[d], y = ai[s], out = x;
+          int32_t i0 = w[8], i1 = w[9];
+          switch (op) {
+            case ALU_ADD: out = x + y; break;
+            case ALU_MUL: out = x * y; break;
+            case ALU_MAX: out = x > y ? x : y; break;
+            case ALU_MIN: out = x < y ? x : y; break;
+            case ALU_ADDI: out = x + i0; break;
+            case ALU_MULI: out = x * i0; break;
+            case ALU_RELU: out = x > 0 ? x : 0; break;
+            case ALU_CLIP: out = x < i0 ? i0 : x > i1 ? i1 : x; break;
+            case ALU_SHR: out = i0 > 0 ? (int32_t)(((int64_t)x + ((int64_t)1 << (i0 - 1))) >> i0) : x; break;
+            default: return -1;
+          }
+          ai[d] = out;
+        }
+      }
+    }
+  }
+  int64_t factor = (op == ALU_EXP || op == ALU_GELU) ? 4 : 1;
+  int64_t cycles = rows * ceil_div(cols, NPU_TILE) * cfg->vec_lat * factor;
+  int64_t start = max64(core->t_comp, max64(sb_max(core->ready[SP_ACC], src * 4, sspan), sb_max(core->ready[SP_ACC], dst * 4, dspan)));
+  start = max64(start, sb_max(core->freed[SP_ACC], dst * 4, dspan));
+  int64_t end = start + cycles;
+  sb_set(core->ready[SP_ACC], dst * 4, dspan, end);
+  sb_set(core->freed[SP_ACC], src * 4, sspan, end);
+  core->t_comp = end;
+  st->valu_cycles += cycles;
+  return 0;
+}
+
+static int64_t core_time(const npu_core *c) { return max64(c->t_load, max64(c->t_comp, c->t_store)); }
+
+static void exec_sync(const npu_cfg *cfg) {
+  int64_t t = 0;
+  for (int c = 0; c < cfg->cores; ++c) t = max64(t, core_time(&g_cores[c]));
+  t += cfg->sync_lat;
+  for (int c = 0; c < cfg->cores; ++c) g_cores[c].t_load = g_cores[c].t_comp = g_cores[c].t_store = t;
+}
+
+static void reset_timelines(void) {
+  for (int c = 0; c < NPU_MAX_CORES; ++c) {
+    npu_core *core = &g_cores[c];
+    core->t_load = core->t_comp = core->t_store = 0;
+    for (int sp = 0; sp < SP_COUNT; ++sp) {
+      int64_t granules = ceil_div(g_alloc_bytes[sp], NPU_GRANULE);
+      if (core->ready[sp]) memset(core->ready[sp], 0, (size_t)granules * sizeof(int64_t));
+      if (core->freed[sp]) memset(core->freed[sp], 0, (size_t)granules * sizeof(int64_t));
+    }
+  }
+}
+
+/* Runs one op's program. Returns the op's cycles, or a negative error code. */
+static int64_t run_program(const int32_t *prog, int32_t n_insns, void **dram, int timing_only) {
+  if (n_insns <= 0 || prog[0] != OP_CONFIG) return -1;
+  const int32_t *w = prog;
+  npu_cfg cfg = {
+      .op_id = w[1], .mode = w[2], .cores = w[3], .gemm_lat = w[4], .vec_lat = w[5], .dma_setup = w[6],
+      .sync_lat = w[7], .bpc = w[8], .total_bpc = w[9], .sp_bytes = {w[10], w[11], w[12]},
+      .m = w[13], .n = w[14], .k = w[15],
+  };
+  if (cfg.cores < 1 || cfg.cores > NPU_MAX_CORES) return -2;
+  if (ensure_alloc(&cfg)) return -3;
+  reset_timelines();
+  npu_op_stats scratch;
+  memset(&scratch, 0, sizeof scratch);
+  npu_op_stats *st = timing_only ? &scratch : op_stats(cfg.op_id);
+  npu_counters saved;
+  if (timing_only) memcpy(&saved, &npu_g_counters, offsetof(npu_counters, ops));
+  int64_t batch = 1;
+  for (int32_t i = 1; i < n_insns; ++i) {
+    w = prog + (int64_t)i * NPU_WORDS;
+    int core_id = w[1];
+    if (core_id < 0 || core_id >= cfg.cores) return -4;
+    npu_core *core = &g_cores[core_id];
+    int rc = 0;
+    switch (w[0]) {
+      case OP_LOAD: rc = exec_load(&cfg, core, w, dram, timing_only, st); break;
+      case OP_STORE: rc = exec_store(&cfg, core, w, dram, timing_only, st); break;
+      case OP_GEMM: rc = exec_gemm(&cfg, core, w, timing_only, st); break;
+      case OP_VALU: rc = exec_valu(&cfg, core, w, timing_only, st); break;
+      case OP_SYNC: exec_sync(&cfg); break;
+      case OP_CONFIG: batch = w[2]; break; /* extension word: batch count of this op */
+      default: rc = -1;
+    }
+    if (rc) return -100 - i;
+  }
+  exec_sync(&cfg);
+  int64_t cycles = core_time(&g_cores[0]);
+  if (timing_only) {
+    memcpy(&npu_g_counters, &saved, offsetof(npu_counters, ops));
+    return cycles;
+  }
+  st->calls += 1;
+  st->cycles += cycles;
+  st->m = cfg.m; st->n = cfg.n; st->k = cfg.k; st->batch = batch; st->cores = cfg.cores;
+  npu_g_counters.total_cycles += cycles;
+  npu_g_counters.ops_executed += 1;
+  npu_g_counters.insns += n_insns;
+  return cycles;
+}
+
+/* Entry point called by compiled models (T.call_extern). */
+NPU_INTERNAL int32_t npu_exec(const int32_t *prog, int32_t n_insns, void *a0, void *a1, void *a2, void *a3) {
+  void *dram[4] = {a0, a1, a2, a3};
+  int64_t rc = run_program(prog, n_insns, dram, 0);
+  if (rc < 0) {
+    npu_g_counters.errors += 1;
+    fprintf(stderr, "npu-sim: program error %lld (op %d)\n", (long long)rc, n_insns > 0 ? prog[1] : -1);
+    return (int32_t)rc;
+  }
+  return 0;
+}
+
+/* Cycle count of a program without touching data or counters: the tile search's cost. */
+NPU_EXPORT int64_t npu_time_program(const int32_t *prog, int32_t n_insns) {
+  void *dram[4] = {0, 0, 0, 0};
+  return run_program(prog, n_insns, dram, 1);
+}
+
+/* Direct execution for tests and tools (the same entry the model uses, exported). */
+NPU_EXPORT int32_t npu_exec_exported(const int32_t *prog, int32_t n_insns, void *a0, void *a1, void *a2, void *a3) {
+  return npu_exec(prog, n_insns, a0, a1, a2, a3);
+}
+
+NPU_EXPORT npu_counters *npu_counters_ptr(void) { return &npu_g_counters; }
+NPU_EXPORT int64_t npu_counters_size(void) { return (int64_t)sizeof(npu_counters); }
+NPU_EXPORT int64_t npu_max_ops(void) { return NPU_MAX_OPS; }
+
+NPU_EXPORT void npu_counters_reset(void) {
+  memset(&npu_g_counters, 0, sizeof npu_g_counters);
+  npu_g_counters.version = 1;
+}
