@@ -39,8 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that may need torch (building zoo models, --vs torch). For all others we keep torch
+# out: tvm_ffi imports torch eagerly when it is installed, which costs seconds per CLI call.
+_TORCH_COMMANDS = {"zoo", "bench"}
+
+
+def _skip_torch_import(argv: list[str]) -> None:
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command in _TORCH_COMMANDS or os.environ.get("AUTOGLM_ALLOW_TORCH") == "1":
+        return
+    if "torch" not in sys.modules and "tvm" not in sys.modules:
+        sys.modules["torch"] = None  # makes `import torch` raise ImportError, which tvm_ffi handles
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..errors import AutoGLMError
+
+    _skip_torch_import(sys.argv[1:] if argv is None else argv)
 
     os.environ.setdefault("TVM_LOG_DEBUG", "0")
     parser = build_parser()
