@@ -1,0 +1,175 @@
+"""The HTTP surface: a small Starlette app.
+
+Every problem a client can cause is answered with a 4xx and a JSON
+``{"error": "..."}`` that names it; model failures are a 500 with one line, the
+traceback goes to the server's stderr only. ``/ready`` stays 503 until the
+library is loaded and every worker has run a warm-up inference, so a load
+balancer never routes traffic to a cold process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..errors import AutoGLMError, InputError
+from . import codec
+from .batching import Batcher, Layout, Overloaded
+from .config import ServeConfig
+from .engine import Engine
+from .metrics import CONTENT_TYPE, Metrics
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _json(status: int, payload: dict, headers: dict | None = None) -> Response:
+    return Response(json.dumps(payload), status_code=status, media_type=codec.JSON, headers=headers)
+
+
+def _one_line(err: BaseException) -> str:
+    text = next((line.strip() for line in str(err).strip().splitlines()[::-1] if line.strip()), "")
+    return f"{type(err).__name__}: {text[:300]}"
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge(f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(config: ServeConfig, engine: Engine, layout: Layout) -> Starlette:
+    metrics = Metrics()
+    live = {"inflight": 0, "batcher": None, "server": None}
+
+    metrics.gauge("autoglm_queue_depth", "Requests waiting for a batch.", lambda: live["batcher"].queue_depth if live["batcher"] else 0)
+    metrics.gauge("autoglm_inflight_requests", "Inference requests being handled now.", lambda: live["inflight"])
+    metrics.gauge("autoglm_ready", "1 once the model is loaded and warmed up.", lambda: 1 if engine.ready else 0)
+    metrics.gauge("autoglm_workers", "Worker threads running model calls.", lambda: engine.workers)
+    metrics.gauge("autoglm_max_batch", "Requests packed into one call at most (1: no batching).", lambda: layout.max_requests)
+
+    async def load() -> None:
+        try:
+            await asyncio.to_thread(engine.load_and_warm)
+        except Exception as err:  # the library failed to load or to run: say so and stop
+            engine.state, engine.error = "failed", _one_line(err)
+            print(f"auto-glm serve: error: loading {engine.library} failed: {engine.error}", file=sys.stderr, flush=True)
+            if live["server"] is not None:
+                live["server"].should_exit = True
+            return
+        print(f"auto-glm serve: ready ({engine.workers} worker(s) warmed up)", file=sys.stderr, flush=True)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        executor = ThreadPoolExecutor(max_workers=engine.workers, thread_name_prefix="autoglm-worker")
+        batcher = Batcher(layout, engine.execute, executor, engine.workers, config.batch_timeout_ms / 1000.0, config.max_queue, metrics)
+        batcher.start()
+        live["batcher"] = batcher
+        loader = asyncio.get_running_loop().create_task(load())
+        try:
+            yield
+        finally:
+            # uvicorn has stopped accepting and waited for in-flight requests by now.
+            await batcher.close()
+            if not loader.done():
+                loader.cancel()
+            executor.shutdown(wait=True)
+
+    async def health(request: Request) -> Response:
+        return _json(200, {"status": "alive"})
+
+    async def ready(request: Request) -> Response:
+        if engine.ready:
+            return _json(200, {"status": "ready"})
+        detail = {"status": engine.state}
+        if engine.error:
+            detail["error"] = engine.error
+        return _json(503, detail)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    async def model_info(request: Request) -> Response:
+        manifest = engine.manifest
+        return _json(
+            200,
+            {
+                "inputs": manifest["inputs"],
+                "outputs": manifest["outputs"],
+                "target": manifest.get("target", {}).get("name"),
+                "batching": {"enabled": layout.batching, "max_requests": layout.max_requests, "rows_per_call": layout.capacity},
+            },
+        )
+
+    async def handle(request: Request) -> Response:
+        if not engine.ready:
+            metrics.count_error("not_ready")
+            return _json(503, {"error": f"model not ready ({engine.state})"}, {"Retry-After": "1"})
+        try:
+            body = await _read_body(request, config.max_body_bytes)
+        except _TooLarge as err:
+            metrics.count_error("too_large")
+            return _json(413, {"error": str(err)})
+        try:
+            arrays = codec.decode(body, request.headers.get("content-type"), layout.inputs)
+            rows = layout.rows_of(arrays)
+        except InputError as err:
+            metrics.count_error("bad_request")
+            return _json(400, {"error": err.one_line()})
+        try:
+            outputs = await live["batcher"].submit(arrays, rows)
+        except Overloaded as err:
+            metrics.count_error("overloaded")
+            return _json(503, {"error": str(err)}, {"Retry-After": "1"})
+        except AutoGLMError as err:
+            metrics.count_error("model")
+            return _json(500, {"error": err.one_line()})
+        except Exception as err:  # a raw TVM failure: one line to the client, the traceback to our stderr
+            metrics.count_error("internal")
+            traceback.print_exc(file=sys.stderr)
+            return _json(500, {"error": f"internal error while running the model: {_one_line(err)}"})
+        if codec.accepts_npz(request.headers.get("accept")):
+            return Response(codec.encode_npz(outputs), media_type=codec.NPZ)
+        return Response(codec.encode_json(outputs), media_type=codec.JSON)
+
+    async def infer(request: Request) -> Response:
+        start = time.perf_counter()
+        live["inflight"] += 1
+        try:
+            response = await handle(request)
+        finally:
+            live["inflight"] -= 1
+        metrics.count_request(response.status_code, time.perf_counter() - start)
+        return response
+
+    app = Starlette(
+        routes=[
+            Route("/v1/infer", infer, methods=["POST"]),
+            Route("/v1/model", model_info, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+            Route("/ready", ready, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.live = live
+    app.state.metrics = metrics
+    return app

@@ -1,0 +1,20 @@
+"""Settings of one ``auto-glm serve`` process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ServeConfig:
+    binary: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_batch: int | None = None  # None: no batching, exact manifest shapes
+    batch_timeout_ms: float = 2.0
+    workers: int = 1
+    max_queue: int = 1024
+    max_body_bytes: int = 64 << 20
+    graceful_timeout_s: float = 30.0
+    warmup_runs: int = 1
+    access_log: bool = False

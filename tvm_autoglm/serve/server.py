@@ -1,0 +1,122 @@
+"""Run the app under uvicorn with a socket we bind ourselves.
+
+Binding before uvicorn starts turns "address in use" into a one-line error,
+allows ``--port 0`` (the chosen port is printed), and the artifact is verified
+(sha256, versions, batch layout) before anything listens. SIGTERM is a
+graceful stop: uvicorn closes the listener, lets in-flight requests finish
+(up to ``graceful_timeout_s``), then the batcher drains and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import socket
+import sys
+
+from ..errors import AutoGLMError
+from .config import ServeConfig
+
+
+def skip_torch_import() -> None:
+    """Keep torch out of the serving process.
+
+    tvm_ffi imports torch eagerly whenever it is installed (for DLPack interop a
+    server never uses): on a dev machine that is seconds of startup and ~200 MB
+    per process. Marking it absent before ``import tvm`` makes tvm_ffi take its
+    no-torch path. Only the CLI calls this; ``AUTOGLM_SERVE_IMPORT_TORCH=1`` opts out.
+    """
+    import os
+
+    if os.environ.get("AUTOGLM_SERVE_IMPORT_TORCH") != "1" and "tvm" not in sys.modules and "torch" not in sys.modules:
+        sys.modules["torch"] = None
+
+
+def _require_deps():
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as err:
+        raise AutoGLMError(
+            f"auto-glm serve needs starlette and uvicorn ({err.name} is missing)", hint="pip install 'tvm_autoglm[serve]'"
+        ) from None
+
+
+def bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise AutoGLMError(f"cannot resolve --host {host}: {err.strerror}") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        raise AutoGLMError(f"cannot listen on {host}:{port}: {err.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(config: ServeConfig) -> int:
+    _require_deps()
+    import uvicorn
+
+    from ..runtime.session import resolve_artifact
+    from .app import create_app
+    from .batching import Layout
+    from .engine import Engine
+
+    if config.workers < 1:
+        raise AutoGLMError(f"--workers must be at least 1, got {config.workers}")
+    if config.batch_timeout_ms < 0:
+        raise AutoGLMError(f"--batch-timeout-ms must be 0 or more, got {config.batch_timeout_ms}")
+    library, manifest = resolve_artifact(config.binary)
+    layout = Layout.from_manifest(manifest, config.max_batch)
+    engine = Engine(library, manifest, workers=config.workers, warmup_runs=config.warmup_runs)
+    app = create_app(config, engine, layout)
+
+    sock = bind(config.host, config.port)
+    host, port = sock.getsockname()[:2]
+    if not _is_loopback(config.host):
+        print(
+            f"auto-glm serve: warning: listening on {config.host}, reachable from other machines; the server has no authentication",
+            file=sys.stderr,
+        )
+    shown = f"[{host}]" if ":" in host else host
+    print(f"auto-glm serve: {config.binary} on http://{shown}:{port} (batching: {layout.describe()}; workers: {engine.workers})", flush=True)
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=config.access_log,
+            timeout_graceful_shutdown=config.graceful_timeout_s,
+            lifespan="on",
+        )
+    )
+    app.state.live["server"] = server
+
+    # uvicorn re-raises the signal that stopped it once it has shut down; a graceful
+    # SIGTERM should end with exit status 0, so that re-raise lands on a no-op handler.
+    terminated = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sock.close()
+    if engine.state == "failed":
+        return 1
+    print("auto-glm serve: stopped", file=sys.stderr, flush=True)
+    return 0
