@@ -1,0 +1,86 @@
+"""Tools for the pass tests: hand-built ONNX idioms, import, kernel counts, parity runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import tvm
+import tvm.relax.frontend.onnx  # noqa: F401  (not imported by tvm.relax)
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
+
+FP32_RTOL = 1e-4
+FP32_ATOL = 1e-5
+
+
+def make_model(nodes, inputs, outputs, inits=(), opset=17) -> onnx.ModelProto:
+    """inputs/outputs: {name: shape} (outputs may give None for an inferred shape)."""
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
+        [numpy_helper.from_array(np.asarray(v, dtype="float32"), k) for k, v in dict(inits).items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def const_node(name: str, value) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value, dtype="float32"), name))
+
+
+def import_model(model: onnx.ModelProto) -> tvm.IRModule:
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    mod = tvm.relax.frontend.onnx.from_onnx(model, shape_dict=shapes)
+    return relax.transform.FoldConstant()(mod)
+
+
+def op_counts(mod: tvm.IRModule, func: str = "main") -> dict[str, int]:
+    """Relax op name (without 'relax.') -> count in ``func``."""
+    counts: dict[str, int] = {}
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            name = expr.op.name.removeprefix("relax.")
+            counts[name] = counts.get(name, 0) + 1
+
+    relax.analysis.post_order_visit(mod[func].body, visit)
+    return counts
+
+
+def kernels(mod: tvm.IRModule) -> list[str]:
+    """Kernel launches in main after the O1 fusion pipeline (FuseOps + FuseTIR)."""
+    fused = relax.get_pipeline("zero")(mod)
+    names = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and expr.op.same_as(tvm.ir.Op.get("relax.call_tir")):
+            names.append(expr.args[0].name_hint)
+
+    relax.analysis.post_order_visit(fused["main"], visit)
+    return names
+
+
+def run_tvm(mod: tvm.IRModule, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    ex = tvm.compile(relax.get_pipeline("zero")(mod), tvm.target.Target({"kind": "llvm"}))
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    out = vm["main"](*[tvm.runtime.tensor(a) for a in inputs])
+    if isinstance(out, tvm.runtime.Tensor):
+        return [out.numpy()]
+    return [o.numpy() for o in out]
+
+
+def run_ort(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, inputs)
+
+
+def assert_parity(mod, model, inputs: dict[str, np.ndarray], rtol=FP32_RTOL, atol=FP32_ATOL) -> None:
+    got = run_tvm(mod, list(inputs.values()))
+    want = run_ort(model, inputs)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
