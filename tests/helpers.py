@@ -51,7 +51,7 @@ def mlp_model(batch: int | str = 2, features: int = 16, hidden: int = 32, seed: 
     return model
 
 
-def token_model(seq: int = 8, vocab: int = 50, dim: int = 16, seed: int = 1) -> onnx.ModelProto:
+def token_model(seq: int = 8, vocab: int = 50, dim: int = 16, seed: int = 1, static: bool = False) -> onnx.ModelProto:
     """int64 token ids -> Gather embedding -> LayerNorm: an integer input and a float output."""
     rng = np.random.default_rng(seed)
     table = numpy_helper.from_array(rng.standard_normal((vocab, dim)).astype("float32"), "embedding")
@@ -64,8 +64,8 @@ def token_model(seq: int = 8, vocab: int = 50, dim: int = 16, seed: int = 1) -> 
     graph = helper.make_graph(
         nodes,
         "tokens",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
-        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "seq", dim])],
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, seq] if static else ["batch", "seq"])],
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, [1, seq, dim] if static else ["batch", "seq", dim])],
         [table, gamma, beta],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -113,3 +113,33 @@ def assert_clean_error(result: subprocess.CompletedProcess, *needles: str) -> st
     for needle in needles:
         assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
     return lines[0]
+
+
+def conv_model(channels: int = 4, size: int = 8, seed: int = 2) -> onnx.ModelProto:
+    """Conv(+bias) -> BatchNormalization -> Relu -> GlobalAveragePool: the CNN idioms in miniature."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((channels, 3, 3, 3)).astype("float32"), "w"),
+        numpy_helper.from_array(rng.standard_normal(channels).astype("float32"), "b"),
+        numpy_helper.from_array(rng.standard_normal(channels).astype("float32"), "gamma"),
+        numpy_helper.from_array(rng.standard_normal(channels).astype("float32"), "beta"),
+        numpy_helper.from_array(rng.standard_normal(channels).astype("float32"), "mean"),
+        numpy_helper.from_array(rng.uniform(0.5, 2.0, channels).astype("float32"), "var"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["bn"], name="bn", epsilon=1e-5),
+        helper.make_node("Relu", ["bn"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["pooled"], name="pool"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "cnn",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [1, channels, 1, 1])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model

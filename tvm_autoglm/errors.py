@@ -47,8 +47,6 @@ class ArtifactError(AutoGLMError):
 class CompileError(AutoGLMError):
     """The compiler could not build the model (names the stage that failed)."""
 
-    exit_code = 1
-
 
 class DeviceError(AutoGLMError):
     """The artifact needs a device this machine does not have."""

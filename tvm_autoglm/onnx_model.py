@@ -56,8 +56,8 @@ def load_model(model: "str | os.PathLike | onnx.ModelProto") -> tuple[onnx.Model
     try:
         onnx.checker.check_model(proto)
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"{path} is not a valid ONNX model: {first}") from None
+        text = " ".join(str(err).split())[:400] or type(err).__name__
+        raise ModelLoadError(f"{path} is not a valid ONNX model: {text}") from None
     return proto, path
 
 
@@ -134,8 +134,28 @@ def resolve_input_specs(model: onnx.ModelProto, overrides: dict[str, list[int]] 
             raise InputError(
                 f"input '{spec.name}' has dynamic dims {dynamic}; give a static shape with --input-shape {spec.name}:{example}"
             )
+        _check_size(spec)
         resolved.append(spec)
     return resolved
+
+
+#: Largest single input we accept (bytes). A declared dim of 2^40 is a corrupt or hostile
+#: model, and failing here beats the OOM killer later.
+MAX_INPUT_BYTES = 8 << 30
+
+
+def _check_size(spec: TensorSpec) -> None:
+    try:
+        itemsize = np.dtype(spec.dtype).itemsize
+    except TypeError:
+        raise InputError(f"input '{spec.name}' has unsupported dtype {spec.dtype}") from None
+    nbytes = itemsize
+    for dim in spec.shape:
+        nbytes *= dim
+    if nbytes > MAX_INPUT_BYTES:
+        raise InputError(
+            f"input '{spec.name}' declares shape {list(spec.shape)} ({nbytes / 2**30:.1f} GiB), over the {MAX_INPUT_BYTES >> 30} GiB limit for one input"
+        )
 
 
 def op_histogram(model: onnx.ModelProto) -> Counter:

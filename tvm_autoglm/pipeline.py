@@ -135,10 +135,8 @@ def _output_specs(mod: tvm.IRModule, proto: onnx.ModelProto) -> list[dict]:
 
 
 def _clean(proto: onnx.ModelProto, shapes: dict[str, list[int]]) -> onnx.ModelProto:
-    try:
-        from .onnx_cleanup import fold_static_shapes
-    except ImportError:  # TODO(lead): remove once onnx_cleanup lands
-        return proto
+    from .onnx_cleanup import fold_static_shapes
+
     return fold_static_shapes(proto, shapes)
 
 

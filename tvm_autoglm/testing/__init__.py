@@ -1,0 +1,1 @@
+"""Tools for testing the compiler itself (fuzzing); not needed at run time."""
