@@ -32,9 +32,6 @@ def add_parser(subparsers):
 
 def run(args) -> int:
     from ..serve import ServeConfig, serve
-    from ..serve.server import skip_torch_import
-
-    skip_torch_import()
 
     return serve(
         ServeConfig(

@@ -18,20 +18,6 @@ from ..errors import AutoGLMError
 from .config import ServeConfig
 
 
-def skip_torch_import() -> None:
-    """Keep torch out of the serving process.
-
-    tvm_ffi imports torch eagerly whenever it is installed (for DLPack interop a
-    server never uses): on a dev machine that is seconds of startup and ~200 MB
-    per process. Marking it absent before ``import tvm`` makes tvm_ffi take its
-    no-torch path. Only the CLI calls this; ``AUTOGLM_SERVE_IMPORT_TORCH=1`` opts out.
-    """
-    import os
-
-    if os.environ.get("AUTOGLM_SERVE_IMPORT_TORCH") != "1" and "tvm" not in sys.modules and "torch" not in sys.modules:
-        sys.modules["torch"] = None
-
-
 def _require_deps():
     try:
         import starlette  # noqa: F401
