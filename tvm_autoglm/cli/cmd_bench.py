@@ -1,0 +1,135 @@
+"""``auto-glm bench``: latency of an artifact against onnxruntime, PyTorch or other artifacts.
+
+All candidates run in the same time window, interleaved round-robin after
+warm-up, on identical inputs, with the same thread count; runs disturbed by
+other processes (run-queue wait) are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("bench", help="latency of a compiled .so/.glm vs onnxruntime / PyTorch / other builds")
+    parser.add_argument("--binary", required=True, help="OUT.so (manifest beside it) or OUT.glm: the first candidate, the ratio base")
+    parser.add_argument("--vs", action="append", default=[], metavar="ort|torch|OTHER.so", help="a competitor (repeatable)")
+    parser.add_argument("--model", default=None, help="ONNX model for --vs ort/torch (default: the manifest's source path)")
+    parser.add_argument("--input", default=None, help="IN.npz keyed by input name (default: generated example inputs)")
+    parser.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: physical cores)")
+    parser.add_argument("--repeat", type=int, default=30, help="clean timed runs per candidate (default 30)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs per candidate first (default 3)")
+    parser.add_argument("--idle-wait", type=float, default=30.0, metavar="S", help="wait at most S seconds for the machine to go idle (default 30)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def bench(binary: str, vs: list[str], model: str | None = None, inputs: dict | None = None, threads: int | None = None,
+          repeat: int = 30, warmup: int = 3, idle_wait: float = 30.0, log=print) -> dict:
+    """The measurement behind the command (also used by benchmarks/run_benchmarks.py)."""
+    from ..errors import InputError
+    from ..measure import candidates as cands
+    from ..measure.machine import machine_info, use_threads
+    from ..measure.timing import drop_note, measure_interleaved, wait_for_idle
+    from ..runtime import example_inputs, read_manifest
+    from ..runtime.manifest import manifest_path_for
+
+    threads = use_threads(threads)  # before any TVM thread pool starts
+    if repeat < 3:
+        raise InputError(f"--repeat must be at least 3 (got {repeat})")
+    first = cands.tvm_candidate(binary, inputs or {}, name=None) if inputs else None
+    if first is None:
+        from ..native_log import quiet_native_stderr
+        from ..runtime import Session
+
+        with quiet_native_stderr():
+            specs = Session.open(binary).input_specs
+        inputs = example_inputs(specs)
+        first = cands.tvm_candidate(binary, inputs)
+    manifest = _manifest_of(binary, read_manifest, manifest_path_for)
+    model = model or (manifest or {}).get("source")
+
+    prepared = [first]
+    notes: list[str] = []
+    for item in vs:
+        key = item.lower()
+        if key in ("ort", "onnxruntime"):
+            if not model:
+                raise InputError("--vs ort needs the ONNX model: the manifest has no source path, give --model")
+            prepared.append(cands.ort_candidate(model, inputs, threads))
+        elif key in ("torch", "pytorch"):
+            origin = cands.zoo_origin(model)
+            if origin is None:
+                notes.append(f"--vs torch skipped: {model or 'the model'} is not a zoo model (no PyTorch module to rebuild)")
+                continue
+            prepared.append(cands.torch_candidate(model, inputs, threads, origin))
+        elif item.endswith((".so", ".glm")):
+            prepared.append(cands.tvm_candidate(item, inputs))
+        else:
+            raise InputError(f"--vs {item!r}: expected ort, torch, or a path to another .so/.glm")
+    names = [p.candidate.name for p in prepared]
+    for i, name in enumerate(names):  # two files with the same base name
+        if names.count(name) > 1:
+            prepared[i].candidate.name = f"{name}#{i}"
+
+    idle = wait_for_idle(max_wait_s=idle_wait)
+    log(idle.text())
+    timings = measure_interleaved([p.candidate for p in prepared], repeat=repeat, warmup=warmup)
+    base = timings[0].summary()["median_ms"]
+    rows = []
+    for p, t in zip(prepared, timings):
+        s = t.summary()
+        rows.append({"name": t.name, "detail": p.detail, **s, "ratio_to_first": s["median_ms"] / base if base else None})
+    info = machine_info(threads)
+    return {"candidates": rows, "machine": info, "idle": idle.__dict__, "dropped": drop_note(timings), "notes": notes, "model": model}
+
+
+def _manifest_of(binary, read_manifest, manifest_path_for):
+    from pathlib import Path
+
+    if Path(binary).suffix == ".glm":
+        from ..runtime import resolve_artifact
+
+        return resolve_artifact(binary)[1]
+    try:
+        return read_manifest(manifest_path_for(binary))
+    except Exception:
+        return None
+
+
+def format_result(result: dict) -> str:
+    from ..measure.machine import machine_line
+
+    width = max(len(r["name"]) for r in result["candidates"])
+    lines = [f"{'candidate':<{width}}  {'median ms':>10} {'min':>9} {'max':>9} {'p90':>9}  {'x first':>7}  runs"]
+    for r in result["candidates"]:
+        lines.append(
+            f"{r['name']:<{width}}  {r['median_ms']:10.3f} {r['min_ms']:9.3f} {r['max_ms']:9.3f} {r['p90_ms']:9.3f}  {r['ratio_to_first']:7.3f}  {r['runs']}"
+        )
+    lines.append("ratio = median / median of the first; < 1 is faster than the first")
+    for r in result["candidates"]:
+        lines.append(f"  {r['name']}: {r['detail']}")
+    lines.append(machine_line(result["machine"]))
+    lines.append(result["dropped"])
+    lines.extend(f"note: {n}" for n in result["notes"])
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    import sys
+
+    inputs = None
+    if args.input:
+        from ..native_log import quiet_native_stderr
+        from ..runtime import Session, read_inputs
+
+        with quiet_native_stderr():
+            specs = Session.open(args.binary).input_specs
+        inputs = read_inputs(args.input, specs)
+    result = bench(args.binary, args.vs, args.model, inputs, args.threads, args.repeat, args.warmup, args.idle_wait,
+                   log=(lambda msg: print(msg, file=sys.stderr)))
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(format_result(result))
+    return 0

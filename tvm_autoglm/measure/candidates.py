@@ -1,0 +1,144 @@
+"""The things ``auto-glm bench`` races: our artifacts, onnxruntime, PyTorch.
+
+Each becomes a ``timing.Candidate`` whose ``run()`` does one synchronous
+inference on inputs already prepared, so only the runtime is timed, never
+input conversion. The baselines are given their best shot: onnxruntime gets
+the fastest of its graph optimisation levels (measured, not assumed) with the
+same thread count, PyTorch the same threads under ``inference_mode``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import AutoGLMError, InputError
+from .timing import Candidate
+
+
+@dataclass
+class Prepared:
+    candidate: Candidate
+    detail: str  # e.g. "onnxruntime 1.32.0, ORT_ENABLE_ALL, 2 intra-op threads"
+    outputs: object = None  # callable returning outputs (name -> array), for parity checks
+
+
+def tvm_candidate(path: str, inputs: dict, name: str | None = None) -> Prepared:
+    """A compiled ``.so``/``.glm``; inputs are validated against its manifest."""
+    from ..native_log import quiet_native_stderr
+    from ..runtime import Session, validate_inputs
+
+    with quiet_native_stderr():
+        session = Session.open(path)
+    arrays = session._to_device(validate_inputs(inputs, session.input_specs))
+    fn, dev = session.vm["main"], session.device
+
+    def run():
+        fn(*arrays)
+        dev.sync()
+
+    manifest = session.manifest
+    detail = f"tvm_autoglm O{manifest.get('opt_level')} {manifest.get('target', {}).get('name', '?')}, {len(manifest.get('kernels', []))} kernels"
+    return Prepared(Candidate(name or Path(path).name, run), detail, lambda: session.run(inputs))
+
+
+ORT_LEVELS = ("ORT_ENABLE_ALL", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_BASIC")
+
+
+def ort_candidate(model_path: str, inputs: dict, threads: int, probe_runs: int = 5) -> Prepared:
+    """onnxruntime at its fastest optimisation level (probed: best median of ``probe_runs``)."""
+    import onnxruntime as ort
+
+    if not Path(model_path).is_file():
+        raise InputError(f"--vs ort needs the ONNX model: {model_path} not found (give it with --model)")
+    feeds_cache = None
+    best = None
+    for level in ORT_LEVELS:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+        if feeds_cache is None:
+            wanted = [i.name for i in session.get_inputs()]
+            missing = [n for n in wanted if n not in inputs]
+            if missing:
+                raise InputError(f"{model_path} wants input(s) {missing} the artifact does not take: is --model the model the artifact was built from?")
+            feeds_cache = {n: inputs[n] for n in wanted}
+        session.run(None, feeds_cache)
+        times = []
+        for _ in range(probe_runs):
+            start = time.perf_counter()
+            session.run(None, feeds_cache)
+            times.append(time.perf_counter() - start)
+        median = sorted(times)[len(times) // 2]
+        if best is None or median < best[0]:
+            best = (median, level, session)
+    _, level, session = best
+    feeds = feeds_cache
+    names = [o.name for o in session.get_outputs()]
+
+    def run():
+        session.run(None, feeds)
+
+    def outputs():
+        return dict(zip(names, session.run(None, feeds)))
+
+    return Prepared(Candidate("onnxruntime", run), f"onnxruntime {ort.__version__}, {level} (fastest of {len(ORT_LEVELS)} levels), {threads} intra-op threads", outputs)
+
+
+_ZOO_FILE = re.compile(r"^(?P<name>.+)-(?P<size>[A-Za-z0-9_]+)-(?P<seq>s\d+|img)-b(?P<batch>\d+)-(?P<exporter>[a-z]+)-seed(?P<seed>\d+)\.onnx$")
+
+
+def zoo_origin(model_path: str | None) -> dict | None:
+    """(name, size, seq, batch, seed) when ``model_path`` is a zoo cache file; None otherwise."""
+    if not model_path:
+        return None
+    match = _ZOO_FILE.match(Path(model_path).name)
+    if not match:
+        return None
+    try:
+        from .. import zoo
+    except ImportError:
+        return None
+    if match["name"] not in zoo.MODELS:
+        return None
+    seq = int(match["seq"][1:]) if match["seq"].startswith("s") else 224
+    return {"name": match["name"], "size": match["size"], "seq": seq, "batch": int(match["batch"]), "seed": int(match["seed"])}
+
+
+def torch_candidate(model_path: str | None, inputs: dict, threads: int, origin: dict | None = None) -> Prepared:
+    """PyTorch eager, rebuilt from the zoo with the same seed (so the same weights) as the ONNX file."""
+    origin = origin or zoo_origin(model_path)
+    if origin is None:
+        raise AutoGLMError(
+            f"--vs torch: {model_path or 'the model'} is not a zoo model, so there is no PyTorch module to rebuild",
+            hint="PyTorch comparison works for models made by `auto-glm zoo` (their cache name encodes how to rebuild them)",
+        )
+    from .. import zoo
+    from ..zoo._torch import require_torch
+
+    torch = require_torch()
+    torch.set_num_threads(threads)
+    module = zoo._builder(origin["name"]).make(origin["size"], origin["seq"], origin["batch"], origin["seed"])
+    order = list(zoo.MODELS[origin["name"]].inputs)
+    missing = [n for n in order if n not in inputs]
+    if missing:
+        raise InputError(f"--vs torch: the artifact's inputs lack {missing} that the zoo module takes")
+    args = tuple(torch.from_numpy(inputs[n]) for n in order)
+
+    def run():
+        with torch.inference_mode():
+            module(*args)
+
+    def outputs():
+        with torch.inference_mode():
+            out = module(*args)
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return dict(zip(zoo.MODELS[origin["name"]].outputs, (o.numpy() for o in out)))
+
+    return Prepared(Candidate("pytorch", run), f"torch {torch.__version__} eager (zoo {origin['name']}-{origin['size']}), {threads} threads", outputs)
