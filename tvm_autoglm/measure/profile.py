@@ -143,7 +143,7 @@ def profile_session(session, inputs: dict, repeat: int = 10, warmup: int = 2, pe
 
     dropped = len(rejected)
     topped_up = 0
-    min_clean = min(repeat, max(3, repeat // 2))
+    min_clean = repeat
     for _, record in sorted(rejected, key=lambda item: item[0])[: max(0, min_clean - len(per_run))]:
         per_run.append(record)
         topped_up += 1
