@@ -1,0 +1,41 @@
+"""npu-sim: our simulated NPU (ISA, C simulator, matmul offload, report).
+
+Pipeline hooks:
+  * graph level: the ``npu_offload`` pass (tvm_autoglm/passes/npu_offload.py,
+    target kind "npu") rewrites matmul(+bias)(+relu) to ``npu_exec`` calls
+    before legalization;
+  * scheduling: ``lower_for_npu(mod, spec)`` is called by
+    ``scheduling.schedule_module`` for spec.kind == "npu": it loads the
+    simulator for in-process runs and says which kernels are where;
+  * export: ``export_options_for(manifest)`` links the simulator object into
+    the model library (passed to ``artifact.export``).
+"""
+
+from __future__ import annotations
+
+
+def lower_for_npu(mod, spec):
+    """(mod, export_options, notes) for a fused module compiled for npu-sim.
+
+    The NPU kernels already exist (the offload pass made them, marked
+    scheduled); the host kernels are left for the CPU default schedules.
+    """
+    from . import build
+    from .partition import summary_from_module
+
+    build.global_library()  # JIT-run models resolve npu_exec through it
+    summary = summary_from_module(mod)
+    notes = [
+        f"npu-sim: {len(summary['npu_kernels'])} kernels on the NPU ({', '.join(summary['npu_kernels']) or 'none'}); "
+        f"{len(summary['host_kernels'])} on the host CPU"
+    ]
+    return mod, build.export_options(), notes
+
+
+def export_options_for(manifest: dict) -> dict | None:
+    """export_library options for an artifact (None unless it targets the NPU)."""
+    if manifest.get("target", {}).get("kind") != "npu":
+        return None
+    from . import build
+
+    return build.export_options()

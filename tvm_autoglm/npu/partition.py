@@ -1,0 +1,208 @@
+"""Placing matmul(+bias)(+relu) on the NPU; everything else stays on the host.
+
+Runs on the Relax graph before legalization, so it sees ops, not loops: each
+supported ``R.matmul`` (with a constant bias ``add`` and a ``relu`` folded in
+when present) becomes ``call_tir`` of a small PrimFunc whose body is one
+``npu_exec`` call, given the op's instruction program as a constant. The
+tile configuration of each program is chosen by simulated cycles
+(``tiling.best_config``). Constant fp32 weights are stored as fp16, the
+format the weight scratchpad holds anyway, halving their DMA bytes.
+Unsupported matmuls (dynamic shapes, broadcast batch dims, other dtypes)
+stay on the host and are listed with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+
+import numpy as np
+import tvm
+from tvm import relax, tirx
+from tvm.ir.expr import Constant
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+from .codegen import MatmulShape, matmul_program
+from .config import Machine, machine_from
+from .tiling import best_config
+
+_MACHINE: contextvars.ContextVar = contextvars.ContextVar("npu_machine", default=None)
+ATTR = "npu_op"
+
+
+@contextlib.contextmanager
+def machine_scope(machine: Machine):
+    """Compile for this machine (cores, scratchpads) instead of targets/npu-sim.json's."""
+    token = _MACHINE.set(machine)
+    try:
+        yield machine
+    finally:
+        _MACHINE.reset(token)
+
+
+def current_machine() -> Machine:
+    machine = _MACHINE.get()
+    if machine is None:
+        from ..targets import load_target
+
+        machine = machine_from(load_target("npu-sim").extra)
+    return machine
+
+
+def _static_shape(expr) -> list[int] | None:
+    sinfo = expr.ty
+    if not isinstance(sinfo, relax.TensorType) or sinfo.shape is None or not hasattr(sinfo.shape, "values"):
+        return None
+    try:
+        return [int(v) for v in sinfo.shape.values]
+    except TypeError:
+        return None
+
+
+def _dtype(expr) -> str:
+    return str(expr.ty.dtype)
+
+
+class _Offloader:
+    def __init__(self, machine: Machine, builder: relax.BlockBuilder):
+        self.machine = machine
+        self.builder = builder
+        self.funcs: dict[str, tirx.PrimFunc] = {}
+        self.gvars: dict[str, tvm.ir.GlobalVar] = {}
+        self.ops: list[dict] = []
+        self.host: list[dict] = []
+
+    def classify(self, call):
+        """(MatmulShape fields, reason): reason is None when the NPU can run it."""
+        a, b = call.args
+        sa, sb = _static_shape(a), _static_shape(b)
+        if sa is None or sb is None:
+            return None, "dynamic shape"
+        if len(sa) < 2 or len(sb) < 2:
+            return None, "vector operand"
+        out_dtype = str(call.attrs.out_dtype) if call.attrs is not None and str(call.attrs.out_dtype) not in ("", "void", "None") else _dtype(a)
+        dts = (_dtype(a), _dtype(b), out_dtype)
+        if dts not in (("float32", "float32", "float32"), ("int8", "int8", "int32")):
+            return None, f"dtypes {dts[0]}x{dts[1]}->{dts[2]}"
+        if sa[-1] != sb[-2]:
+            return None, "mismatched K"
+        batch_a = sa[:-2]
+        if len(sb) > 2 and list(sb[:-2]) != list(batch_a):
+            return None, "broadcast batch dims"
+        batch = int(np.prod(batch_a)) if batch_a else 1
+        return dict(batch=batch, m=sa[-2], n=sb[-1], k=sa[-1], b_batched=len(sb) > 2, a_dtype=dts[0], b_dtype=dts[1], out_dtype=dts[2]), None
+
+    def rewrite(self, mm, bias=None, activation=None):
+        fields, reason = self.classify(mm)
+        if reason is not None:
+            return None, reason
+        a, b = mm.args
+        n = fields["n"]
+        if bias is not None:
+            bshape = _static_shape(bias)
+            if bshape is None or bshape[-1] != n or any(d != 1 for d in bshape[:-1]) or _dtype(bias) != fields["out_dtype"]:
+                return None, "bias shape"
+            bias = relax.const(bias.value.numpy().reshape(n))
+        if isinstance(b, Constant) and fields["b_dtype"] == "float32":
+            b = relax.const(b.value.numpy().astype(np.float16))
+            fields["b_dtype"] = "float16"
+        shape = MatmulShape(**fields, bias=bias is not None, activation=activation)
+        op_id = len(self.ops)
+        cfg, cycles, tried = best_config(shape, self.machine)
+        prog = matmul_program(shape, cfg, self.machine, op_id)
+        words = prog.array()
+        out_shape = _static_shape(a)[:-1] + [n]
+        name = f"npu_matmul{'_bias' if bias is not None else ''}{'_' + activation if activation else ''}_{op_id}"
+        args = [a, b] + ([bias] if bias is not None else []) + [relax.const(words)]
+        func = _prim_func(name, args, out_shape, fields["out_dtype"], words.shape[0], op_id)
+        gv = self.builder.add_func(func, name)
+        self.funcs[name], self.gvars[name] = func, gv
+        self.ops.append({
+            "op_id": op_id, "kernel": name, "batch": shape.batch, "m": shape.m, "n": shape.n, "k": shape.k,
+            "macs": shape.macs, "bias": shape.bias, "activation": activation, "dtype": fields["a_dtype"],
+            "tile": cfg.to_json(), "estimated_cycles": cycles, "configs_tried": tried, "instructions": int(words.shape[0]),
+            "cores": self.machine.cores,
+        })
+        return relax.call_tir(gv, args, relax.TensorType(out_shape, fields["out_dtype"])), None
+
+
+def _prim_func(name, args, out_shape, out_dtype, n_insns, op_id):
+    """``npu_exec(program, n, A, B, bias, out)``; built from TVMScript text (the
+    0.27 PrimFunc constructor has no buffer_map, the parser builds it)."""
+    specs = [(_static_shape(arg), _dtype(arg)) for arg in args] + [(out_shape, out_dtype)]
+    names = ["A", "B", "Bias", "P", "Out"] if len(specs) == 5 else ["A", "B", "P", "Out"]
+    params = ", ".join(f"{n}: T.Buffer(({', '.join(map(str, shp))},), \"{dt}\")" for n, (shp, dt) in zip(names, specs))
+    bias = "Bias" if len(specs) == 5 else "A"
+    source = (
+        "@T.prim_func\n"
+        f"def {name}({params}):\n"
+        f"    T.call_extern(\"int32\", \"npu_exec\", P.data, {n_insns}, A.data, B.data, {bias}.data, Out.data)\n"
+    )
+    from tvm.script import tirx as T
+
+    func = tvm.script.from_source(source, extra_vars={"T": T})
+    return func.with_attrs({"global_symbol": name, "tir.noalias": True, "tir.is_scheduled": True, "tirx.is_scheduled": True, "op_pattern": 8, ATTR: op_id})
+
+
+def offload(mod: tvm.IRModule, machine: Machine | None = None) -> tuple[tvm.IRModule, dict]:
+    """Rewrite every Relax function; returns the module and the partition summary."""
+    machine = machine or current_machine()
+    builder = relax.BlockBuilder(mod)
+    off = _Offloader(machine, builder)
+    reasons: dict[str, int] = {}
+
+    a, b, bias = wildcard(), wildcard(), is_const()
+    mm = is_op("relax.matmul")(a, b)
+    with_bias = is_op("relax.add")(mm, bias)
+    patterns = [
+        (is_op("relax.nn.relu")(with_bias), lambda m: (m[mm], m[bias], "relu")),
+        (with_bias, lambda m: (m[mm], m[bias], None)),
+        (is_op("relax.nn.relu")(mm), lambda m: (m[mm], None, "relu")),
+        (mm, lambda m: (m[mm], None, None)),
+    ]
+
+    def make_rewriter(extract):
+        def rewriter(expr, matches):
+            call, bias_expr, act = extract(matches)
+            new, reason = off.rewrite(call, bias_expr, act)
+            if new is None:
+                if extract is patterns[-1][1]:
+                    reasons[reason] = reasons.get(reason, 0) + 1
+                return expr
+            return new
+
+        return rewriter
+
+    updates = {}
+    for gv, func in mod.functions.items():
+        if not isinstance(func, relax.Function):
+            continue
+        if func.attrs is not None and any(key in func.attrs for key in ("Composite", "Primitive", "Codegen")):
+            continue  # a fused group another pass made (e.g. attention) stays whole, on the host
+        for pattern, extract in patterns:
+            func = rewrite_call(pattern, make_rewriter(extract), func)
+        updates[gv] = func
+    mod = builder.get()
+    for gv, func in updates.items():
+        mod[gv] = func
+    mod = relax.transform.DeadCodeElimination()(mod) if off.ops else mod
+    summary = {
+        "machine": {"cores": machine.cores, "clock_mhz": machine.clock_mhz},
+        "npu_ops": off.ops,
+        "host_matmuls": [{"reason": r, "count": c} for r, c in sorted(reasons.items())],
+    }
+    return mod, summary
+
+
+def summary_from_module(mod: tvm.IRModule) -> dict:
+    """Which kernels of a (scheduled) module run on the NPU and which on the host."""
+    npu, host = [], []
+    for gv, func in mod.functions.items():
+        if isinstance(func, tirx.PrimFunc):
+            (npu if func.attrs is not None and ATTR in func.attrs else host).append(gv.name_hint)
+    return {"npu_kernels": sorted(npu), "host_kernels": sorted(host)}
+
+
+def summary_json(summary: dict) -> str:
+    return json.dumps(summary, sort_keys=True)

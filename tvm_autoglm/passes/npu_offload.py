@@ -1,0 +1,26 @@
+"""npu-sim only: matmul(+bias)(+relu) onto the NPU, before fusion.
+
+The work lives in tvm_autoglm/npu/partition.py; this file only registers it
+so the pipeline runs it for target kind "npu" at every opt level (an NPU
+target without offload would silently be a CPU build).
+"""
+
+from __future__ import annotations
+
+import tvm
+
+from .registry import register_pass
+
+
+@register_pass("npu_offload", opt_level=0, stage=85, target_kinds=("npu",))
+def npu_offload():
+    """Rewrite supported matmuls to npu_exec calls (tile configs chosen by simulated cycles)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="npu_offload")
+    def transform(mod, _ctx):
+        from ..npu.partition import offload
+
+        mod, _summary = offload(mod)
+        return mod
+
+    return transform
