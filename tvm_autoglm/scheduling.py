@@ -40,6 +40,11 @@ def schedule_module(mod, spec: TargetSpec, opt_level: int, tuning_db, use_shippe
         tuning.update(applied)
         tuning["tuned_kernels"] = count_scheduled(mod)
 
+    if spec.kind == "npu":
+        from .npu import lower_for_npu
+
+        mod, _export_options, notes = lower_for_npu(mod, spec)  # export options: npu.export_options_for(manifest)
+        tuning["npu"] = notes
     if spec.device == "cuda":
         from .gpu import apply_gpu_default_schedules
 
