@@ -58,7 +58,9 @@ class CompiledModel:
 
         if self._executable is None:
             raise ValueError("this model was loaded from an artifact; copy the file instead of re-exporting")
-        self.path = export(self._executable, self.manifest, path)
+        from .npu import export_options_for
+
+        self.path = export(self._executable, self.manifest, path, export_options_for(self.manifest))
         return self.path
 
 

@@ -44,7 +44,9 @@ def run(args) -> int:
     executable = build_executable(scheduled, build, log=log)
     manifest = make_manifest(build, scheduled)
     with log.stage("export"), quiet_native_stderr():
-        path = export(executable, manifest, args.output)
+        from ..npu import export_options_for
+
+        path = export(executable, manifest, args.output, export_options_for(manifest))
     tuning = manifest["tuning"]
     print(
         f"wrote {path} (target {build.target.name}, O{build.opt_level}, {len(manifest['kernels'])} kernels: "
