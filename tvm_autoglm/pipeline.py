@@ -162,6 +162,9 @@ def build_relax(
     with log.stage("load model"):
         proto, path = onnx_model.load_model(model)
     source = str(path) if path else "model"
+    from .resources import check_compile_memory, model_size
+
+    check_compile_memory(model_size(proto, path), source)
     with log.stage("support check"):
         onnx_model.check_supported(proto, source)
         inputs = onnx_model.resolve_input_specs(proto, input_shapes)

@@ -1,0 +1,56 @@
+"""Refusing work that cannot fit in memory, before the OOM killer decides for us.
+
+Compiling holds the ONNX model, the Relax module with its constants, folded
+copies of the weights and the exported library at once. We measured peak RSS at
+about 4-5x the ONNX file size for bert-base/large (see benchmarks/RESULTS.md);
+``COMPILE_MEMORY_FACTOR`` keeps a margin over that.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import AutoGLMError
+
+COMPILE_MEMORY_FACTOR = 6.0
+BASELINE_BYTES = 1 << 30  # the interpreter, TVM and LLVM themselves
+
+
+class OutOfMemoryError(AutoGLMError):
+    """The job would need more memory than the machine has available."""
+
+
+def available_memory() -> int:
+    override = os.environ.get("AUTOGLM_AVAILABLE_MEMORY")
+    if override:
+        return int(float(override))
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def check_compile_memory(model_bytes: int, source: str) -> None:
+    need = BASELINE_BYTES + int(model_bytes * COMPILE_MEMORY_FACTOR)
+    have = available_memory()
+    if need > have:
+        raise OutOfMemoryError(
+            f"{source}: compiling a {model_bytes / 2**30:.2f} GiB model needs about {need / 2**30:.1f} GiB of memory, "
+            f"only {have / 2**30:.1f} GiB is available",
+            hint="free memory, use a machine with more, or compile a smaller variant",
+        )
+
+
+def model_size(proto, path: Path | None) -> int:
+    if path is not None:
+        size = path.stat().st_size
+        external = [p for p in path.parent.glob(f"{path.stem}*.data")] if path.parent.exists() else []
+        return size + sum(p.stat().st_size for p in external)
+    return proto.ByteSize()
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process (Linux: ru_maxrss is in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
