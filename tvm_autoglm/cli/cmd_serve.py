@@ -22,6 +22,13 @@ def add_parser(subparsers):
     )
     parser.add_argument("--batch-timeout-ms", type=float, default=2.0, metavar="T", help="wait up to T ms after a request for others to join its batch (default 2)")
     parser.add_argument("--workers", type=int, default=1, metavar="K", help="worker threads running model calls in parallel (default 1)")
+    parser.add_argument(
+        "--tvm-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="TVM threads per worker (default: $TVM_NUM_THREADS, else (cores - 1) // workers, at least 1)",
+    )
     parser.add_argument("--max-queue", type=int, default=1024, help="queued requests beyond which the server answers 503 (default 1024)")
     parser.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body accepted, in MiB (default 64)")
     parser.add_argument("--graceful-timeout", type=float, default=30.0, metavar="S", help="on SIGTERM, wait up to S seconds for in-flight requests (default 30)")
@@ -46,5 +53,6 @@ def run(args) -> int:
             graceful_timeout_s=args.graceful_timeout,
             warmup_runs=args.warmup,
             access_log=args.access_log,
+            tvm_threads=args.tvm_threads,
         )
     )

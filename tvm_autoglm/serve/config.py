@@ -18,3 +18,4 @@ class ServeConfig:
     graceful_timeout_s: float = 30.0
     warmup_runs: int = 1
     access_log: bool = False
+    tvm_threads: int | None = None  # TVM threads per worker; None: TVM_NUM_THREADS, else (cores - 1) // workers
