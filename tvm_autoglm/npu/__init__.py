@@ -21,14 +21,13 @@ def lower_for_npu(mod, spec):
     scheduled); the host kernels are left for the CPU default schedules.
     """
     from . import build
-    from .partition import summary_from_module
+    from .partition import partition_notes, summary_from_module
 
     build.global_library()  # JIT-run models resolve npu_exec through it
     summary = summary_from_module(mod)
     notes = [
-        f"npu-sim: {len(summary['npu_kernels'])} kernels on the NPU ({', '.join(summary['npu_kernels']) or 'none'}); "
-        f"{len(summary['host_kernels'])} on the host CPU"
-    ]
+        f"npu-sim: {len(summary['npu_kernels'])} kernels on the NPU, {len(summary['host_kernels'])} on the host CPU"
+    ] + partition_notes(mod)
     return mod, build.export_options(), notes
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+from collections import Counter
 
 import numpy as np
 import tvm
@@ -29,6 +30,7 @@ from .tiling import best_config
 
 _MACHINE: contextvars.ContextVar = contextvars.ContextVar("npu_machine", default=None)
 ATTR = "npu_op"
+INFO_ATTR = "npu_info"
 
 
 @contextlib.contextmanager
@@ -115,16 +117,18 @@ class _Offloader:
         out_shape = _static_shape(a)[:-1] + [n]
         name = f"npu_matmul{'_bias' if bias is not None else ''}{'_' + activation if activation else ''}_{op_id}"
         args = [a, b] + ([bias] if bias is not None else []) + [relax.const(words)]
-        func = _prim_func(name, args, out_shape, fields["out_dtype"], words.shape[0], op_id)
-        gv = self.builder.add_func(func, name)
-        self.funcs[name], self.gvars[name] = func, gv
-        self.ops.append({
+        info = {
             "op_id": op_id, "kernel": name, "batch": shape.batch, "m": shape.m, "n": shape.n, "k": shape.k,
             "macs": shape.macs, "bias": shape.bias, "activation": activation, "dtype": fields["a_dtype"],
             "tile": cfg.to_json(), "estimated_cycles": cycles, "configs_tried": tried, "instructions": int(words.shape[0]),
             "cores": self.machine.cores,
-        })
-        return relax.call_tir(gv, args, relax.TensorType(out_shape, fields["out_dtype"])), None
+        }
+        func = _prim_func(name, args, out_shape, fields["out_dtype"], words.shape[0], op_id)
+        func = func.with_attr(INFO_ATTR, json.dumps(info, sort_keys=True))
+        self.funcs[name] = func
+        self.gvars[name] = self.builder.add_func(func, name)
+        self.ops.append(info)
+        return relax.call_tir(self.gvars[name], args, relax.TensorType(out_shape, fields["out_dtype"])), None
 
 
 def _prim_func(name, args, out_shape, out_dtype, n_insns, op_id):
@@ -150,7 +154,7 @@ def offload(mod: tvm.IRModule, machine: Machine | None = None) -> tuple[tvm.IRMo
     machine = machine or current_machine()
     builder = relax.BlockBuilder(mod)
     off = _Offloader(machine, builder)
-    reasons: dict[str, int] = {}
+    reasons: dict = {}
 
     a, b, bias = wildcard(), wildcard(), is_const()
     mm = is_op("relax.matmul")(a, b)
@@ -168,7 +172,7 @@ def offload(mod: tvm.IRModule, machine: Machine | None = None) -> tuple[tvm.IRMo
             new, reason = off.rewrite(call, bias_expr, act)
             if new is None:
                 if extract is patterns[-1][1]:
-                    reasons[reason] = reasons.get(reason, 0) + 1
+                    reasons[call] = reason  # the rewriter may see one call more than once
                 return expr
             return new
 
@@ -190,9 +194,18 @@ def offload(mod: tvm.IRModule, machine: Machine | None = None) -> tuple[tvm.IRMo
     summary = {
         "machine": {"cores": machine.cores, "clock_mhz": machine.clock_mhz},
         "npu_ops": off.ops,
-        "host_matmuls": [{"reason": r, "count": c} for r, c in sorted(reasons.items())],
+        "host_matmuls": [{"reason": r, "count": c} for r, c in sorted(Counter(reasons.values()).items())],
     }
     return mod, summary
+
+
+def npu_ops(mod: tvm.IRModule) -> list[dict]:
+    """The offloaded ops of a module (any stage after the offload pass), by op id."""
+    ops = []
+    for _, func in mod.functions.items():
+        if isinstance(func, tirx.PrimFunc) and func.attrs is not None and INFO_ATTR in func.attrs:
+            ops.append(json.loads(str(func.attrs[INFO_ATTR])))
+    return sorted(ops, key=lambda op: op["op_id"])
 
 
 def summary_from_module(mod: tvm.IRModule) -> dict:
@@ -201,8 +214,20 @@ def summary_from_module(mod: tvm.IRModule) -> dict:
     for gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc):
             (npu if func.attrs is not None and ATTR in func.attrs else host).append(gv.name_hint)
-    return {"npu_kernels": sorted(npu), "host_kernels": sorted(host)}
+    return {"npu_kernels": sorted(npu), "host_kernels": sorted(host), "npu_ops": npu_ops(mod)}
 
 
-def summary_json(summary: dict) -> str:
-    return json.dumps(summary, sort_keys=True)
+def partition_notes(mod: tvm.IRModule) -> list[str]:
+    """One line per kernel saying where it runs (for build.notes / ``auto-glm inspect``)."""
+    summary = summary_from_module(mod)
+    lines = []
+    for op in summary["npu_ops"]:
+        tile = op["tile"]
+        epilogue = "".join(["+bias" if op["bias"] else "", f"+{op['activation']}" if op["activation"] else ""])
+        lines.append(
+            f"npu-sim: NPU  {op['kernel']}: matmul{epilogue} {op['batch']}x{op['m']}x{op['n']}x{op['k']} {op['dtype']}, "
+            f"tile {tile['mb']}x{tile['nb']}x{tile['kb']} depth {tile['depth']}, {op['cores']} core(s), ~{op['estimated_cycles']} cycles"
+        )
+    for name in summary["host_kernels"]:
+        lines.append(f"npu-sim: HOST {name}")
+    return lines

@@ -523,3 +523,30 @@ NPU_EXPORT void npu_counters_reset(void) {
   memset(&npu_g_counters, 0, sizeof npu_g_counters);
   npu_g_counters.version = 1;
 }
+
+/* TVM FFI entry points, so a loaded model module answers
+ * module.get_function("npu_counters_address") without knowing the file path
+ * (a .glm is unpacked to a temporary name). ABI: tvm/ffi/c_api.h (TVMFFIAny
+ * is 16 bytes: int32 type index, 4 bytes padding, 8-byte payload; int = 1). */
+typedef struct {
+  int32_t type_index;
+  uint32_t padding;
+  int64_t v_int64;
+} npu_ffi_any;
+
+NPU_EXPORT int __tvm_ffi_npu_counters_address(void *self, const npu_ffi_any *args, int32_t num_args, npu_ffi_any *result) {
+  (void)self; (void)args; (void)num_args;
+  result->type_index = 1;
+  result->padding = 0;
+  result->v_int64 = (int64_t)(intptr_t)&npu_g_counters;
+  return 0;
+}
+
+NPU_EXPORT int __tvm_ffi_npu_counters_reset(void *self, const npu_ffi_any *args, int32_t num_args, npu_ffi_any *result) {
+  (void)self; (void)args; (void)num_args;
+  npu_counters_reset();
+  result->type_index = 0; /* None */
+  result->padding = 0;
+  result->v_int64 = 0;
+  return 0;
+}

@@ -1,0 +1,132 @@
+"""Models compiled for npu-sim: parity with onnxruntime, partition, counters, report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+from tvm.script import relax as R
+
+import tvm_autoglm
+from tvm_autoglm.npu.counters import for_module
+from tvm_autoglm.npu.partition import npu_ops, offload
+from tvm_autoglm.npu.report import collect
+
+from .models import reference, tiny_cnn, transformer_block
+
+# The NPU rounds matmul operands to fp16 (accumulating in fp32): relative error
+# per product ~2^-11, summed over K <= 128 terms of O(1) values here.
+RTOL, ATOL = 1e-2, 1e-2
+
+
+@pytest.fixture(scope="module")
+def transformer():
+    model = transformer_block()
+    return model, tvm_autoglm.compile(model, target="npu-sim", opt_level=3)
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    model = tiny_cnn()
+    return model, tvm_autoglm.compile(model, target="npu-sim", opt_level=3)
+
+
+def _check_parity(model, compiled, seed=0):
+    x = np.random.default_rng(seed).standard_normal(compiled.inputs[0]["shape"]).astype(np.float32)
+    got = compiled.run(x=x)
+    want = reference(model, {"x": x})
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=RTOL, atol=ATOL)
+    return x
+
+
+def test_transformer_matches_onnxruntime(transformer):
+    model, compiled = transformer
+    assert [k for k in compiled.kernels if k.startswith("npu_")], "no kernel went to the NPU"
+    _check_parity(model, compiled)
+
+
+def test_cnn_matches_onnxruntime_and_conv_stays_on_host(cnn):
+    model, compiled = cnn
+    _check_parity(model, compiled)
+    assert sorted(k for k in compiled.kernels if k.startswith("npu_")) == ["npu_matmul_bias_1", "npu_matmul_bias_relu_0"]
+    assert any("conv2d" in k for k in compiled.kernels)
+    notes = "\n".join(compiled.manifest["tuning"]["npu"])
+    assert "HOST fused_conv2d" in notes and "NPU  npu_matmul_bias_relu_0" in notes
+
+
+def test_counted_macs_equal_macs_of_offloaded_ops(cnn):
+    model, compiled = cnn
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    report = collect(compiled._session, {"x": x})
+    # Gemm 2x128 @ 128x40 and Gemm 2x40 @ 40x10, worked out by hand from tiny_cnn()
+    assert report["macs"] == 2 * 128 * 40 + 2 * 40 * 10
+    assert report["macs"] == sum(op["macs"] for op in npu_ops(compiled.build.mod))
+    assert report["macs_issued"] >= report["macs"]  # padded tiles count as issued, not useful
+    assert report["errors"] == 0
+    assert {op["kernel"] for op in report["ops"]} == {"npu_matmul_bias_1", "npu_matmul_bias_relu_0"}
+    assert sum(op["cycles"] for op in report["ops"]) == report["total_cycles"]
+    host = {k["kernel"] for k in report["host_fallback"]["kernels"]}
+    assert "fused_conv2d_add_relu" in host and not any(k.startswith("npu_") for k in host)
+
+
+def test_unsupported_matmul_stays_on_host():
+    @tvm.script.ir_module
+    class Mod:
+        @R.function
+        def main(x: R.Tensor((4, 16), "int32"), w: R.Tensor((16, 8), "int32"), y: R.Tensor((4, 16), "float32"), v: R.Tensor((16, 8), "float32")):
+            with R.dataflow():
+                a = R.matmul(x, w)
+                b = R.matmul(y, v)
+                R.output(a, b)
+            return (a, b)
+
+    mod, summary = offload(Mod)
+    ops = [b.value.op.name for b in mod["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
+    assert ops.count("relax.matmul") == 1 and ops.count("relax.call_tir") == 1
+    assert summary["host_matmuls"] == [{"reason": "dtypes int32xint32->int32", "count": 1}]
+    assert [op["dtype"] for op in summary["npu_ops"]] == ["float32"]
+
+
+def test_exported_model_has_own_counters_and_report_cli(cnn, tmp_path):
+    """Export, then `auto-glm execute --report` in a fresh process."""
+    model, compiled = cnn
+    path = compiled.export(tmp_path / "cnn.so")
+    x = np.random.default_rng(5).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    cli = [sys.executable, "-m", "tvm_autoglm", "execute", "--binary", str(path), "--input", str(tmp_path / "x.npz"),
+           "--output", str(tmp_path / "y.npz"), "--report", str(tmp_path / "npu.json")]
+    proc = subprocess.run(cli, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "npu.json").read_text())
+    html = (tmp_path / "npu.html").read_text()
+    assert report["macs"] == 11040 and report["total_cycles"] > 0 and "<table>" in html and "npu_matmul_bias_relu_0" in html
+    assert 0 < report["mac_utilization"] <= 1
+    assert report["simulated_latency_ms"] == pytest.approx(report["total_cycles"] / 1e6)
+    assert report["dma_bytes"]["weight"] > 0 and report["scratchpad_peak_bytes"]["accumulator"] > 0
+    assert 0 < report["host_fallback"]["share_of_calls"] < 1
+    np.testing.assert_allclose(np.load(tmp_path / "y.npz")["y"], reference(model, {"x": x})["y"], rtol=RTOL, atol=ATOL)
+
+    # in this process: the loaded copy counts its own runs, the shared simulator does not see them
+    loaded = tvm_autoglm.load(path)
+    own, shared = for_module(loaded._session.module), for_module(None)
+    own.reset()
+    before = shared.snapshot()["total_cycles"]
+    loaded.run(x=x)
+    assert own.snapshot()["macs"] == 11040
+    assert shared.snapshot()["total_cycles"] == before
+
+
+def test_glm_package_report(transformer, tmp_path):
+    model, compiled = transformer
+    path = compiled.export(tmp_path / "tf.glm")
+    loaded = tvm_autoglm.load(path)
+    x = np.random.default_rng(6).standard_normal((1, 8, 32)).astype(np.float32)
+    report = collect(loaded._session, {"x": x})
+    assert report["macs"] == sum(op["macs"] for op in npu_ops(compiled.build.mod)) > 0
