@@ -1,0 +1,78 @@
+"""Default CPU schedules for kernels that have no tuning record.
+
+Untuned, every fused kernel TVM emits is a scalar single-threaded loop nest,
+25-80x slower than onnxruntime, and dlight has no CPU matmul rule. These rules
+give each kernel a reasonable schedule at compile time, without search:
+
+========================  ======================================================
+rule                      kernels
+========================  ======================================================
+:class:`Matmul`           matmul, dense, batch matmul, conv2d (+ fused epilogue)
+:class:`Reduction`        softmax, layer_norm, rms_norm, mean/sum over last axes
+:class:`Pool`             pooling, reductions over a non-trailing axis
+:class:`Elementwise`      every injective kernel
+========================  ======================================================
+
+Rules are tried in that order and the first that returns a schedule wins; a
+rule that fails on a kernel returns None, so an unknown kernel is left exactly
+as it was (unscheduled but compilable). Kernels already scheduled (tuning
+records applied by MetaSchedule, marked ``tirx.is_scheduled``) are untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import tvm
+from tvm import tirx
+from tvm.target import Target
+
+from ._common import is_scheduled
+from .elementwise import Elementwise
+from .matmul import Matmul
+from .pool import Pool
+from .reduction import Reduction
+
+__all__ = ["DEFAULT_RULES", "Elementwise", "Matmul", "Pool", "Reduction", "apply_default_schedules", "schedule_func"]
+
+_LOG = logging.getLogger(__name__)
+
+DEFAULT_RULES = (Matmul(), Reduction(), Pool(), Elementwise())
+
+
+def schedule_func(func: tirx.PrimFunc, target: Target, rules=DEFAULT_RULES):
+    """Return ``(scheduled PrimFunc, rule name)``, or ``(None, None)`` if no rule applies."""
+    for rule in rules:
+        try:
+            sch = rule.apply(func, target, False)
+        except Exception:  # pylint: disable=broad-except  # a rule bug must not break the build
+            _LOG.debug("schedule rule %s raised", type(rule).__name__, exc_info=True)
+            sch = None
+        if sch is None:
+            continue
+        if isinstance(sch, list):
+            sch = sch[0]
+        new_func = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        return new_func, type(rule).__name__
+    return None, None
+
+
+def apply_default_schedules(mod: tvm.IRModule, target: Target, rules=DEFAULT_RULES) -> tvm.IRModule:
+    """Schedule every unscheduled PrimFunc in ``mod`` for the CPU ``target``.
+
+    Returns a new module; ``mod`` itself is not modified. Non-CPU targets get
+    the module back unchanged (copied).
+    """
+    if isinstance(target, dict):
+        target = Target(target)
+    new_mod = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+    if target.kind.name != "llvm":
+        return new_mod
+    for gvar, func in mod.functions_items():
+        if not isinstance(func, tirx.PrimFunc) or is_scheduled(func):
+            continue
+        new_func, rule = schedule_func(func, target, rules)
+        if new_func is not None:
+            _LOG.debug("%s scheduled by %s", gvar.name_hint, rule)
+            new_mod[gvar] = new_func
+    return new_mod

@@ -1,0 +1,189 @@
+"""Shared helpers for the CPU default schedule rules.
+
+The rules run on kernels that no tuning record covers, so they must be cheap to
+apply, never raise, and read the machine's SIMD width from the target rather
+than from the host (cross-compiling to an AVX-512 box from an AVX2 box must
+still produce 16-lane code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import SBlockInfo
+from tvm.target import Target
+
+# Attribute names marking a PrimFunc as already scheduled. TVM 0.27 renamed the
+# tir namespace to tirx; accept both so records from either spelling count.
+SCHEDULED_ATTRS = ("tirx.is_scheduled", "tir.is_scheduled")
+
+
+def is_scheduled(func: tirx.PrimFunc) -> bool:
+    attrs = func.attrs
+    if attrs is None:
+        return False
+    for key in SCHEDULED_ATTRS:
+        if key in attrs and int(attrs[key]) == 1:
+            return True
+    return False
+
+
+def is_cpu_target(target: Target) -> bool:
+    return target.kind.name == "llvm"
+
+
+def vector_bits(target: Target) -> int:
+    """SIMD register width in bits, from the target's mcpu / features.
+
+    ``tvm.target.codegen.llvm_get_vector_width`` answers 512 for every x86 CPU
+    in TVM 0.27 (including znver3, which has no AVX-512), so ask LLVM about the
+    feature flags instead.
+    """
+    from tvm.target import codegen
+
+    if not is_cpu_target(target):
+        return 128
+    try:
+        if codegen.llvm_cpu_has_features(["avx512f"], target):
+            return 512
+        if codegen.llvm_cpu_has_features(["avx"], target):
+            return 256
+    except Exception:  # pylint: disable=broad-except
+        pass
+    return 128
+
+
+def num_vector_registers(target: Target) -> int:
+    """32 zmm registers with AVX-512, 16 ymm/xmm otherwise (x86-64)."""
+    return 32 if vector_bits(target) >= 512 else 16
+
+
+def vector_lanes(target: Target, dtype: str) -> int:
+    bits = tirx_dtype_bits(dtype)
+    return max(vector_bits(target) // bits, 1)
+
+
+def tirx_dtype_bits(dtype) -> int:
+    import tvm
+
+    return tvm.runtime.DataType(str(dtype)).bits
+
+
+def num_cores(target: Target) -> int:
+    attrs = target.attrs
+    if "num-cores" in attrs:
+        try:
+            return max(int(attrs["num-cores"]), 1)
+        except (TypeError, ValueError):
+            pass
+    import os
+
+    return os.cpu_count() or 1
+
+
+def const_extent(sch: s_tir.Schedule, loop) -> int | None:
+    extent = sch.get(loop).extent
+    if isinstance(extent, tirx.IntImm):
+        return int(extent.value)
+    return None
+
+
+def try_inline(sch: s_tir.Schedule, blocks: list[SBlockInfo], single_consumer: bool = False) -> list[SBlockInfo]:
+    """Inline every block that can be inlined (producers first), keep the rest.
+
+    Same idea as dlight's ``try_inline`` but never inlines a reduction block and
+    keeps going until nothing changes. With ``single_consumer`` a producer read
+    by several blocks is kept, so e.g. softmax's ``exp`` is computed once, not
+    once per consumer.
+    """
+    remaining = list(blocks)
+
+    def _trial(fn: Callable) -> int | None:
+        for idx, info in enumerate(remaining):
+            if info.is_reduction():
+                continue
+            if single_consumer and fn == sch.compute_inline and len(sch.get_consumers(info.block_rv)) > 1:
+                continue
+            try:
+                fn(info.block_rv)
+            except Exception:  # pylint: disable=broad-except
+                continue
+            return idx
+        return None
+
+    while True:
+        idx = _trial(sch.compute_inline)
+        if idx is None:
+            idx = _trial(sch.reverse_compute_inline)
+        if idx is None:
+            break
+        remaining.pop(idx)
+    return remaining
+
+
+def vectorize_innermost(sch: s_tir.Schedule, block, lanes: int, min_depth: int = 0) -> None:
+    """Split the innermost loop of ``block`` by ``lanes`` and vectorize it.
+
+    Extents not divisible by ``lanes`` are left to the split's predicate only
+    when the extent is large; small odd extents are vectorized whole if short.
+    """
+    loops = sch.get_loops(block)
+    if len(loops) <= min_depth:
+        return  # only the shared outer loop(s): vectorizing them would be wrong
+    inner = loops[-1]
+    extent = const_extent(sch, inner)
+    if extent is None:
+        return
+    if extent <= lanes:
+        if extent >= 2:
+            sch.vectorize(inner)
+        return
+    if extent % lanes == 0:
+        _, vec = sch.split(inner, factors=[None, lanes])
+        sch.vectorize(vec)
+        return
+    # Non-divisible: pick the largest divisor of the extent that is a power of 2
+    # and >= 4, else leave it scalar (a predicate inside a vector loop blocks
+    # LLVM's vectorizer).
+    for cand in (lanes // 2, lanes // 4):
+        if cand >= 4 and extent % cand == 0:
+            _, vec = sch.split(inner, factors=[None, cand])
+            sch.vectorize(vec)
+            return
+
+
+def fuse_and_parallel(sch: s_tir.Schedule, loops: list, target: Target, min_work: int = 1):
+    """Fuse the given outer loops into one parallel loop; return it (or None)."""
+    if not loops:
+        return None
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    extent = const_extent(sch, fused)
+    if num_cores(target) > 1 and (extent is None or extent > 1):
+        sch.parallel(fused)
+    return fused
+
+
+def parallelize_prefix(sch: s_tir.Schedule, loops: list, target: Target):
+    """Fuse just enough leading loops for every core to get work, parallelize that.
+
+    Fusing a whole nest turns each inner index into 64-bit div/mod per
+    element (tens of cycles each); the rest of the nest stays as plain loops.
+    Returns the parallel loop, or None.
+    """
+    if not loops:
+        return None
+    want = 8 * num_cores(target)
+    prefix, product = [], 1
+    for loop in loops:
+        prefix.append(loop)
+        extent = const_extent(sch, loop)
+        if extent is None:
+            break
+        product *= extent
+        if product >= want:
+            break
+    fused = sch.fuse(*prefix) if len(prefix) > 1 else prefix[0]
+    if num_cores(target) > 1:
+        sch.parallel(fused)
+    return fused

@@ -1,0 +1,292 @@
+"""Register-blocked CPU schedule for contractions: matmul, dense, batch-matmul, conv.
+
+TVM's dlight ships no CPU matmul rule, and an untuned FuseTIR kernel is a plain
+loop nest that runs 25-80x slower than onnxruntime. This rule treats any kernel
+whose single reduction block is ``C[...] += A[...] * B[...]`` as a contraction
+and builds the classic micro-kernel for it:
+
+* the output's innermost axis (contiguous in memory) is vectorized, ``nv``
+  vectors wide;
+* a second spatial axis -- preferably one the vector-side operand does not
+  use, so its values are broadcast from the other operand (``m`` for matmul,
+  the output channel for conv) -- is unrolled ``mr`` times, giving an
+  ``mr x nv`` tile of vector accumulators that LLVM keeps in registers;
+* all reduction loops sit between the tile loops and the register tile;
+* all tile loops are fused into one parallel loop, with the register-tile
+  column (``n``) outside the row so consecutive tiles reuse the same panel of
+  the right-hand operand from cache;
+* the fused epilogue (bias, gelu, residual add ...) is computed right after
+  its tile (``reverse_compute_at``) so the accumulator never goes to memory,
+  and the init is split off (``decompose_reduction``) and vectorized.
+
+Nothing here matches operator names: the axes are classified from the buffer
+accesses, so transposed operands (NT/TN) and conv2d's im2col-free form fall out
+of the same analysis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import s_tir, tirx
+from tvm.ir.expr import Call, TensorLoad
+from tvm.s_tir.dlight.analysis import collect_vars_used_in_prim_expr, normalize_prim_func
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.target import Target
+
+from . import _common as C
+from .elementwise import schedule_spatial_block
+
+
+@dataclass
+class Contraction:
+    """Axes of a contraction block, by position in the normalized iter list."""
+
+    vec: int  # iter indexing the output's last (contiguous) dimension
+    row: int | None  # iter to register-block across (broadcast side)
+    spatial: list[int]  # all spatial iters in block order
+    reduce: list[int]  # all reduction iters in block order
+    dtype: str
+    pack_operand: int | None = None  # read-buffer index of the vector-side operand, if packable
+
+
+def _is_load(expr) -> bool:
+    return isinstance(expr, TensorLoad)
+
+
+def _strip_cast(expr):
+    """Look through casts and the ``if_then_else`` an inlined pad leaves behind."""
+    while True:
+        if isinstance(expr, tirx.Cast):
+            expr = expr.value
+        elif isinstance(expr, Call) and str(getattr(expr.op, "name", "")).endswith("if_then_else"):
+            expr = expr.args[1]
+        else:
+            return expr
+
+
+def _vars_in(indices) -> set:
+    found: set = set()
+    for idx in indices:
+        found |= collect_vars_used_in_prim_expr(idx)
+    return found
+
+
+def analyze_contraction(block, iter_vars: list) -> Contraction | None:
+    """Recognise ``out[..] = out[..] + a[..] * b[..]`` and classify its axes."""
+    body = block.body
+    if not isinstance(body, tirx.BufferStore):
+        return None
+    value = body.value
+    if not isinstance(value, tirx.Add):
+        return None
+    lhs, rhs = value.a, value.b
+    if not (_is_load(lhs) and lhs.source.same_as(body.buffer)):
+        lhs, rhs = rhs, lhs
+    if not (_is_load(lhs) and lhs.source.same_as(body.buffer)):
+        return None
+    rhs = _strip_cast(rhs)
+    if not isinstance(rhs, tirx.Mul):
+        return None
+    a, b = _strip_cast(rhs.a), _strip_cast(rhs.b)
+    if not (_is_load(a) and _is_load(b)):
+        return None
+    if not str(body.buffer.dtype).startswith("float"):
+        return None
+
+    a_vars, b_vars = _vars_in(a.indices), _vars_in(b.indices)
+    kinds = ["R" if iv.iter_type == tirx.IterVar.CommReduce else "S" for iv in block.iter_vars]
+    if "R" not in kinds or any(iv.iter_type not in (tirx.IterVar.DataPar, tirx.IterVar.CommReduce) for iv in block.iter_vars):
+        return None
+    spatial = [i for i, k in enumerate(kinds) if k == "S"]
+    reduce = [i for i, k in enumerate(kinds) if k == "R"]
+    # Every reduction axis must feed both operands (a true contraction, not a
+    # pooling-like sum of a product with a broadcast).
+    for i in reduce:
+        var = block.iter_vars[i].var
+        if var not in a_vars and var not in b_vars:
+            return None
+
+    last = body.indices[-1]
+    vec = None
+    for i in spatial:
+        if last.same_as(block.iter_vars[i].var):
+            vec = i
+    if vec is None:
+        return None
+    vec_var = block.iter_vars[vec].var
+    vec_side = a_vars if vec_var in a_vars else b_vars
+    other_side = b_vars if vec_side is a_vars else a_vars
+
+    def _extent(i):
+        dom = block.iter_vars[i].dom.extent
+        return int(dom.value) if isinstance(dom, tirx.IntImm) else 0
+
+    candidates = [i for i in spatial if i != vec and _extent(i) > 1]
+    # Prefer an axis only the broadcast side reads: its value is one scalar per
+    # register row, so the vector-side loads are shared by all rows.
+    broadcast = [i for i in candidates if block.iter_vars[i].var in other_side and block.iter_vars[i].var not in vec_side]
+    if not broadcast and candidates:
+        # No axis is private to the other operand (depthwise conv, elementwise
+        # product-sum): no load is shared across rows, so register blocking
+        # does not pay; leave it to the Pool rule.
+        return None
+    row = max(broadcast, key=_extent) if broadcast else None
+    vec_load = a if vec_var in a_vars else b
+    pack = None
+    if all(isinstance(i, tirx.Var) for i in vec_load.indices) and vec_load.indices[-1].same_as(vec_var):
+        for pos, region in enumerate(block.reads):
+            if region.source.same_as(vec_load.source):
+                pack = pos
+    return Contraction(
+        vec=vec, row=row, spatial=spatial, reduce=reduce, dtype=str(body.buffer.dtype), pack_operand=pack
+    )
+
+
+def _is_pad(block) -> bool:
+    body = block.body
+    if not isinstance(body, tirx.BufferStore):
+        return False
+    value = body.value
+    return isinstance(value, Call) and str(getattr(value.op, "name", "")).endswith("if_then_else")
+
+
+def choose_tile(row_extent: int, vec_extent: int, lanes: int, nregs: int) -> tuple[int, int, int]:
+    """Pick (mr, nv, lanes): accumulator tile of ``mr`` rows x ``nv`` vectors.
+
+    Maximises FMAs per load (``mr*nv / (mr+nv)``) under the register budget
+    ``mr*nv`` accumulators + ``nv`` loads + 1 broadcast, using only exact
+    divisors so no predicate lands inside the vector loop.
+    """
+    lane = lanes
+    while lane > 1 and vec_extent % lane:
+        lane //= 2
+    if lane < 4 and vec_extent >= 4:
+        lane = 1  # leave odd widths to the scalar path; LLVM may still SLP them
+    best = (1, 1, max(lane, 1))
+    best_score = -1.0
+    n_vecs = vec_extent // max(lane, 1)
+    for nv in range(1, 5):
+        if n_vecs % nv:
+            continue
+        for mr in range(1, 17):
+            if row_extent % mr:
+                continue
+            if mr * nv + nv + 1 > nregs:
+                continue
+            score = mr * nv / (mr + nv)
+            if score > best_score + 1e-9:
+                best, best_score = (mr, nv, max(lane, 1)), score
+    return best
+
+
+class Matmul(ScheduleRule):
+    """Contraction rule (matmul / dense / batch matmul / conv) with fused epilogue."""
+
+    def __init__(self, pack: bool = True):
+        self.pack = pack
+
+    def is_target_available(self, target: Target) -> bool:
+        return C.is_cpu_target(target)
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        try:
+            return self._apply(func, target)
+        except Exception:  # pylint: disable=broad-except
+            return None
+
+    def _apply(self, func: tirx.PrimFunc, target: Target):
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None:
+            return None
+        # A padding producer would put an if_then_else inside the vector loop
+        # (LLVM then scalarizes it); materialize it instead: one cheap copy.
+        pads = [b for b in infos if _is_pad(sch.get(b.block_rv))]
+        infos = C.try_inline(sch, [b for b in infos if b not in pads])
+        infos = pads + infos
+        reductions = [b for b in infos if b.is_reduction()]
+        if len(reductions) != 1:
+            return None
+        main = reductions[0]
+        idx = infos.index(main)
+        producers, consumers = infos[:idx], infos[idx + 1 :]
+        if len(consumers) > 1 or not all(p.is_injective() for p in producers):
+            return None
+        for producer in producers:
+            schedule_spatial_block(sch, producer.block_rv, target)
+        block = sch.get(main.block_rv)
+        ana = analyze_contraction(block, main.iters)
+        if ana is None:
+            return None
+
+        loops = sch.get_loops(main.block_rv)
+        if len(loops) != len(block.iter_vars):
+            return None
+        extents = [C.const_extent(sch, lp) for lp in loops]
+        if extents[ana.vec] is None or (ana.row is not None and extents[ana.row] is None):
+            return None
+
+        lanes = C.vector_lanes(target, ana.dtype)
+        nregs = C.num_vector_registers(target)
+        row_extent = extents[ana.row] if ana.row is not None else 1
+        mr, nv, lane = choose_tile(row_extent, extents[ana.vec], lanes, nregs)
+
+        # Split the vector axis into (outer, nv, lane) and the row axis into (outer, mr).
+        v_o, v_n, v_l = sch.split(loops[ana.vec], factors=[None, nv, lane])
+        if ana.row is not None:
+            r_o, r_i = sch.split(loops[ana.row], factors=[None, mr])
+        else:
+            r_o = r_i = None
+        others = [loops[i] for i in ana.spatial if i not in (ana.vec, ana.row)]
+        red = [loops[i] for i in ana.reduce]
+        outer = others + [v_o]
+        inner = ([r_o] if r_o is not None else []) + red + ([r_i] if r_i is not None else []) + [v_n, v_l]
+        sch.reorder(*outer, *inner)
+        tile = C.fuse_and_parallel(sch, outer, target)
+        if r_o is not None and self.pack and ana.pack_operand is not None and row_extent // mr > 1:
+            # Copy the K x (nv*lane) panel of the vector-side operand into a
+            # contiguous buffer once per column tile: the original rows are a
+            # large power-of-two-ish stride apart and alias in L1/L2, and the
+            # panel is reused by every row tile below.
+            packed = sch.cache_read(main.block_rv, ana.pack_operand, "global")
+            width = nv * lane
+            sch.transform_layout(
+                packed,
+                ("write", 0),
+                lambda *idx: (idx[-1] // width, *idx[:-1], idx[-1] % width),
+            )
+            sch.compute_at(packed, tile, preserve_unit_loops=True)
+            C.vectorize_innermost(sch, packed, lane)
+        anchor = r_o if r_o is not None else tile
+        if consumers:
+            epi = consumers[0].block_rv
+            # Keep the accumulator tile-local so it lives in registers.
+            sch.set_scope(main.block_rv, 0, "local")
+            sch.reverse_compute_at(epi, anchor, preserve_unit_loops=True)
+            self._vectorize_tail(sch, epi, lane)
+        else:
+            out = sch.cache_write(main.block_rv, 0, "local")
+            sch.reverse_compute_at(out, anchor, preserve_unit_loops=True)
+            self._vectorize_tail(sch, out, lane)
+
+        if r_i is not None:
+            sch.unroll(r_i)
+        sch.unroll(v_n)
+        if lane > 1:
+            sch.vectorize(v_l)
+        init = sch.decompose_reduction(main.block_rv, red[0])
+        init_loops = sch.get_loops(init)
+        # init loops below the tile: (r_i?, v_n, v_l)
+        if lane > 1:
+            sch.vectorize(init_loops[-1])
+        for lp in init_loops[len(sch.get_loops(init)) - (3 if r_i is not None else 2) : -1]:
+            sch.unroll(lp)
+        return sch
+
+    @staticmethod
+    def _vectorize_tail(sch: s_tir.Schedule, block, lane: int) -> None:
+        if lane > 1:
+            C.vectorize_innermost(sch, block, lane)
