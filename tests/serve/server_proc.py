@@ -30,8 +30,12 @@ class ServerProcess:
         )
         self.stdout_lines: queue.Queue = queue.Queue()
         self.stderr_lines: list[str] = []
-        threading.Thread(target=self._drain, args=(self.proc.stdout, self.stdout_lines.put), daemon=True).start()
-        threading.Thread(target=self._drain, args=(self.proc.stderr, self.stderr_lines.append), daemon=True).start()
+        self._drains = [
+            threading.Thread(target=self._drain, args=(self.proc.stdout, self.stdout_lines.put), daemon=True),
+            threading.Thread(target=self._drain, args=(self.proc.stderr, self.stderr_lines.append), daemon=True),
+        ]
+        for thread in self._drains:
+            thread.start()
         self.port = self._wait_for_port()
 
     @staticmethod
@@ -79,10 +83,17 @@ class ServerProcess:
 
         return parse(http(self.port, "GET", "/metrics")[2].decode())
 
+    def wait(self, timeout: float = 60) -> int:
+        """Exit status, once all of the process's output has been read."""
+        code = self.proc.wait(timeout=timeout)
+        for thread in self._drains:
+            thread.join(timeout=10)
+        return code
+
     def terminate(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+        return self.wait(timeout)
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -98,3 +98,24 @@ def test_ready_after_warmup_and_sigterm_drains_in_flight_requests(rowwise_b8, re
     # A request the server had surely accepted (sent well before the signal) must not fail.
     failed_early = [r for r in records if not isinstance(r[3], tuple) and r[0] < sigterm_at - 0.2]
     assert not failed_early, failed_early
+
+
+def test_failed_warmup_reports_failed_and_exits_1(rowwise_b1, serve_dir):
+    """The sha256 covers the library, not the manifest: a manifest listing an output the library lacks
+    passes the load checks and fails the warm-up inference, which must stop the server with status 1."""
+    import json
+    import shutil
+
+    broken = serve_dir / "broken_outputs.so"
+    shutil.copy(rowwise_b1, broken)
+    manifest = json.loads(rowwise_b1.with_suffix(".json").read_text())
+    manifest["outputs"].append({"name": "extra", "shape": [1, 1], "dtype": "float32"})
+    broken.with_suffix(".json").write_text(json.dumps(manifest))
+    server = ServerProcess("--binary", broken)
+    try:
+        code = server.wait(timeout=120)
+    finally:
+        server.kill()
+    assert code == 1
+    assert "loading" in server.stderr() and "returned 2 outputs but the manifest lists 3" in server.stderr()
+    assert "Traceback" not in server.stderr()

@@ -77,7 +77,7 @@ def serve(config: ServeConfig) -> int:
     _require_deps()
     import uvicorn
 
-    from ..runtime.session import resolve_artifact
+    from ..runtime.session import device_for, resolve_artifact
     from .app import create_app
     from .batching import Layout
     from .engine import Engine
@@ -91,6 +91,7 @@ def serve(config: ServeConfig) -> int:
     threads = tvm_threads(config)
     os.environ["TVM_NUM_THREADS"] = str(threads)  # read when each worker's thread pool starts
     library, manifest = resolve_artifact(config.binary)
+    device_for(manifest)  # a CUDA build on a machine without a GPU: say so before listening
     layout = Layout.from_manifest(manifest, config.max_batch)
     engine = Engine(library, manifest, workers=config.workers, warmup_runs=config.warmup_runs)
     app = create_app(config, engine, layout)
