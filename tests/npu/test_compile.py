@@ -130,3 +130,66 @@ def test_glm_package_report(transformer, tmp_path):
     x = np.random.default_rng(6).standard_normal((1, 8, 32)).astype(np.float32)
     report = collect(loaded._session, {"x": x})
     assert report["macs"] == sum(op["macs"] for op in npu_ops(compiled.build.mod)) > 0
+
+
+def _build_and_run(mod, *args):
+    mod = relax.get_pipeline("zero")(mod)
+    exe = tvm.compile(mod, tvm.target.Target({"kind": "llvm"}))
+    vm = relax.VirtualMachine(exe, tvm.cpu())
+    return vm["main"](*[tvm.runtime.tensor(a) for a in args])
+
+
+def test_int8_matmul_through_tvm_is_bit_exact():
+    """int8 x int8 -> int32 with a bias, compiled by TVM and executed by the simulator."""
+    rng = np.random.default_rng(7)
+    w = rng.integers(-128, 128, (70, 45), dtype=np.int8)
+    bias = rng.integers(-3000, 3000, (45,), dtype=np.int32)
+    x = rng.integers(-128, 128, (3, 37, 70), dtype=np.int8)
+
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType([3, 37, 70], "int8"))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            mm = bb.emit(relax.op.matmul(xv, relax.const(w), out_dtype="int32"))
+            out = bb.emit_output(relax.op.add(mm, relax.const(bias)))
+        bb.emit_func_output(out)
+    mod, summary = offload(bb.get())
+    assert [op["dtype"] for op in summary["npu_ops"]] == ["int8"] and summary["npu_ops"][0]["bias"]
+    from tvm_autoglm.npu import build
+
+    build.global_library()
+    got = _build_and_run(mod, x).numpy()
+    np.testing.assert_array_equal(got, x.astype(np.int32) @ w.astype(np.int32) + bias)
+
+
+def _dense_model(m=64, k=256, n=512):
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(8).standard_normal((k, n)).astype(np.float32) * 0.1
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_compiled_model_uses_configured_cores():
+    from tvm_autoglm.npu.config import machine_from
+    from tvm_autoglm.npu.partition import machine_scope
+    from tvm_autoglm.targets import load_target
+
+    model = _dense_model()
+    x = np.random.default_rng(9).standard_normal((64, 256)).astype(np.float32)
+    base = machine_from(load_target("npu-sim").extra)
+    cycles, outputs = {}, {}
+    for cores in (1, 4):
+        with machine_scope(base.with_cores(cores)):
+            compiled = tvm_autoglm.compile(model, target="npu-sim", opt_level=1)
+        report = collect(compiled._session, {"x": x})
+        assert {op["cores"] for op in report["ops"]} == {cores}
+        cycles[cores], outputs[cores] = report["total_cycles"], compiled.run(x=x)["y"]
+    assert cycles[4] < cycles[1] / 2.5
+    np.testing.assert_array_equal(outputs[1], outputs[4])  # same blocks, same arithmetic, other cores
+    np.testing.assert_allclose(outputs[1], reference(model, {"x": x})["y"], rtol=RTOL, atol=ATOL)
