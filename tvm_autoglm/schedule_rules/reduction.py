@@ -117,14 +117,17 @@ class Reduction(ScheduleRule):
         n = len(stmt.iter_vars)
         below = loops[len(loops) - n :]
         # compute_at created one loop per block iter, in iter order; the lane
-        # iter is the spatial one rfactor appended after the row axes.
+        # iter is the one indexing the rfactor buffer's last (factor) axis.
         kinds = [iv.iter_type for iv in stmt.iter_vars]
-        spatial_pos = [i for i, k in enumerate(kinds) if k == tirx.IterVar.DataPar]
-        lane_loop = below[spatial_pos[-1]]
+        lane_var = stmt.body.indices[-1]
+        positions = [i for i, iv in enumerate(stmt.iter_vars) if iv.var.same_as(lane_var)]
+        if len(positions) != 1:
+            return
+        lane_loop = below[positions[0]]
         if C.const_extent(sch, lane_loop) != lanes:
             return
         reduce_loops = [below[i] for i, k in enumerate(kinds) if k == tirx.IterVar.CommReduce]
         sch.reorder(*reduce_loops, lane_loop)
-        init = sch.decompose_reduction(rf, reduce_loops[0])
         sch.vectorize(lane_loop)
+        init = sch.decompose_reduction(rf, reduce_loops[0])
         sch.vectorize(sch.get_loops(init)[-1])

@@ -1,0 +1,50 @@
+"""Helpers: tiny Relax models through the 'zero' pipeline, scheduled and run."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import tvm
+from tvm import relax, tirx
+
+
+def build_fused(make_body, inputs: dict[str, tuple]) -> tvm.IRModule:
+    """Relax function of ``make_body(*vars)`` lowered by the 'zero' pipeline (FuseOps, FuseTIR)."""
+    bb = relax.BlockBuilder()
+    params = [relax.Var(name, relax.TensorType(shape, "float32")) for name, shape in inputs.items()]
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(make_body(*params))
+        bb.emit_func_output(out)
+    return relax.get_pipeline("zero")(bb.get())
+
+
+def run(mod: tvm.IRModule, target, arrays: list[np.ndarray]) -> np.ndarray:
+    ex = tvm.compile(mod, target)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return vm["main"](*[tvm.runtime.tensor(a) for a in arrays]).numpy()
+
+
+def prim_funcs(mod: tvm.IRModule) -> dict[str, tirx.PrimFunc]:
+    return {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
+
+
+def loop_kinds(func: tirx.PrimFunc) -> list:
+    """ForKind of every loop in the function body."""
+    kinds = []
+
+    def _visit(node):
+        if isinstance(node, tirx.For):
+            kinds.append(node.kind)
+
+    import tvm_ffi
+
+    tvm_ffi.structural_walk(func.body, (tirx.For, _visit), order="post")
+    return kinds
+
+
+def assert_parallel_vectorized(func: tirx.PrimFunc, need_vector: bool = True) -> None:
+    kinds = loop_kinds(func)
+    assert tirx.ForKind.PARALLEL in kinds, f"no parallel loop: {kinds}"
+    if need_vector:
+        assert tirx.ForKind.VECTORIZED in kinds, f"no vectorized loop: {kinds}"
