@@ -53,7 +53,7 @@ def bar_chart_svg(items: list[tuple[str, float, str]], unit: str = "ms", width: 
     plot_w = max(120, width - label_w - value_w)
     top = max([v for _, v, _ in items if math.isfinite(v)] + [1e-12])
     height = len(items) * (bar_h + gap) + gap
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
+    parts = [f'<svg role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
     for i, (label, value, color) in enumerate(items):
         y = gap + i * (bar_h + gap)
         shown = label if len(label) <= label_chars else label[: label_chars - 1] + "\u2026"
