@@ -11,8 +11,8 @@ def _init(name, array):
     return numpy_helper.from_array(np.asarray(array), name)
 
 
-def transformer_block(seq=8, hidden=32, heads=2, ffn=64, seed=0) -> onnx.ModelProto:
-    """Attention (QKV dense, QK^T, softmax, AV, out dense) + ReLU FFN + residuals."""
+def transformer_block(seq=8, hidden=32, heads=2, ffn=64, seed=0, activation="relu") -> onnx.ModelProto:
+    """Attention (QKV dense, QK^T, softmax, AV, out dense) + FFN (ReLU, or GELU as the erf idiom) + residuals."""
     rng = np.random.default_rng(seed)
     w = lambda *s: (rng.standard_normal(s) * 0.2).astype(np.float32)  # noqa: E731
     d = hidden // heads
@@ -26,6 +26,9 @@ def transformer_block(seq=8, hidden=32, heads=2, ffn=64, seed=0) -> onnx.ModelPr
         _init("heads_shape", np.array([1, seq, heads, d], np.int64)),
         _init("merge_shape", np.array([1, seq, hidden], np.int64)),
         _init("scale", np.array(1.0 / np.sqrt(d), np.float32)),
+        _init("sqrt2", np.array(np.sqrt(2.0), np.float32)),
+        _init("one", np.array(1.0, np.float32)),
+        _init("half", np.array(0.5, np.float32)),
     ]
     nodes = []
     for name in ("q", "k", "v"):
@@ -49,7 +52,17 @@ def transformer_block(seq=8, hidden=32, heads=2, ffn=64, seed=0) -> onnx.ModelPr
         helper.make_node("Add", ["o", "x"], ["res1"]),
         helper.make_node("MatMul", ["res1", "w1"], ["f1_mm"]),
         helper.make_node("Add", ["f1_mm", "b1"], ["f1"]),
-        helper.make_node("Relu", ["f1"], ["f1_act"]),
+        *(
+            [helper.make_node("Relu", ["f1"], ["f1_act"])]
+            if activation == "relu"
+            else [
+                helper.make_node("Div", ["f1", "sqrt2"], ["g_div"]),
+                helper.make_node("Erf", ["g_div"], ["g_erf"]),
+                helper.make_node("Add", ["g_erf", "one"], ["g_add"]),
+                helper.make_node("Mul", ["f1", "g_add"], ["g_mul"]),
+                helper.make_node("Mul", ["g_mul", "half"], ["f1_act"]),
+            ]
+        ),
         helper.make_node("MatMul", ["f1_act", "w2"], ["f2_mm"]),
         helper.make_node("Add", ["f2_mm", "b2"], ["f2"]),
         helper.make_node("Add", ["f2", "res1"], ["y"]),

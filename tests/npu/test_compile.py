@@ -52,6 +52,13 @@ def test_transformer_matches_onnxruntime(transformer):
     _check_parity(model, compiled)
 
 
+def test_gelu_epilogue_runs_on_the_npu():
+    model = transformer_block(activation="gelu")
+    compiled = tvm_autoglm.compile(model, target="npu-sim", opt_level=2)
+    assert any(k.startswith("npu_matmul_bias_gelu") for k in compiled.kernels), compiled.kernels
+    _check_parity(model, compiled, seed=3)
+
+
 def test_cnn_matches_onnxruntime_and_conv_stays_on_host(cnn):
     model, compiled = cnn
     _check_parity(model, compiled)

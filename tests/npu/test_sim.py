@@ -89,6 +89,17 @@ def test_vector_unit_ops():
     np.testing.assert_allclose(out, np.exp(x), rtol=1e-6)
     np.testing.assert_allclose(rsum, np.exp(x).sum(axis=1), rtol=1e-5)
 
+    g = isa.Program()
+    g.config(0, isa.MODE_FP16, 1, MACHINE)
+    g.load(0, isa.ACC, 0, 0, 0, 16, 16, 16, 16, 16, 16, isa.DT_FP32)
+    g.valu(0, "gelu", 0, 0, 16, 16, 16)
+    g.store(0, 0, 3, 0, 16, 16, 16, 16, isa.DT_FP32)
+    gelu = np.zeros_like(x)
+    execute(g, x, None, None, gelu)
+    from math import erf
+
+    np.testing.assert_allclose(gelu, [[0.5 * v * (1 + erf(v / np.sqrt(2))) for v in row] for row in x.astype(np.float64)], rtol=1e-6, atol=1e-7)
+
     q = isa.Program()
     q.config(0, isa.MODE_INT8, 1, MACHINE)
     q.load(0, isa.ACC, 0, 0, 0, 16, 16, 16, 16, 16, 16, isa.DT_INT32)

@@ -31,7 +31,7 @@ class MatmulShape:
     b_dtype: str = "float32"
     out_dtype: str = "float32"
     bias: bool = False
-    activation: str | None = None  # None, "relu", "gelu"
+    activation: str | None = None  # None, "relu", "gelu" (erf), "gelu_tanh"
 
     @property
     def macs(self) -> int:

@@ -23,7 +23,7 @@ CONFIG, LOAD, STORE, GEMM, VALU, SYNC = 1, 2, 3, 4, 5, 6
 INP, WGT, ACC = 0, 1, 2
 DT_INT8, DT_FP32, DT_INT32, DT_FP16 = 0, 1, 2, 3
 MODE_INT8, MODE_FP16 = 0, 1
-ALU = {name: i for i, name in enumerate(["add", "mul", "max", "min", "addi", "muli", "relu", "clip", "exp", "gelu", "rsum", "rmax", "shr"])}
+ALU = {name: i for i, name in enumerate(["add", "mul", "max", "min", "addi", "muli", "relu", "clip", "exp", "gelu", "rsum", "rmax", "shr", "gelu_tanh"])}
 
 DTYPE_CODES = {"int8": DT_INT8, "float32": DT_FP32, "int32": DT_INT32, "float16": DT_FP16}
 

@@ -31,6 +31,8 @@ from .tiling import best_config
 _MACHINE: contextvars.ContextVar = contextvars.ContextVar("npu_machine", default=None)
 ATTR = "npu_op"
 INFO_ATTR = "npu_info"
+# Relax activations the vector unit applies before the store (gelu = erf form, as ONNX Gelu)
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 
 
 @contextlib.contextmanager
@@ -101,6 +103,8 @@ class _Offloader:
             return None, reason
         a, b = mm.args
         n = fields["n"]
+        if activation in ("gelu", "gelu_tanh") and fields["a_dtype"] == "int8":
+            return None, "gelu epilogue on int8"
         if bias is not None:
             bshape = _static_shape(bias)
             if bshape is None or bshape[-1] != n or any(d != 1 for d in bshape[:-1]) or _dtype(bias) != fields["out_dtype"]:
@@ -159,12 +163,13 @@ def offload(mod: tvm.IRModule, machine: Machine | None = None) -> tuple[tvm.IRMo
     a, b, bias = wildcard(), wildcard(), is_const()
     mm = is_op("relax.matmul")(a, b)
     with_bias = is_op("relax.add")(mm, bias)
-    patterns = [
-        (is_op("relax.nn.relu")(with_bias), lambda m: (m[mm], m[bias], "relu")),
-        (with_bias, lambda m: (m[mm], m[bias], None)),
-        (is_op("relax.nn.relu")(mm), lambda m: (m[mm], None, "relu")),
-        (mm, lambda m: (m[mm], None, None)),
-    ]
+    patterns = []
+    for act in ACTIVATIONS:  # fused epilogues first, so a bare matmul is the last resort
+        patterns.append((is_op(f"relax.nn.{act}")(with_bias), lambda m, act=act: (m[mm], m[bias], act)))
+    patterns.append((with_bias, lambda m: (m[mm], m[bias], None)))
+    for act in ACTIVATIONS:
+        patterns.append((is_op(f"relax.nn.{act}")(mm), lambda m, act=act: (m[mm], None, act)))
+    patterns.append((mm, lambda m: (m[mm], None, None)))
 
     def make_rewriter(extract):
         def rewriter(expr, matches):

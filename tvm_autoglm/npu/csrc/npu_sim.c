@@ -40,7 +40,8 @@ enum { DT_INT8 = 0, DT_FP32 = 1, DT_INT32 = 2, DT_FP16 = 3 };
 enum { MODE_INT8 = 0, MODE_FP16 = 1 };
 enum {
   ALU_ADD = 0, ALU_MUL = 1, ALU_MAX = 2, ALU_MIN = 3, ALU_ADDI = 4, ALU_MULI = 5, ALU_RELU = 6,
-  ALU_CLIP = 7, ALU_EXP = 8, ALU_GELU = 9, ALU_RSUM = 10, ALU_RMAX = 11, ALU_SHR = 12, ALU_COUNT = 13
+  ALU_CLIP = 7, ALU_EXP = 8, ALU_GELU = 9, ALU_RSUM = 10, ALU_RMAX = 11, ALU_SHR = 12, ALU_GELU_TANH = 13,
+  ALU_COUNT = 14
 };
 
 /* Counters readable from Python (layout mirrored in tvm_autoglm/npu/counters.py). */
@@ -206,11 +207,12 @@ static npu_op_stats *op_stats(int op_id) {
   return s;
 }
 
-static double gelu_poly(double x) {
-  /* tanh-approximation GELU, as the vector unit's function table would evaluate it */
+static double gelu_tanh(double x) {
   double inner = 0.7978845608028654 * (x + 0.044715 * x * x * x);
   return 0.5 * x * (1.0 + tanh(inner));
 }
+
+static double gelu_erf(double x) { return 0.5 * x * (1.0 + erf(x * 0.7071067811865476)); }
 
 /* ---------- instruction execution ---------- */
 static int exec_load(const npu_cfg *cfg, npu_core *core, const int32_t *w, void **dram, int timing_only, npu_op_stats *st) {
@@ -353,7 +355,7 @@ static int exec_valu(const npu_cfg *cfg, npu_core *core, const int32_t *w, int t
   memcpy(&imm1, &w[9], 4);
   if (op < 0 || op >= ALU_COUNT || rows <= 0 || cols <= 0) return -1;
   int fp = cfg->mode == MODE_FP16;
-  if ((op == ALU_EXP || op == ALU_GELU) && !fp) return -1;
+  if ((op == ALU_EXP || op == ALU_GELU || op == ALU_GELU_TANH) && !fp) return -1;
   int64_t dspan = ((rows - 1) * dstride + cols) * 4, sspan = ((rows - 1) * sstride + cols) * 4;
   if (check_range(cfg, SP_ACC, dst * 4, dspan) || check_range(cfg, SP_ACC, src * 4, sspan)) return -1;
   if (!timing_only) {
@@ -385,7 +387,8 @@ static int exec_valu(const npu_cfg *cfg, npu_core *core, const int32_t *w, int t
             case ALU_RELU: out = x > 0 ? x : 0; break;
             case ALU_CLIP: out = x < imm0 ? imm0 : x > imm1 ? imm1 : x; break;
             case ALU_EXP: out = (float)exp((double)x); break;
-            case ALU_GELU: out = (float)gelu_poly((double)x); break;
+            case ALU_GELU: out = (float)gelu_erf((double)x); break;
+            case ALU_GELU_TANH: out = (float)gelu_tanh((double)x); break;
             default: return -1;
           }
           af[d] = out;
@@ -409,7 +412,7 @@ static int exec_valu(const npu_cfg *cfg, npu_core *core, const int32_t *w, int t
       }
     }
   }
-  int64_t factor = (op == ALU_EXP || op == ALU_GELU) ? 4 : 1;
+  int64_t factor = (op == ALU_EXP || op == ALU_GELU || op == ALU_GELU_TANH) ? 4 : 1;
   int64_t cycles = rows * ceil_div(cols, NPU_TILE) * cfg->vec_lat * factor;
   int64_t start = max64(core->t_comp, max64(sb_max(core->ready[SP_ACC], src * 4, sspan), sb_max(core->ready[SP_ACC], dst * 4, dspan)));
   start = max64(start, sb_max(core->freed[SP_ACC], dst * 4, dspan));
