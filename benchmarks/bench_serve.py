@@ -182,6 +182,7 @@ def main() -> int:
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "serving.md"))
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     b1, bn = work / "mlp_b1.so", work / f"mlp_b{args.batch}.so"
     print(f"building {b1.name} and {bn.name} ...", flush=True)
@@ -246,7 +247,8 @@ def main() -> int:
         "",
         f"`{command.strip()}` on {platform.machine()} ({os.cpu_count()} cores, client and server on the same machine), "
         f"{time.strftime('%Y-%m-%d')}. Model: row-wise MLP {args.features}->{args.hidden}->{args.features} (fp32, untuned CPU schedules), "
-        f"{args.requests} JSON requests of one row each, {args.concurrency} concurrent keep-alive connections, closed loop.",
+        f"{args.requests} JSON requests of one row each, {args.concurrency} concurrent keep-alive connections, closed loop. "
+        f"1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run (other work on the machine skews absolute numbers).",
         "",
         "| configuration | workers x TVM threads | throughput (req/s) | p50 (ms) | p99 (ms) | mean requests per call | model call (ms) | errors | vs --max-batch 1 |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -7,6 +7,7 @@ count; nothing here asserts a time.
 
 from __future__ import annotations
 
+from http.client import HTTPConnection
 import io
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from helpers import FP32_ATOL, FP32_RTOL, assert_clean_error, cli  # noqa: E402
 
 @pytest.fixture(scope="module")
 def exact_server(rowwise_b1):
-    server = ServerProcess("--binary", rowwise_b1, "--workers", 2)
+    server = ServerProcess("--binary", rowwise_b1, "--workers", 2, "--max-body-mb", 1)
     try:
         server.wait_ready()
         yield server
@@ -80,6 +81,23 @@ def test_bad_requests_get_400_naming_the_problem(exact_server, body, content_typ
     assert headers["content-type"].startswith("application/json")
     message = json.loads(raw)["error"]
     assert fragment in message and "Traceback" not in message
+
+
+def test_large_bodies_decode_off_the_loop_and_oversized_ones_get_413(exact_server, reference):
+    inputs = row_inputs(seed=12)
+    body = json.dumps({"inputs": jsonable(inputs)}).encode()
+    status, payload = post_json(exact_server.port, body + b" " * 400_000)  # past the 256 KiB offload threshold
+    assert status == 200, payload
+    np.testing.assert_array_equal(np.asarray(payload["outputs"]["y"], dtype="float32"), reference.run(inputs)["y"])
+    # The declared length alone gets the 413: the client need not (and a real one would not) upload the rest.
+    connection = HTTPConnection("127.0.0.1", exact_server.port, timeout=30)
+    connection.putrequest("POST", "/v1/infer")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(2 << 20))
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 413 and "exceeds the limit of 1048576 bytes" in json.loads(response.read())["error"]
+    connection.close()
 
 
 def test_npz_with_the_wrong_dtype_gets_400(exact_server):

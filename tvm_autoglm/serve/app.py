@@ -30,6 +30,9 @@ from .engine import Engine
 from .metrics import CONTENT_TYPE, Metrics
 
 
+OFFLOAD_BYTES = 256 << 10  # bodies above this are decoded/encoded off the event loop
+
+
 class _TooLarge(Exception):
     pass
 
@@ -129,7 +132,11 @@ def create_app(config: ServeConfig, engine: Engine, layout: Layout) -> Starlette
             metrics.count_error("too_large")
             return _json(413, {"error": str(err)})
         try:
-            arrays = codec.decode(body, request.headers.get("content-type"), layout.inputs)
+            content_type = request.headers.get("content-type")
+            if len(body) > OFFLOAD_BYTES:  # parsing megabytes of JSON would stall every other request
+                arrays = await asyncio.to_thread(codec.decode, body, content_type, layout.inputs)
+            else:
+                arrays = codec.decode(body, content_type, layout.inputs)
             rows = layout.rows_of(arrays)
         except InputError as err:
             metrics.count_error("bad_request")
@@ -146,9 +153,13 @@ def create_app(config: ServeConfig, engine: Engine, layout: Layout) -> Starlette
             metrics.count_error("internal")
             traceback.print_exc(file=sys.stderr)
             return _json(500, {"error": f"internal error while running the model: {_one_line(err)}"})
-        if codec.accepts_npz(request.headers.get("accept")):
-            return Response(codec.encode_npz(outputs), media_type=codec.NPZ)
-        return Response(codec.encode_json(outputs), media_type=codec.JSON)
+        npz = codec.accepts_npz(request.headers.get("accept"))
+        encode = codec.encode_npz if npz else codec.encode_json
+        if sum(value.nbytes for value in outputs.values()) > OFFLOAD_BYTES // 4:
+            payload = await asyncio.to_thread(encode, outputs)
+        else:
+            payload = encode(outputs)
+        return Response(payload, media_type=codec.NPZ if npz else codec.JSON)
 
     async def infer(request: Request) -> Response:
         start = time.perf_counter()

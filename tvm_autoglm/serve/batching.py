@@ -176,8 +176,12 @@ class Batcher:
         self._closing = True
         self._wake.set()
         if self._task is not None:
-            while self.pending or self.running:
+            while (self.pending and not self._task.done()) or self.running:
                 await asyncio.sleep(0.01)
+            for item in self.pending:  # only if the loop died: fail them rather than hang
+                if not item.future.done():
+                    item.future.set_exception(RuntimeError("the server stopped before this request ran"))
+            self.pending.clear()
             self._task.cancel()
             try:
                 await self._task
