@@ -74,7 +74,8 @@ def bench(binary: str, vs: list[str], model: str | None = None, inputs: dict | N
 
     idle = wait_for_idle(max_wait_s=idle_wait)
     log(idle.text())
-    timings = measure_interleaved([p.candidate for p in prepared], repeat=repeat, warmup=warmup)
+    # 20 ms between runs: OpenMP (torch) and TVM pool workers spin after a run and would steal the next candidate's cores
+    timings = measure_interleaved([p.candidate for p in prepared], repeat=repeat, warmup=warmup, cooldown_s=0.02)
     base = timings[0].summary()["median_ms"]
     rows = []
     for p, t in zip(prepared, timings):
