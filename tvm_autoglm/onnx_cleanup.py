@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import onnx
 
 from .errors import AutoGLMError, InputError, ModelLoadError
@@ -67,6 +68,7 @@ def fold_static_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]
     try:
         for _ in range(_MAX_ROUNDS):
             changed = fold(ir_model).modified
+            changed = _fold_gather_elements(ir_model.graph) or changed
             changed = clean(ir_model).modified or changed
             if not changed:
                 break
@@ -89,6 +91,41 @@ def _should_fold(node) -> bool | None:
     if node.domain in ("", "ai.onnx") and node.op_type == "ConstantOfShape":
         return True
     return None
+
+
+def _fold_gather_elements(graph) -> bool:
+    """Fold GatherElements on constants, which onnx's reference evaluator gets wrong.
+
+    TorchScript exports of BERT pick segment ids with
+    ``GatherElements(token_type_ids_buffer[1, 512], position slice[1, S])``; the
+    reference kernel (``np.choose``) only handles 64 choices and fails, so the
+    folder leaves the node, and with it an ``Expand`` to the batch. Here it is
+    ``np.take_along_axis``, which is what the op means.
+    """
+    import onnx_ir as ir
+
+    changed = False
+    for node in list(graph):
+        if node.op_type != "GatherElements" or node.domain not in ("", "ai.onnx"):
+            continue
+        data, index = node.inputs[0], node.inputs[1]
+        out = node.outputs[0]
+        if data is None or index is None or data.const_value is None or index.const_value is None:
+            continue
+        if out.is_graph_output() or data.const_value.size > INPUT_SIZE_LIMIT:
+            continue
+        array, idx = data.const_value.numpy(), index.const_value.numpy().astype(np.int64)
+        axis = node.attributes.get_int("axis", 0)
+        axis = axis + array.ndim if axis < 0 else axis
+        idx = np.where(idx < 0, idx + array.shape[axis], idx)
+        folded = ir.Value(name=out.name + "_folded", const_value=ir.tensor(np.take_along_axis(array, idx, axis=axis)))
+        folded.shape = folded.const_value.shape
+        folded.type = ir.TensorType(folded.const_value.dtype)
+        graph.register_initializer(folded)
+        out.replace_all_uses_with(folded)
+        graph.remove(node, safe=True)
+        changed = True
+    return changed
 
 
 def _with_static_inputs(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> onnx.ModelProto:

@@ -91,6 +91,17 @@ def example_inputs(name: str, size: str = "tiny", seq: int = 128, batch: int = 1
     return mod.example_inputs(size, seq, batch, np.random.default_rng(seed))
 
 
+def torch_module(name: str, size: str = "tiny", seq: int = 128, batch: int = 1, *, seed: int = 0):
+    """The eval-mode torch module ``build`` exports (same seed, same weights).
+
+    Its forward takes the inputs positionally in ``MODELS[name].inputs`` order
+    and returns the outputs in ``MODELS[name].outputs`` order (a tensor when
+    there is one output).
+    """
+    mod = _check(name, size, seq, batch)
+    return mod.make(size, int(seq), int(batch), seed)
+
+
 def cache_dir() -> Path:
     """$AUTOGLM_CACHE, else ~/.cache/tvm_autoglm/zoo."""
     env = os.environ.get("AUTOGLM_CACHE")
@@ -178,4 +189,5 @@ __all__ = [
     "cached",
     "example_inputs",
     "input_shapes",
+    "torch_module",
 ]
