@@ -110,35 +110,87 @@ class _Offloader:
             if bshape is None or bshape[-1] != n or any(d != 1 for d in bshape[:-1]) or _dtype(bias) != fields["out_dtype"]:
                 return None, "bias shape"
             bias = relax.const(bias.value.numpy().reshape(n))
+        return self.emit(a, _static_shape(a), b, _static_shape(b), bias, activation, fields)
+
+    def emit(self, a, a_shape, b, b_shape, bias, activation, fields, kind="matmul"):
+        """The NPU call for A (..., M, K) x B (K, N) or (..., K, N); shapes given because
+        ``a`` may be a fresh, not yet normalised expression (im2col)."""
         if isinstance(b, Constant) and fields["b_dtype"] == "float32":
             b = relax.const(b.value.numpy().astype(np.float16))
             fields["b_dtype"] = "float16"
+        n = fields["n"]
         shape = MatmulShape(**fields, bias=bias is not None, activation=activation)
         op_id = len(self.ops)
         cfg, cycles, tried = best_config(shape, self.machine)
-        prog = matmul_program(shape, cfg, self.machine, op_id)
-        words = prog.array()
-        out_shape = _static_shape(a)[:-1] + [n]
-        name = f"npu_matmul{'_bias' if bias is not None else ''}{'_' + activation if activation else ''}_{op_id}"
+        words = matmul_program(shape, cfg, self.machine, op_id).array()
+        out_shape = list(a_shape[:-1]) + [n]
+        name = f"npu_{kind}{'_bias' if bias is not None else ''}{'_' + activation if activation else ''}_{op_id}"
         args = [a, b] + ([bias] if bias is not None else []) + [relax.const(words)]
+        specs = [(list(a_shape), fields["a_dtype"]), (list(b_shape), fields["b_dtype"])]
+        if bias is not None:
+            specs.append(([n], _dtype(bias)))
+        specs += [(list(words.shape), "int32"), (out_shape, fields["out_dtype"])]
         info = {
-            "op_id": op_id, "kernel": name, "batch": shape.batch, "m": shape.m, "n": shape.n, "k": shape.k,
+            "op_id": op_id, "kernel": name, "kind": kind, "batch": shape.batch, "m": shape.m, "n": shape.n, "k": shape.k,
             "macs": shape.macs, "bias": shape.bias, "activation": activation, "dtype": fields["a_dtype"],
             "tile": cfg.to_json(), "estimated_cycles": cycles, "configs_tried": tried, "instructions": int(words.shape[0]),
             "cores": self.machine.cores,
         }
-        func = _prim_func(name, args, out_shape, fields["out_dtype"], words.shape[0], op_id)
+        func = _prim_func(name, specs, words.shape[0], op_id)
         func = func.with_attr(INFO_ATTR, json.dumps(info, sort_keys=True))
         self.funcs[name] = func
         self.gvars[name] = self.builder.add_func(func, name)
         self.ops.append(info)
         return relax.call_tir(self.gvars[name], args, relax.TensorType(out_shape, fields["out_dtype"])), None
 
+    def rewrite_conv(self, conv, bias=None, activation=None):
+        """conv2d (NCHW/OIHW, groups 1, no dilation, fp32) as im2col on the host + an NPU matmul.
 
-def _prim_func(name, args, out_shape, out_dtype, n_insns, op_id):
+        The column matrix is built with Relax ops (pad, strided slices, concat,
+        transpose) that run on the host; every MAC of the convolution runs on
+        the NPU. A 1x1 stride-1 convolution needs only a transpose.
+        """
+        x, w = conv.args
+        attrs = conv.attrs
+        if not isinstance(w, Constant):
+            return None, "conv weight not constant"
+        xs = _static_shape(x)
+        if xs is None or len(xs) != 4 or _dtype(x) != "float32" or _dtype(w) != "float32":
+            return None, "conv shape/dtype"
+        if (str(attrs.data_layout), str(attrs.kernel_layout)) != ("NCHW", "OIHW") or int(attrs.groups) != 1 or any(int(d) != 1 for d in attrs.dilation):
+            return None, "conv layout/groups/dilation"
+        if str(attrs.out_dtype) not in ("", "void", "None", "float32"):
+            return None, "conv out dtype"
+        weight = w.value.numpy()
+        n_, c, h, wd = xs
+        o, _, kh, kw = weight.shape
+        sh, sw = (int(v) for v in attrs.strides)
+        pt, pl, pb, pr = (int(v) for v in attrs.padding)
+        ho, wo = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+        if bias is not None:
+            bshape = _static_shape(bias)
+            if bshape is None or int(np.prod(bshape)) != o or bshape[-3:] not in ([o, 1, 1],) or _dtype(bias) != "float32":
+                return None, "conv bias shape"
+            bias = relax.const(bias.value.numpy().reshape(o))
+        if kh == kw == 1 and sh == sw == 1 and not any((pt, pl, pb, pr)):
+            cols = relax.op.reshape(x, [n_, c, h * wd])
+        else:
+            padded = relax.op.nn.pad(x, [0, 0, 0, 0, pt, pb, pl, pr]) if any((pt, pl, pb, pr)) else x
+            slices = [
+                relax.op.strided_slice(padded, [2, 3], [i, j], [i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1], [sh, sw])
+                for i in range(kh) for j in range(kw)
+            ]
+            cols = relax.op.reshape(relax.op.concat(slices, axis=1) if len(slices) > 1 else slices[0], [n_, kh * kw * c, ho * wo])
+        a = relax.op.permute_dims(cols, [0, 2, 1])  # (N, Ho*Wo, Kh*Kw*C), index (i*Kw + j)*C + c
+        b = relax.const(weight.transpose(2, 3, 1, 0).reshape(kh * kw * c, o))
+        fields = dict(batch=n_, m=ho * wo, n=o, k=kh * kw * c, b_batched=False, a_dtype="float32", b_dtype="float32", out_dtype="float32")
+        call, _ = self.emit(a, [n_, ho * wo, kh * kw * c], b, [kh * kw * c, o], bias, activation, fields, kind="conv2d")
+        return relax.op.reshape(relax.op.permute_dims(call, [0, 2, 1]), [n_, o, ho, wo]), None
+
+
+def _prim_func(name, specs, n_insns, op_id):
     """``npu_exec(program, n, A, B, bias, out)``; built from TVMScript text (the
     0.27 PrimFunc constructor has no buffer_map, the parser builds it)."""
-    specs = [(_static_shape(arg), _dtype(arg)) for arg in args] + [(out_shape, out_dtype)]
     names = ["A", "B", "Bias", "P", "Out"] if len(specs) == 5 else ["A", "B", "P", "Out"]
     params = ", ".join(f"{n}: T.Buffer(({', '.join(map(str, shp))},), \"{dt}\")" for n, (shp, dt) in zip(names, specs))
     bias = "Bias" if len(specs) == 5 else "A"
@@ -153,7 +205,7 @@ def _prim_func(name, args, out_shape, out_dtype, n_insns, op_id):
     return func.with_attrs({"global_symbol": name, "tir.noalias": True, "tir.is_scheduled": True, "tirx.is_scheduled": True, "op_pattern": 8, ATTR: op_id})
 
 
-def offload(mod: tvm.IRModule, machine: Machine | None = None) -> tuple[tvm.IRModule, dict]:
+def offload(mod: tvm.IRModule, machine: Machine | None = None, offload_convs: bool = True) -> tuple[tvm.IRModule, dict]:
     """Rewrite every Relax function; returns the module and the partition summary."""
     machine = machine or current_machine()
     builder = relax.BlockBuilder(mod)
@@ -170,13 +222,17 @@ def offload(mod: tvm.IRModule, machine: Machine | None = None) -> tuple[tvm.IRMo
     for act in ACTIVATIONS:
         patterns.append((is_op(f"relax.nn.{act}")(mm), lambda m, act=act: (m[mm], None, act)))
     patterns.append((mm, lambda m: (m[mm], None, None)))
+    conv, cbias = is_op("relax.nn.conv2d")(wildcard(), is_const()), is_const()
+    conv_bias = is_op("relax.add")(conv, cbias)
+    conv_patterns = [(is_op("relax.nn.relu")(conv_bias), lambda m: (m[conv], m[cbias], "relu")), (conv_bias, lambda m: (m[conv], m[cbias], None)),
+                     (is_op("relax.nn.relu")(conv), lambda m: (m[conv], None, "relu")), (conv, lambda m: (m[conv], None, None))]
 
-    def make_rewriter(extract):
+    def make_rewriter(extract, method, last):
         def rewriter(expr, matches):
             call, bias_expr, act = extract(matches)
-            new, reason = off.rewrite(call, bias_expr, act)
+            new, reason = method(call, bias_expr, act)
             if new is None:
-                if extract is patterns[-1][1]:
+                if extract is last:
                     reasons[call] = reason  # the rewriter may see one call more than once
                 return expr
             return new
@@ -190,7 +246,10 @@ def offload(mod: tvm.IRModule, machine: Machine | None = None) -> tuple[tvm.IRMo
         if func.attrs is not None and any(key in func.attrs for key in ("Composite", "Primitive", "Codegen")):
             continue  # a fused group another pass made (e.g. attention) stays whole, on the host
         for pattern, extract in patterns:
-            func = rewrite_call(pattern, make_rewriter(extract), func)
+            func = rewrite_call(pattern, make_rewriter(extract, off.rewrite, patterns[-1][1]), func)
+        if offload_convs:
+            for pattern, extract in conv_patterns:
+                func = rewrite_call(pattern, make_rewriter(extract, off.rewrite_conv, conv_patterns[-1][1]), func)
         updates[gv] = func
     mod = builder.get()
     for gv, func in updates.items():
@@ -199,7 +258,7 @@ def offload(mod: tvm.IRModule, machine: Machine | None = None) -> tuple[tvm.IRMo
     summary = {
         "machine": {"cores": machine.cores, "clock_mhz": machine.clock_mhz},
         "npu_ops": off.ops,
-        "host_matmuls": [{"reason": r, "count": c} for r, c in sorted(Counter(reasons.values()).items())],
+        "kept_on_host": [{"reason": r, "count": c} for r, c in sorted(Counter(reasons.values()).items())],
     }
     return mod, summary
 
@@ -230,7 +289,7 @@ def partition_notes(mod: tvm.IRModule) -> list[str]:
         tile = op["tile"]
         epilogue = "".join(["+bias" if op["bias"] else "", f"+{op['activation']}" if op["activation"] else ""])
         lines.append(
-            f"npu-sim: NPU  {op['kernel']}: matmul{epilogue} {op['batch']}x{op['m']}x{op['n']}x{op['k']} {op['dtype']}, "
+            f"npu-sim: NPU  {op['kernel']}: {op.get('kind', 'matmul')}{epilogue} as matmul {op['batch']}x{op['m']}x{op['n']}x{op['k']} {op['dtype']}, "
             f"tile {tile['mb']}x{tile['nb']}x{tile['kb']} depth {tile['depth']}, {op['cores']} core(s), ~{op['estimated_cycles']} cycles"
         )
     for name in summary["host_kernels"]:
