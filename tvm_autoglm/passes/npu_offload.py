@@ -1,4 +1,4 @@
-"""npu-sim only: matmul(+bias)(+relu) onto the NPU, before fusion.
+"""npu-sim only: matmul and dense conv2d (+bias)(+relu/gelu) onto the NPU, before fusion.
 
 The work lives in tvm_autoglm/npu/partition.py; this file only registers it
 so the pipeline runs it for target kind "npu" at every opt level (an NPU
@@ -14,7 +14,7 @@ from .registry import register_pass
 
 @register_pass("npu_offload", opt_level=0, stage=85, target_kinds=("npu",))
 def npu_offload():
-    """Rewrite supported matmuls to npu_exec calls (tile configs chosen by simulated cycles)."""
+    """Rewrite supported matmuls/convs to npu_exec calls (tile configs chosen by simulated cycles)."""
 
     @tvm.transform.module_pass(opt_level=0, name="npu_offload")
     def transform(mod, _ctx):
