@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..errors import InputError
+from ..errors import DeviceError, InputError
 
 
 @dataclass
@@ -110,6 +110,8 @@ def _default_measure(model, target: str, opt_level: int, repeat: int, tuning_db:
 
         compiled = tvm_autoglm.compile(model, target=target, opt_level=opt_level, input_shapes=shapes, tuning_db=tuning_db)
         session = compiled._session
+        if not hasattr(session, "vm"):  # built for a device this machine does not have
+            raise DeviceError(f"target {target}: the sweep measures every shape, which needs the target's device on this machine")
         arrays = session._to_device([compiled.example_inputs()[s["name"]] for s in compiled.inputs])
         fn, dev = session.vm["main"], session.device
 
@@ -144,7 +146,13 @@ def run_sweep(
     if seqs and not uses_seq(specs):
         notes.append("the model has no 2-D [batch, seq] input: --seq ignored, only the batch is swept")
         seqs = None
-    measure = measure or _default_measure(proto, target, opt_level, repeat, tuning_db)
+    if measure is None:
+        from ..runtime.session import device_for
+        from ..targets import load_target
+
+        spec = load_target(target)
+        device_for({"target": {"device": spec.device, "name": spec.name}})  # no device: fail before any compile
+        measure = _default_measure(proto, target, opt_level, repeat, tuning_db)
     points = []
     for batch in batches:
         for seq in seqs or [None]:
@@ -153,8 +161,8 @@ def run_sweep(
                 stats = measure(shapes_for(specs, batch, seq))
                 point.median_ms, point.p90_ms = stats["median_ms"], stats["p90_ms"]
                 point.dropped = int(stats.get("dropped", 0))
-            except InputError:
-                raise
+            except (InputError, DeviceError):
+                raise  # the same for every shape: stop instead of failing each one
             except Exception as err:  # one shape failing to compile must not lose the others
                 from ..errors import AutoGLMError
 
