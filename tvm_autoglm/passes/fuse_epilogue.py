@@ -12,7 +12,10 @@ permute_dims(0,2,1,3)`` (K gets another reshape/transpose pair): 2 kernels
 and one extra round trip of the activation per projection. This pass groups
 the anchor, its elementwise epilogue and up to six layout ops into one
 Primitive function, which FuseTIR lowers to one kernel. Each intermediate
-must be used only inside the group.
+must be used only inside the group. Known cost: an elementwise op *after*
+the layout tail can no longer join (FuseOps does not fuse into a finished
+group); in the exported transformers the tail feeds attention (whose group
+takes the scale multiply) or RoPE slicing, so nothing is lost there.
 """
 
 from __future__ import annotations
