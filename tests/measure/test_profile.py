@@ -42,7 +42,9 @@ def test_profile_rows_cover_every_kernel_call(mm_build):
     assert set(kernels) == set(session.manifest["kernels"])
     assert all(r.calls == 1 for r in kernels.values())
     assert prof.kernels == sorted(prof.kernels, key=lambda r: r.ms, reverse=True)
-    assert sum(r.share for r in prof.rows) == pytest.approx(1.0, abs=0.02)  # kernels + builtins + overhead
+    # kernels + builtins + overhead account for the whole run, each call counted once
+    assert sum(r.ms for r in prof.rows if r.kind != "overhead") <= prof.total_ms * (1 + 1e-9)
+    assert sum(r.share for r in prof.rows) == pytest.approx(1.0, rel=1e-9)
     big = kernels[max(session.manifest["kernel_flops"], key=session.manifest["kernel_flops"].get)]
     assert big.flops == 2 * 8 * 64 * 32
     assert big.gflops == pytest.approx(big.flops / (big.ms / 1000) / 1e9)

@@ -30,7 +30,7 @@ OVERHEAD_ROW = "VM + instrument overhead"
 class KernelRow:
     name: str
     calls: int
-    ms: float  # per inference (median over runs)
+    ms: float  # per inference (mean over clean runs)
     share: float  # of the instrumented total
     flops: float | None
     gflops: float | None
@@ -44,7 +44,7 @@ class KernelRow:
 @dataclass
 class Profile:
     rows: list[KernelRow]
-    total_ms: float  # instrumented run, median
+    total_ms: float  # instrumented run, mean over clean runs
     plain_ms: float  # uninstrumented run, median
     runs: int
     dropped: int
@@ -100,7 +100,7 @@ class _Recorder:
 
 
 def profile_session(session, inputs: dict, repeat: int = 10, warmup: int = 2, peak: dict | None = None, run_filter: CleanRunFilter | None = None) -> Profile:
-    """Per-kernel times of ``session`` (a runtime.Session) on ``inputs``, median over clean runs."""
+    """Per-kernel times of ``session`` (a runtime.Session) on ``inputs``, mean over clean runs."""
     from ..runtime.inputs import validate_inputs
 
     run_filter = run_filter or CleanRunFilter()
@@ -159,7 +159,10 @@ def _no_op(*_args):
 
 
 def _aggregate(per_run, plain, dropped, manifest: dict, peak: dict | None) -> Profile:
-    total_ms = statistics.median(t for t, _, _ in per_run) * 1000.0
+    # Means, not medians: the mean of per-run sums is the sum of per-kernel means, so kernel
+    # times add up to at most the total and the shares are consistent (disturbed runs are
+    # already gone). Medians of parts do not add up to the median of the whole.
+    total_ms = statistics.fmean(t for t, _, _ in per_run) * 1000.0
     symbols = sorted({s for _, secs, _ in per_run for s in secs})
     flops_table = manifest.get("kernel_flops") or {}
     known = set(manifest.get("kernels") or [])
@@ -167,7 +170,7 @@ def _aggregate(per_run, plain, dropped, manifest: dict, peak: dict | None) -> Pr
     builtin_ms = 0.0
     builtin_calls = 0
     for sym in symbols:
-        ms = statistics.median(secs.get(sym, 0.0) for _, secs, _ in per_run) * 1000.0
+        ms = statistics.fmean(secs.get(sym, 0.0) for _, secs, _ in per_run) * 1000.0
         calls = max(calls.get(sym, 0) for _, _, calls in per_run)
         if sym.startswith(BUILTIN_PREFIX) and sym not in known:
             builtin_ms += ms
