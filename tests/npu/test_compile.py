@@ -205,3 +205,11 @@ def test_compiled_model_uses_configured_cores():
     assert cycles[4] < cycles[1] / 2.5
     np.testing.assert_array_equal(outputs[1], outputs[4])  # same blocks, same arithmetic, other cores
     np.testing.assert_allclose(outputs[1], reference(model, {"x": x})["y"], rtol=RTOL, atol=ATOL)
+
+
+def test_report_refuses_a_cpu_artifact():
+    from tvm_autoglm.errors import AutoGLMError
+
+    compiled = tvm_autoglm.compile(_dense_model(16, 32, 16), target="cpu", opt_level=1)
+    with pytest.raises(AutoGLMError, match="npu-sim"):
+        collect(compiled._session, {"x": np.zeros((16, 32), np.float32)})

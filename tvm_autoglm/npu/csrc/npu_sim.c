@@ -15,6 +15,7 @@
  * The full encoding is documented in docs/npu.md and tvm_autoglm/npu/isa.py.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -79,6 +80,8 @@ typedef struct {
 NPU_INTERNAL npu_counters npu_g_counters = {.version = 1};
 static npu_core g_cores[NPU_MAX_CORES];
 static int64_t g_alloc_bytes[SP_COUNT];
+/* One simulator per library: models served from several threads take turns. */
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* ---------- fp16 emulation (round to nearest even, with subnormals) ---------- */
 static uint16_t f32_to_f16(float value) {
@@ -498,9 +501,11 @@ static int64_t run_program(const int32_t *prog, int32_t n_insns, void **dram, in
 /* Entry point called by compiled models (T.call_extern). */
 NPU_INTERNAL int32_t npu_exec(const int32_t *prog, int32_t n_insns, void *a0, void *a1, void *a2, void *a3) {
   void *dram[4] = {a0, a1, a2, a3};
+  pthread_mutex_lock(&g_lock);
   int64_t rc = run_program(prog, n_insns, dram, 0);
+  if (rc < 0) npu_g_counters.errors += 1;
+  pthread_mutex_unlock(&g_lock);
   if (rc < 0) {
-    npu_g_counters.errors += 1;
     fprintf(stderr, "npu-sim: program error %lld (op %d)\n", (long long)rc, n_insns > 0 ? prog[1] : -1);
     return (int32_t)rc;
   }
@@ -510,7 +515,10 @@ NPU_INTERNAL int32_t npu_exec(const int32_t *prog, int32_t n_insns, void *a0, vo
 /* Cycle count of a program without touching data or counters: the tile search's cost. */
 NPU_EXPORT int64_t npu_time_program(const int32_t *prog, int32_t n_insns) {
   void *dram[4] = {0, 0, 0, 0};
-  return run_program(prog, n_insns, dram, 1);
+  pthread_mutex_lock(&g_lock);
+  int64_t rc = run_program(prog, n_insns, dram, 1);
+  pthread_mutex_unlock(&g_lock);
+  return rc;
 }
 
 /* Direct execution for tests and tools (the same entry the model uses, exported). */
@@ -523,8 +531,10 @@ NPU_EXPORT int64_t npu_counters_size(void) { return (int64_t)sizeof(npu_counters
 NPU_EXPORT int64_t npu_max_ops(void) { return NPU_MAX_OPS; }
 
 NPU_EXPORT void npu_counters_reset(void) {
+  pthread_mutex_lock(&g_lock);
   memset(&npu_g_counters, 0, sizeof npu_g_counters);
   npu_g_counters.version = 1;
+  pthread_mutex_unlock(&g_lock);
 }
 
 /* TVM FFI entry points, so a loaded model module answers
