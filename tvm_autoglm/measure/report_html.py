@@ -49,7 +49,9 @@ def _esc(value) -> str:
 def bar_chart_svg(items: list[tuple[str, float, str]], unit: str = "ms", width: int = 900, label_chars: int = 48) -> str:
     """Horizontal bars, largest first: ``items`` = [(label, value, color key)]."""
     items = sorted(items, key=lambda it: it[1], reverse=True)
-    bar_h, gap, label_w, value_w = 18, 6, 8 * min(label_chars, max([len(i[0]) for i in items] + [4])) // 1 + 12, 90
+    bar_h, gap = 18, 6
+    label_w = 7 * min(label_chars, max([len(i[0]) for i in items] + [4])) + 12
+    value_w = 7 * (len(unit) + 12)  # room for "123.456 unit" after the longest bar
     plot_w = max(120, width - label_w - value_w)
     top = max([v for _, v, _ in items if math.isfinite(v)] + [1e-12])
     height = len(items) * (bar_h + gap) + gap
