@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _models import elementwise_chain, matmul_relu  # noqa: E402
+from _measure_models import elementwise_chain, matmul_relu  # noqa: E402
 
 
 @pytest.fixture(scope="session")

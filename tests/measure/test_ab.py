@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from _cli import assert_one_line_error
+from _measure_cli import assert_one_line_error
 
 from tvm_autoglm.cli.cmd_ab import ab, parity
 

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _cli import assert_one_line_error  # noqa: E402
+from _measure_cli import assert_one_line_error  # noqa: E402
 
 from tvm_autoglm.cli.cmd_bench import bench, format_result  # noqa: E402
 from tvm_autoglm.measure.candidates import ORT_LEVELS, zoo_origin  # noqa: E402

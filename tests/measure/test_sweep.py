@@ -11,8 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _models import matmul_relu, token_sum  # noqa: E402
-from _cli import assert_one_line_error  # noqa: E402
+from _measure_models import matmul_relu, token_sum  # noqa: E402
+from _measure_cli import assert_one_line_error  # noqa: E402
 
 from tvm_autoglm.errors import InputError  # noqa: E402
 from tvm_autoglm.measure.sweep import SweepPoint, run_sweep, select_best, shapes_for  # noqa: E402
