@@ -11,6 +11,7 @@ rule                      kernels
 :class:`Reduction`        softmax, layer_norm, rms_norm, mean/sum over last axes
 :class:`Pool`             pooling, reductions over a non-trailing axis
 :class:`Elementwise`      every injective kernel
+:class:`Fallback`         multi-stage kernels (fused attention ...): per block
 ========================  ======================================================
 
 Rules are tried in that order and the first that returns a schedule wins; a
@@ -29,15 +30,16 @@ from tvm.target import Target
 
 from ._common import is_scheduled
 from .elementwise import Elementwise
+from .fallback import Fallback
 from .matmul import Matmul
 from .pool import Pool
 from .reduction import Reduction
 
-__all__ = ["DEFAULT_RULES", "Elementwise", "Matmul", "Pool", "Reduction", "apply_default_schedules", "schedule_func"]
+__all__ = ["DEFAULT_RULES", "Elementwise", "Fallback", "Matmul", "Pool", "Reduction", "apply_default_schedules", "schedule_func"]
 
 _LOG = logging.getLogger(__name__)
 
-DEFAULT_RULES = (Matmul(), Reduction(), Pool(), Elementwise())
+DEFAULT_RULES = (Matmul(), Reduction(), Pool(), Elementwise(), Fallback())
 
 
 def schedule_func(func: tirx.PrimFunc, target: Target, rules=DEFAULT_RULES):
@@ -53,8 +55,39 @@ def schedule_func(func: tirx.PrimFunc, target: Target, rules=DEFAULT_RULES):
         if isinstance(sch, list):
             sch = sch[0]
         new_func = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        if not _lowers(new_func, target):
+            _LOG.debug("schedule from %s does not lower; trying the next rule", type(rule).__name__)
+            continue
         return new_func, type(rule).__name__
     return None, None
+
+
+def _lowers(func: tirx.PrimFunc, target: Target) -> bool:
+    """Run TIR lowering (no LLVM codegen) on one scheduled kernel.
+
+    A schedule can be valid for the scheduler yet trip a later lowering pass
+    (buffer compaction / flattening); checking here keeps one odd kernel from
+    failing the whole build: it falls through to the next rule instead.
+    """
+    from tvm import s_tir
+
+    try:
+        mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main").with_attr("target", target)})
+        tvm.ir.transform.Sequential(
+            [
+                s_tir.transform.LowerInitBlock(),
+                s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+                s_tir.transform.ConvertBlocksToOpaque(),
+                s_tir.transform.CompactBufferAllocation(),
+                s_tir.transform.LowerMatchBuffer(),
+                s_tir.transform.LowerOpaqueBlock(),
+                tirx.transform.FlattenBuffer(),
+                tirx.transform.VectorizeLoop(True),
+            ]
+        )(mod)
+        return True
+    except Exception:  # pylint: disable=broad-except
+        return False
 
 
 def apply_default_schedules(mod: tvm.IRModule, target: Target, rules=DEFAULT_RULES) -> tvm.IRModule:
