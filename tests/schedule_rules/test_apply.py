@@ -88,3 +88,15 @@ def test_raising_rule_falls_through(target):
     g = 0.5 * pre * (1 + np.vectorize(erf)(pre / sqrt(2)))
     e = np.exp(g - g.max(-1, keepdims=True))
     np.testing.assert_allclose(run(out, target, [x]), e / e.sum(-1, keepdims=True), rtol=1e-4, atol=1e-5)
+
+
+def test_schedule_that_does_not_lower_falls_through(target, monkeypatch):
+    import tvm_autoglm.schedule_rules as rules
+
+    monkeypatch.setattr(rules, "_lowers", lambda func, tgt: False)
+    mod, _ = _bert_block()
+    out = apply_default_schedules(mod, target)
+    # Every candidate rejected -> kernels left as they were, and the module still runs.
+    assert all("tirx.is_scheduled" not in (f.attrs or {}) for f in prim_funcs(out).values())
+    x = rng.standard_normal((1, 8, 32)).astype("float32")
+    assert np.isfinite(run(out, target, [x])).all()
