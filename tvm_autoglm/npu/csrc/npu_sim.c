@@ -512,6 +512,29 @@ NPU_INTERNAL int32_t npu_exec(const int32_t *prog, int32_t n_insns, void *a0, vo
   return 0;
 }
 
+/* One 16x16x16 tile, C += A x B, for the TensorIntrin route (tvm_autoglm/npu/tensorize.py):
+ * A, B, C are strided DRAM tiles (row strides lda/ldb/ldc in elements). Each call is a whole
+ * op for the timing model -- load A, B and C, GEMM, store C, sync -- on the default machine,
+ * so nothing overlaps across tiles: the comparison point for the program route. */
+NPU_INTERNAL int32_t npu_gemm_tile(const void *a, const void *b, void *c, int32_t lda, int32_t ldb, int32_t ldc, int32_t fp, int32_t op_id) {
+  int32_t prog[6][NPU_WORDS];
+  memset(prog, 0, sizeof prog);
+  int in_dt = fp ? DT_FP32 : DT_INT8, acc_dt = fp ? DT_FP32 : DT_INT32;
+  int32_t cfg[NPU_WORDS] = {OP_CONFIG, op_id, fp ? MODE_FP16 : MODE_INT8, 1, 16, 1, 20, 4, 32, 256, 32768, 262144, 131072, 16, 16, 16};
+  int32_t ld_a[NPU_WORDS] = {OP_LOAD, 0, SP_INP, 0, 0, 0, 16, 16, lda, 16, 16, 16, in_dt};
+  int32_t ld_b[NPU_WORDS] = {OP_LOAD, 0, SP_WGT, 0, 1, 0, 16, 16, ldb, 16, 16, 16, in_dt};
+  int32_t ld_c[NPU_WORDS] = {OP_LOAD, 0, SP_ACC, 0, 2, 0, 16, 16, ldc, 16, 16, 16, acc_dt};
+  int32_t gemm[NPU_WORDS] = {OP_GEMM, 0, 0, 0, 0, 1, 1, 1, 0, 16, 16, 16, 16, 16, 16};
+  int32_t st_c[NPU_WORDS] = {OP_STORE, 0, SP_ACC, 0, 3, 0, 16, 16, ldc, 16, acc_dt};
+  memcpy(prog[0], cfg, sizeof cfg);
+  memcpy(prog[1], ld_a, sizeof cfg);
+  memcpy(prog[2], ld_b, sizeof cfg);
+  memcpy(prog[3], ld_c, sizeof cfg);
+  memcpy(prog[4], gemm, sizeof cfg);
+  memcpy(prog[5], st_c, sizeof cfg);
+  return npu_exec(&prog[0][0], 6, (void *)a, (void *)b, c, c);
+}
+
 /* Cycle count of a program without touching data or counters: the tile search's cost. */
 NPU_EXPORT int64_t npu_time_program(const int32_t *prog, int32_t n_insns) {
   void *dram[4] = {0, 0, 0, 0};
