@@ -6,6 +6,7 @@ summation order).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -99,6 +100,9 @@ def test_cached_reuses_the_file(tmp_path, monkeypatch):
     path = zoo.cached("resnet50", "tiny", exporter="torchscript")
     assert path.parent == tmp_path and path.name == zoo.cache_name("resnet50", "tiny", 128, 1, "torchscript")
     stamp = path.stat().st_mtime_ns
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
 
     def no_rebuild(*args, **kwargs):
         raise AssertionError("cached() rebuilt a model that was in the cache")

@@ -154,11 +154,18 @@ def build(
     os.close(fd)
     try:
         export(model, args, list(mod.INPUTS), list(mod.OUTPUTS), exporter, Path(tmp), dynamic_axes=axes)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a model file is for everyone
         os.replace(tmp, output)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return output
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def cached(
