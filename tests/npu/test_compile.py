@@ -69,7 +69,7 @@ def test_cnn_matches_onnxruntime_and_pooling_stays_on_host(cnn):
     assert sorted(k for k in compiled.kernels if k.startswith("npu_")) == ["npu_conv2d_bias_relu_2", "npu_matmul_bias_1", "npu_matmul_bias_relu_0"]
     assert "max_pool2d" in compiled.kernels
     notes = "\n".join(compiled.manifest["tuning"]["npu"])
-    assert "HOST max_pool2d" in notes and "NPU  npu_conv2d_bias_relu_2: conv2d+bias+relu" in notes
+    assert "HOST max_pool2d" in notes and "NPU  npu_conv2d_bias_relu_2: conv2d+bias+relu (im2col matmul)" in notes
 
 
 def test_counted_macs_equal_macs_of_offloaded_ops(cnn):

@@ -289,7 +289,7 @@ def partition_notes(mod: tvm.IRModule) -> list[str]:
         tile = op["tile"]
         epilogue = "".join(["+bias" if op["bias"] else "", f"+{op['activation']}" if op["activation"] else ""])
         lines.append(
-            f"npu-sim: NPU  {op['kernel']}: {op.get('kind', 'matmul')}{epilogue} as matmul {op['batch']}x{op['m']}x{op['n']}x{op['k']} {op['dtype']}, "
+            f"npu-sim: NPU  {op['kernel']}: {op.get('kind', 'matmul')}{epilogue}{' (im2col matmul)' if op.get('kind') == 'conv2d' else ''} {op['batch']}x{op['m']}x{op['n']}x{op['k']} {op['dtype']}, "
             f"tile {tile['mb']}x{tile['nb']}x{tile['kb']} depth {tile['depth']}, {op['cores']} core(s), ~{op['estimated_cycles']} cycles"
         )
     for name in summary["host_kernels"]:
