@@ -1,7 +1,7 @@
 """Serving throughput and latency: dynamic batching vs one request per call, over loopback HTTP.
 
     .venv/bin/python benchmarks/bench_serve.py                      # defaults below
-    .venv/bin/python benchmarks/bench_serve.py --requests 4000 --concurrency 64
+    .venv/bin/python benchmarks/bench_serve.py --requests 3000 --rounds 5 --concurrency 64
 
 Builds a row-wise MLP (x[B,F] -> relu(x W1 + b1) W2 + b2) for batch 1 and for
 batch B, then serves it three ways and drives each with the same closed-loop
@@ -12,8 +12,10 @@ answer arrives, distinct random rows per request):
   2. batch-B build, --max-batch 1         (same build as 3, one request per call, padded)
   3. batch-B build, --max-batch B         (dynamic batching)
 
-The load generator is a raw-asyncio HTTP/1.1 client in this process, so it
-shares the machine's cores with the server: numbers are for the whole box.
+All three servers stay up and the measurement rounds interleave them, so load
+from other work on a shared machine hits each configuration alike. The load
+generator is a raw-asyncio HTTP/1.1 client in this process, so it shares the
+machine's cores with the server: numbers are for the whole box.
 Writes a markdown table to --output (default benchmarks/results/serving.md).
 """
 
@@ -175,7 +177,8 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=16, help="batch dimension of the batched build (default 16)")
     parser.add_argument("--features", type=int, default=256)
     parser.add_argument("--hidden", type=int, default=1024)
-    parser.add_argument("--requests", type=int, default=3000, help="requests per configuration (default 3000)")
+    parser.add_argument("--requests", type=int, default=1500, help="requests per configuration and round (default 1500)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; throughput is the median round (default 3)")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent keep-alive connections (default 32)")
     parser.add_argument("--batch-timeout-ms", type=float, default=2.0)
     parser.add_argument("--tvm-threads", type=int, default=None, help="passed to auto-glm serve --tvm-threads (default: the server's default)")
@@ -202,39 +205,46 @@ def main() -> int:
         (f"batch-{args.batch} build, --max-batch 1", bn, ["--max-batch", 1]),
         (f"batch-{args.batch} build, --max-batch {args.batch}", bn, ["--max-batch", args.batch, "--batch-timeout-ms", args.batch_timeout_ms]),
     ]
-    results = []
-    for label, artifact, flags in configs:
-        print(f"serving: {label}", flush=True)
-        server = Server("--binary", artifact, *flags, *(["--tvm-threads", args.tvm_threads] if args.tvm_threads else []))
-        try:
+    # All three servers run at once and the rounds interleave them, so drifting load on a shared
+    # machine hits every configuration alike; each server idles while another is measured.
+    servers = []
+    try:
+        for label, artifact, flags in configs:
+            print(f"starting: {label}", flush=True)
+            servers.append(Server("--binary", artifact, *flags, *(["--tvm-threads", args.tvm_threads] if args.tvm_threads else [])))
+        for server in servers:
             asyncio.run(load(server.port, bodies[: min(200, len(bodies))], args.concurrency))  # warm the HTTP path
-            before = server.metrics()
-            latencies, wall, answers = asyncio.run(load(server.port, bodies, args.concurrency))
-            after = server.metrics()
-        finally:
-            code = server.stop()
-        errors = sum(1 for status, _ in answers if status != 200)
-        # spot-check that answers belong to their requests
-        checked = 0
-        for i in range(0, len(bodies), max(1, len(bodies) // 50)):
-            got = np.asarray(json.loads(answers[i][1])["outputs"]["y"], dtype="float32")
-            want = ort_session.run(None, {"x": rows[i]})[0]
-            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-            checked += 1
-        calls = after["autoglm_batch_size_count"] - before["autoglm_batch_size_count"]
-        mean_batch = (after["autoglm_batch_size_sum"] - before["autoglm_batch_size_sum"]) / calls if calls else float("nan")
-        infer_ms = 1000 * (after["autoglm_inference_seconds_sum"] - before["autoglm_inference_seconds_sum"]) / calls if calls else float("nan")
+        stats = [{"latencies": [], "throughputs": [], "errors": 0, "calls": 0.0, "requests_in_calls": 0.0, "infer_s": 0.0} for _ in configs]
+        for round_index in range(args.rounds):
+            for (label, _, _), server, stat in zip(configs, servers, stats):
+                before = server.metrics()
+                latencies, wall, answers = asyncio.run(load(server.port, bodies, args.concurrency))
+                after = server.metrics()
+                stat["latencies"] += latencies
+                stat["throughputs"].append(len(bodies) / wall)
+                stat["errors"] += sum(1 for status, _ in answers if status != 200)
+                stat["calls"] += after["autoglm_batch_size_count"] - before["autoglm_batch_size_count"]
+                stat["requests_in_calls"] += after["autoglm_batch_size_sum"] - before["autoglm_batch_size_sum"]
+                stat["infer_s"] += after["autoglm_inference_seconds_sum"] - before["autoglm_inference_seconds_sum"]
+                for i in range(0, len(bodies), max(1, len(bodies) // 50)):  # answers belong to their own requests
+                    got = np.asarray(json.loads(answers[i][1])["outputs"]["y"], dtype="float32")
+                    np.testing.assert_allclose(got, ort_session.run(None, {"x": rows[i]})[0], rtol=1e-4, atol=1e-4)
+                print(f"round {round_index + 1}: {label}: {len(bodies) / wall:.0f} req/s", flush=True)
+    finally:
+        codes = [server.stop() for server in servers]
+    results = []
+    for (label, _, _), server, stat, code in zip(configs, servers, stats, codes):
         results.append(
             {
                 "label": label,
-                "throughput": len(bodies) / wall,
-                "p50_ms": 1000 * statistics.median(latencies),
-                "p99_ms": 1000 * percentile(latencies, 0.99),
-                "mean_batch": mean_batch,
-                "infer_ms": infer_ms,
-                "errors": errors,
+                "throughput": statistics.median(stat["throughputs"]),
+                "throughput_range": (min(stat["throughputs"]), max(stat["throughputs"])),
+                "p50_ms": 1000 * statistics.median(stat["latencies"]),
+                "p99_ms": 1000 * percentile(stat["latencies"], 0.99),
+                "mean_batch": stat["requests_in_calls"] / stat["calls"] if stat["calls"] else float("nan"),
+                "infer_ms": 1000 * stat["infer_s"] / stat["calls"] if stat["calls"] else float("nan"),
+                "errors": stat["errors"],
                 "exit": code,
-                "checked": checked,
                 "threads": server.threads,
             }
         )
@@ -247,19 +257,20 @@ def main() -> int:
         "",
         f"`{command.strip()}` on {platform.machine()} ({os.cpu_count()} cores, client and server on the same machine), "
         f"{time.strftime('%Y-%m-%d')}. Model: row-wise MLP {args.features}->{args.hidden}->{args.features} (fp32, untuned CPU schedules), "
-        f"{args.requests} JSON requests of one row each, {args.concurrency} concurrent keep-alive connections, closed loop. "
+        f"{args.rounds} interleaved rounds of {args.requests} JSON requests of one row each per configuration, {args.concurrency} concurrent "
+        "keep-alive connections, closed loop; throughput is the median round (range in brackets), latencies pool all rounds. "
         f"1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run (other work on the machine skews absolute numbers).",
         "",
-        "| configuration | workers x TVM threads | throughput (req/s) | p50 (ms) | p99 (ms) | mean requests per call | model call (ms) | errors | vs --max-batch 1 |",
+        "| configuration | workers x TVM threads | throughput (req/s) [range] | p50 (ms) | p99 (ms) | mean requests per call | model call (ms) | errors | vs --max-batch 1 |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         lines.append(
-            f"| {r['label']} | {r['threads']} | {r['throughput']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch']:.2f} | {r['infer_ms']:.2f} | {r['errors']} | {r['throughput'] / base:.2f}x |"
+            f"| {r['label']} | {r['threads']} | {r['throughput']:.0f} [{r['throughput_range'][0]:.0f}-{r['throughput_range'][1]:.0f}] | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch']:.2f} | {r['infer_ms']:.2f} | {r['errors']} | {r['throughput'] / base:.2f}x |"
         )
     lines += [
         "",
-        "Every answer's status is counted in errors; 50 answers per configuration are checked against onnxruntime on their own request's row.",
+        "Every answer's status is counted in errors; 50 answers per configuration and round are checked against onnxruntime on their own request's row.",
         "",
     ]
     text = "\n".join(lines)
