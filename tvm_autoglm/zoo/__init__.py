@@ -8,6 +8,21 @@ ONNX here. Random but seeded weights make builds reproducible; every 1-D tensor
 constants get deduplicated or folded away by the exporters and the graph would
 no longer be the real architecture.
 
+Interface decisions (stable; tests and the compiler rely on them):
+
+* bert: inputs ``input_ids``, ``attention_mask`` (int64 [batch, seq]); no
+  ``token_type_ids`` (single segment, zeros folded in); outputs
+  ``last_hidden_state``, ``pooler_output``. Example masks pad the last quarter.
+* gpt-neox: inputs ``input_ids``, ``attention_mask``; output
+  ``last_hidden_state``; no KV cache. Example masks pad the last eighth.
+* resnet50: input ``pixel_values`` (float32 [batch, 3, H, W]; H = W = 64 tiny,
+  224 base; ``seq`` is ignored), output ``logits``.
+* exporters: ``torchscript`` = ``torch.onnx.export(dynamo=False, opset 17)``,
+  ``dynamo`` = the default exporter at opset 18. Shapes are static unless
+  ``dynamic=True`` (symbolic ``batch``/``seq``); always one self-contained file.
+* cache: ``$AUTOGLM_CACHE`` or ``~/.cache/tvm_autoglm/zoo``; file names encode
+  every argument (``cache_name``).
+
 This module imports neither torch nor transformers: listing models, naming
 cache files and generating inputs work in a core install; only ``build`` needs
 ``pip install -e '.[zoo]'``.
