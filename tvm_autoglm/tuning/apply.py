@@ -6,6 +6,7 @@ a database tuned on one model serves any other model with the same kernels.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import tvm
@@ -14,6 +15,10 @@ from ..errors import AutoGLMError
 
 
 def repo_schedules_dir() -> Path:
+    """schedules/ in the source tree, or $AUTOGLM_SCHEDULES_DIR (tests, site-wide schedule sets)."""
+    override = os.environ.get("AUTOGLM_SCHEDULES_DIR")
+    if override:
+        return Path(override)
     return Path(__file__).resolve().parent.parent.parent / "schedules"
 
 
@@ -31,7 +36,10 @@ def open_database(path: Path):
     path = Path(path)
     if not (path / "database_workload.json").is_file():
         raise AutoGLMError(f"tuning database {path} not found (expected {path / 'database_workload.json'})")
-    return ms.database.JSONDatabase(work_dir=str(path), allow_missing=False)
+    from .database import repair
+
+    repair(path)  # a run killed mid-write leaves a torn last line; skip it, keep the rest
+    return ms.database.JSONDatabase(work_dir=str(path), allow_missing=False, module_equality="structural")
 
 
 def apply_tuning_records(mod, spec, tuning_db, use_shipped: bool):

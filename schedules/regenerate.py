@@ -1,0 +1,74 @@
+"""Regenerates the shipped schedules: schedules/<target>/<model>/ (best record per kernel).
+
+    .venv/bin/python schedules/regenerate.py --models bert gpt-neox resnet50 --minutes 25 20 20
+
+Each model is tuned into its own working database under the user cache
+(resumable: re-running continues from the records already there), then only the
+best record of each of that model's kernels is exported here, so the shipped
+files stay small. Workloads are specific to the target *and* to the fused module
+the current passes produce: regenerate after changing passes that alter kernels.
+``--export-only`` re-exports from the working databases without tuning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None) -> int:
+    from tvm_autoglm.pipeline import build_relax
+    from tvm_autoglm.targets import load_target
+    from tvm_autoglm.tuning import database as dbmod
+    from tvm_autoglm.tuning import tasks as taskmod
+    from tvm_autoglm.tuning import tune
+    from tvm_autoglm.tuning.models import SHIPPED_NAMES, reference_model
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["bert", "gpt-neox", "resnet50"], choices=sorted(SHIPPED_NAMES))
+    ap.add_argument("--minutes", nargs="+", type=float, default=[25, 20, 20], help="wall-time budget per model")
+    ap.add_argument("--target", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work-root", default=None, help="working databases (default: ~/.cache/tvm_autoglm/tuning-shipped/<target>)")
+    ap.add_argument("--export-only", action="store_true")
+    ap.add_argument("--deadline", default=None, help="UTC HH:MM after which no model starts tuning")
+    args = ap.parse_args(argv)
+
+    spec = load_target(args.target)
+    work_root = Path(args.work_root) if args.work_root else dbmod.default_dir(spec.name).parent.parent / "tuning-shipped" / spec.name
+    minutes = (args.minutes * len(args.models))[: len(args.models)] if len(args.minutes) == 1 else args.minutes
+    for name, mins in zip(args.models, minutes):
+        path = reference_model(name)
+        work = work_root / SHIPPED_NAMES[name]
+        if not args.export_only and not _past(args.deadline):
+            res = tune(path, spec, opt_level=3, trials=None, time_budget=mins * 60, tuning_db=work, seed=args.seed,
+                       use_shipped_schedules=False, label=f"tune {name}")
+            (work / "last_run.json").write_text(json.dumps(res.to_json(), indent=1))
+        build = build_relax(path, spec, 3)
+        keep, skip = taskmod.extract(build.mod, spec.tvm_target(), min_share=0.0)
+        out = ROOT / "schedules" / spec.name / SHIPPED_NAMES[name]
+        n = dbmod.export_best(work, out, [t.mod for t in keep + skip])
+        info = {"model": name, "target": spec.name, "tvm_target": str(spec.tvm_target()), "records": n,
+                "kernels": len(keep) + len(skip), "trials_total": dbmod.count_records(work),
+                "exported": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+        (out / "info.json").write_text(json.dumps(info, indent=1) + "\n")
+        print(f"[regenerate] {name}: {n} best records from {info['trials_total']} measured -> {out}", file=sys.stderr, flush=True)
+    return 0
+
+
+def _past(deadline: str | None) -> bool:
+    if not deadline:
+        return False
+    hh, mm = (int(x) for x in deadline.split(":"))
+    now = time.gmtime()
+    return (now.tm_hour, now.tm_min) >= (hh, mm)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

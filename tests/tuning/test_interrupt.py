@@ -1,0 +1,58 @@
+"""Killing a tuning run keeps what it measured: the database loads and holds the records."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tvm_autoglm.tuning import database as dbmod
+
+
+def _wait_for_records(db, proc, n: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"tune exited early ({proc.returncode}): {out[-2000:]}")
+        have = dbmod.count_records(db) if (db / dbmod.RECORDS).is_file() else 0
+        if have >= n:
+            return have
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail(f"no {n} records within {timeout} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_killed_run_leaves_a_loadable_database(tiny_model, tmp_path, sig):
+    db = tmp_path / "db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tvm_autoglm", "tune", "--model", tiny_model, "--trials", "400", "--tuning-db", str(db),
+         "--no-shipped-schedules", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        seen = _wait_for_records(db, proc, 8, timeout=600)
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole group, workers included
+        else:
+            os.kill(proc.pid, signal.SIGKILL)
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        else:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # orphaned builder workers after SIGKILL
+            except ProcessLookupError:
+                pass
+    assert rc == (130 if sig == signal.SIGINT else -signal.SIGKILL)
+    database = dbmod.open_db(db, create=False)
+    records = database.get_all_tuning_records()
+    assert len(records) >= seen
+    assert all(r.run_secs is not None for r in records)

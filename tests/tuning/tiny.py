@@ -1,0 +1,36 @@
+"""A tiny hand-built ONNX model for tuning tests: two GEMMs with bias and a ReLU.
+
+Small enough that one trial builds and runs in about a second, big enough that
+the fused module has two distinct tunable kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def tiny_mlp(path, m: int = 32, k: int = 64, n: int = 64, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32) * 0.1, "w1")
+    b1 = numpy_helper.from_array(rng.standard_normal((n,)).astype(np.float32) * 0.1, "b1")
+    w2 = numpy_helper.from_array(rng.standard_normal((n, k)).astype(np.float32) * 0.1, "w2")
+    b2 = numpy_helper.from_array(rng.standard_normal((k,)).astype(np.float32) * 0.1, "b2")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Add", ["h", "b1"], ["hb"]),
+        helper.make_node("Relu", ["hb"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["o"]),
+        helper.make_node("Add", ["o", "b2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, k])],
+        initializer=[w1, b1, w2, b2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)

@@ -1,0 +1,61 @@
+"""``auto-glm tune``: measure kernel schedules for a model into a MetaSchedule database.
+
+Compile with ``auto-glm compile ... --tuning-db DIR`` afterwards to use them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .common import add_model_flags, parse_shapes
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("tune", help="tune kernel schedules (MetaSchedule + XGBoost) into a resumable database")
+    add_model_flags(parser)
+    parser.add_argument("--target", default="cpu", help="target name from targets/*.json (default: cpu, this machine)")
+    parser.add_argument("--optimize-level", type=int, default=3, choices=[0, 1, 2, 3], help="must match the compile you will use the records for (default 3)")
+    parser.add_argument("--trials", type=int, default=None, help="new measurements this run may make (default 1000 unless --time-budget is given)")
+    parser.add_argument("--time-budget", default=None, metavar="DURATION", help="wall-time budget, e.g. 30m, 1h, 90s; stops cleanly, keeping every record")
+    parser.add_argument("--tuning-db", default=None, metavar="DIR", help="database folder (default: ~/.cache/tvm_autoglm/tuning/<target>); re-running resumes")
+    parser.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
+    parser.add_argument("--rpc-tracker", default=None, metavar="HOST:PORT", help="measure on RPC servers registered with this tracker (building stays local)")
+    parser.add_argument("--rpc-key", default=None, metavar="KEY", help="device key the RPC servers registered with")
+    parser.add_argument("--no-shipped-schedules", action="store_true", help="do not seed the search with the schedules shipped in schedules/")
+    parser.add_argument("--min-share", type=float, default=0.005, help="skip kernels below this share of estimated cost (default 0.005)")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the run summary (tasks, curve) as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    return parser
+
+
+def run(args) -> int:
+    from ..errors import AutoGLMError
+    from ..runtime.manifest import write_json_atomic
+    from ..tuning import tune
+
+    if bool(args.rpc_tracker) != bool(args.rpc_key):
+        raise AutoGLMError("--rpc-tracker and --rpc-key go together")
+    result = tune(
+        args.model,
+        target=args.target,
+        opt_level=args.optimize_level,
+        input_shapes=parse_shapes(args),
+        trials=args.trials,
+        time_budget=args.time_budget,
+        tuning_db=args.tuning_db,
+        seed=args.seed,
+        rpc_tracker=args.rpc_tracker,
+        rpc_key=args.rpc_key,
+        progress=not args.quiet,
+        use_shipped_schedules=not args.no_shipped_schedules,
+        min_share=args.min_share,
+    )
+    if args.json:
+        write_json_atomic(args.json, result.to_json())
+    tuned = sum(1 for t in result.tasks if t["best_us"] is not None)
+    print(
+        f"tuned {tuned}/{len(result.tasks)} kernels ({len(result.skipped_tasks)} negligible skipped): {result.trials} trials, "
+        f"{result.records_after} records in {result.database} [{result.stop_reason}]"
+    )
+    return 130 if result.stop_reason == "interrupted" else 0

@@ -1,0 +1,223 @@
+"""The on-disk MetaSchedule JSON database: where it lives, repair, merging, best-only export.
+
+MetaSchedule's JSONDatabase appends one line per measured record, so a run
+killed mid-write can leave a torn last line that makes the whole database fail
+to load. Every open goes through :func:`repair` first, which drops unparsable
+lines (and records pointing at a missing workload), warns with a count, and
+rewrites the file atomically, so an interrupted run costs at most the record
+that was being written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+WORKLOADS = "database_workload.json"
+RECORDS = "database_tuning_record.json"
+
+
+class TornRecordsWarning(UserWarning):
+    """Lines of a tuning database were unreadable (an interrupted write) and were skipped."""
+
+
+def default_dir(target_name: str) -> Path:
+    """Per-user database per target; shared across models, since records match by workload."""
+    root = os.environ.get("AUTOGLM_TUNING_CACHE")
+    if root:
+        return Path(root) / target_name
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "tvm_autoglm" / "tuning" / target_name
+
+
+def _read_lines(path: Path) -> tuple[list[str], list, int]:
+    """(raw lines kept, parsed values, number of bad lines)."""
+    if not path.is_file():
+        return [], [], 0
+    kept, parsed, bad = [], [], 0
+    with open(path, "rb") as fh:
+        data = fh.read()
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+            value = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            bad += 1
+            continue
+        kept.append(text)
+        parsed.append(value)
+    return kept, parsed, bad
+
+
+def _write_atomic(path: Path, lines: list[str]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for line in lines:
+                fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def repair(work_dir: Path) -> int:
+    """Drops torn or dangling lines; returns how many were dropped (warns when > 0)."""
+    work_dir = Path(work_dir)
+    wpath, rpath = work_dir / WORKLOADS, work_dir / RECORDS
+    wlines, wvals, wbad = _read_lines(wpath)
+    rlines, rvals, rbad = _read_lines(rpath)
+    # A workload line is [hash, module-json]; a record line is [workload index, record-json].
+    good_w = [i for i, v in enumerate(wvals) if isinstance(v, list) and len(v) == 2]
+    wdrop = len(wvals) - len(good_w)
+    if wbad or wdrop:
+        # Indices of later workloads shift when a line goes; only the torn *last* line can
+        # be dropped without renumbering, which is the only case an append can produce.
+        remap = {old: new for new, old in enumerate(good_w)}
+        wlines = [wlines[i] for i in good_w]
+    else:
+        remap = None
+    new_rlines, rdrop = [], 0
+    for line, v in zip(rlines, rvals):
+        ok = isinstance(v, list) and len(v) == 2 and isinstance(v[0], int)
+        if ok and remap is not None:
+            ok = v[0] in remap
+            if ok and remap[v[0]] != v[0]:
+                line = json.dumps([remap[v[0]], v[1]])
+        elif ok:
+            ok = 0 <= v[0] < len(wlines)
+        if ok:
+            new_rlines.append(line)
+        else:
+            rdrop += 1
+    dropped = wbad + wdrop + rbad + rdrop
+    if wbad or wdrop:
+        _write_atomic(wpath, wlines)
+    if rbad or rdrop or (rpath.is_file() and _needs_newline(rpath)):
+        _write_atomic(rpath, new_rlines)
+    elif wpath.is_file() and _needs_newline(wpath):
+        _write_atomic(wpath, wlines)
+    if dropped:
+        warnings.warn(f"tuning database {work_dir}: skipped {dropped} unreadable line(s) (an interrupted write); the rest loads", TornRecordsWarning, stacklevel=2)
+    return dropped
+
+
+def _needs_newline(path: Path) -> bool:
+    size = path.stat().st_size
+    if size == 0:
+        return False
+    with open(path, "rb") as fh:
+        fh.seek(size - 1)
+        return fh.read(1) != b"\n"
+
+
+def open_db(work_dir: Path, create: bool = True):
+    """Repairs, then opens a JSONDatabase (creating the folder and files when asked)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    work_dir = Path(work_dir)
+    if create:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    repair(work_dir)
+    return ms.database.JSONDatabase(work_dir=str(work_dir), allow_missing=create, module_equality="structural")
+
+
+def count_records(work_dir: Path) -> int:
+    _, vals, _ = _read_lines(Path(work_dir) / RECORDS)
+    return len(vals)
+
+
+def records_per_workload(database, mod) -> int:
+    if not database.has_workload(mod):
+        return 0
+    return len(database.get_top_k(database.commit_workload(mod), 1 << 30))
+
+
+def best_seconds(database, mod) -> float | None:
+    """Mean run time of the best valid record for this workload, if any."""
+    if not database.has_workload(mod):
+        return None
+    top = database.get_top_k(database.commit_workload(mod), 1)
+    if not top or not top[0].run_secs:
+        return None
+    secs = [float(s) for s in top[0].run_secs]
+    return sum(secs) / len(secs)
+
+
+def copy_best(src_database, dst_database, mods=None, k: int = 1) -> int:
+    """Commits each workload's best ``k`` records from src into dst; returns how many.
+
+    ``mods`` restricts the copy to those workloads (e.g. one model's tasks).
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    if mods is None:
+        records = src_database.get_all_tuning_records()
+        mods = []
+        seen = set()
+        for rec in records:
+            key = id(rec.workload)
+            h = str(rec.workload.shash)
+            if h in seen:
+                continue
+            seen.add(h)
+            mods.append(rec.workload.mod)
+    n = 0
+    for mod in mods:
+        if not src_database.has_workload(mod):
+            continue
+        top = src_database.get_top_k(src_database.commit_workload(mod), k)
+        if not top:
+            continue
+        workload = dst_database.commit_workload(mod)
+        have = dst_database.get_top_k(workload, 1 << 30)
+        have_traces = {str(r.trace) for r in have}
+        for rec in top:
+            if str(rec.trace) in have_traces:
+                continue
+            dst_database.commit_tuning_record(
+                ms.database.TuningRecord(rec.trace, workload, rec.run_secs, rec.target, rec.args_info)
+            )
+            n += 1
+    return n
+
+
+def export_best(src_dir: Path, dst_dir: Path, mods=None) -> int:
+    """Writes a small best-record-only database (one record per workload) to dst_dir atomically."""
+    src = open_db(Path(src_dir), create=False)
+    dst_dir = Path(dst_dir)
+    dst_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dst_dir.name + ".", dir=str(dst_dir.parent)))
+    try:
+        from tvm.s_tir import meta_schedule as ms
+
+        dst = ms.database.JSONDatabase(work_dir=str(tmp), allow_missing=True, module_equality="structural")
+        n = copy_best(src, dst, mods, k=1)
+        del dst
+        # Drop workloads that got no record: they only bloat the shipped file.
+        _prune_unused_workloads(tmp)
+        dst_dir.mkdir(parents=True, exist_ok=True)
+        for name in (WORKLOADS, RECORDS):
+            os.replace(tmp / name, dst_dir / name)
+    finally:
+        for p in tmp.glob("*"):
+            p.unlink()
+        tmp.rmdir()
+    return n
+
+
+def _prune_unused_workloads(work_dir: Path) -> None:
+    wlines, _, _ = _read_lines(work_dir / WORKLOADS)
+    rlines, rvals, _ = _read_lines(work_dir / RECORDS)
+    used = sorted({v[0] for v in rvals})
+    remap = {old: new for new, old in enumerate(used)}
+    _write_atomic(work_dir / WORKLOADS, [wlines[i] for i in used])
+    _write_atomic(work_dir / RECORDS, [json.dumps([remap[v[0]], v[1]]) for v in rvals])

@@ -1,0 +1,412 @@
+"""The tuning run: tasks -> MetaSchedule (gradient scheduler, evolutionary search,
+XGBoost cost model) -> records appended to a JSON database.
+
+Control that MetaSchedule lacks is layered on through one measure callback that
+runs after every measured batch: the live progress line, the trial and wall-time
+budgets, per-task early stopping and the tuning curve. Stopping works by
+terminating the scheduler's tasks, so the scheduler exits its loop normally and
+every record measured so far is already on disk (JSONDatabase appends per record).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import AutoGLMError
+from . import database as dbmod
+from .progress import ProgressLine, fmt_duration
+
+
+@dataclass
+class TuneResult:
+    database: str
+    target: str
+    trials: int  # measured in this run
+    records_before: int
+    records_after: int
+    elapsed_s: float
+    stop_reason: str  # "trials" | "time" | "converged" | "interrupted" | "nothing-to-tune"
+    estimated_ms_start: float | None
+    estimated_ms_end: float | None
+    tasks: list[dict] = field(default_factory=list)
+    skipped_tasks: list[dict] = field(default_factory=list)
+    curve: list[dict] = field(default_factory=list)  # {trials, elapsed_s, estimated_ms}
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def parse_duration(text) -> float | None:
+    """'30m', '1h30m', '90s', '45' (seconds) -> seconds."""
+    if text is None or isinstance(text, (int, float)):
+        return None if text is None else float(text)
+    import re
+
+    s = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", s)
+    if not parts or "".join(a + b for a, b in parts) != s.replace(" ", ""):
+        raise AutoGLMError(f"cannot read time budget {text!r}", hint="use e.g. 30m, 1h, 90s or 1h30m")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+def _rpc_runner(tracker: str, key: str, evaluator):
+    from tvm.s_tir import meta_schedule as ms
+
+    host, sep, port = tracker.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise AutoGLMError(f"--rpc-tracker must be HOST:PORT (got {tracker!r})")
+    if not key:
+        raise AutoGLMError("--rpc-tracker needs --rpc-key (the key the RPC servers registered with)")
+    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key, session_timeout_sec=60)
+    try:
+        from tvm import rpc
+
+        summary = rpc.connect_tracker(host, int(port)).summary()
+    except Exception as err:  # noqa: BLE001
+        raise AutoGLMError(f"cannot reach the RPC tracker at {tracker}: {err}") from None
+    queue = summary.get("queue_info", {}).get(key, {})
+    workers = int(queue.get("free", 0)) + int(queue.get("pending", 0))
+    if workers < 1:
+        keys = ", ".join(sorted(summary.get("queue_info", {}))) or "none"
+        raise AutoGLMError(f"no RPC server is registered with the tracker at {tracker} under key {key!r} (keys: {keys})")
+    return ms.runner.RPCRunner(config, evaluator_config=evaluator, max_workers=workers), workers
+
+
+def _drop_ms_console_handlers() -> None:
+    """MetaSchedule's loggers were just configured; keep their files, drop the console."""
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("tvm.s_tir.meta_schedule")]:
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                lg.removeHandler(h)
+
+
+def _quiet_ms_console() -> None:
+    # create_loggers gives the console handler the global logger's level: WARNING keeps
+    # the per-task INFO/DEBUG chatter in the log files only.
+    lg = logging.getLogger("tvm.s_tir.meta_schedule")
+    if lg.level in (logging.NOTSET, logging.DEBUG, logging.INFO):
+        lg.setLevel(logging.WARNING)
+
+
+def tune(
+    model,
+    target="cpu",
+    opt_level: int = 3,
+    input_shapes=None,
+    trials: int | None = None,
+    time_budget=None,
+    tuning_db=None,
+    seed: int = 0,
+    rpc_tracker: str | None = None,
+    rpc_key: str | None = None,
+    progress: bool = True,
+    *,
+    use_shipped_schedules: bool = True,
+    min_share: float = 0.005,
+    early_stop_trials: int | None = None,
+    trials_per_iter: int | None = None,
+    builder_timeout_s: float = 180.0,
+    runner_timeout_s: float = 60.0,
+    label: str = "tune",
+    on_batch=None,
+) -> TuneResult:
+    """Tunes the kernels of one model into a MetaSchedule database; returns what it did.
+
+    ``trials`` is the number of new measurements this run may make (default 1000 when
+    neither budget is given); ``time_budget`` is wall time (seconds or '30m'). Records
+    already in the database are reused: they seed the search and train the cost model
+    before the first batch, and MetaSchedule does not re-measure a schedule it finds there.
+    """
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.ir.utils import derived_object
+
+    from ..pipeline import build_relax
+    from ..targets import TargetSpec, load_target
+    from . import tasks as taskmod
+    from .apply import shipped_databases
+
+    start_wall = time.monotonic()
+    budget_s = parse_duration(time_budget)
+    if trials is None and budget_s is None:
+        trials = 1000
+    if trials is not None and trials < 0:
+        raise AutoGLMError(f"--trials must be >= 0 (got {trials})")
+    spec = target if isinstance(target, TargetSpec) else load_target(target)
+    if spec.kind == "npu":
+        raise AutoGLMError(f"target {spec.name} cannot be tuned (no MetaSchedule runner for the NPU simulator)")
+    tvm_target = spec.tvm_target()
+    cores = int(spec.tvm_config.get("num-cores", 0) or 0) if hasattr(spec, "tvm_config") else 0
+    cores = cores or os.cpu_count() or 1
+    line = ProgressLine(label, enabled=progress)
+
+    work_dir = Path(tuning_db) if tuning_db else dbmod.default_dir(spec.name)
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        (work_dir / "logs").mkdir(exist_ok=True)
+    except OSError as err:
+        raise AutoGLMError(f"cannot create tuning database folder {work_dir}: {err.strerror}") from None
+
+    line.update("building the fused module ...", force=True)
+    build = build_relax(model, spec, opt_level, input_shapes)
+    keep, skip = taskmod.extract(build.mod, tvm_target, min_share=min_share)
+
+    database = dbmod.open_db(work_dir)
+    records_before = dbmod.count_records(work_dir)
+    if use_shipped_schedules and opt_level >= 3:
+        # Start from the shipped schedules: their best records seed the search.
+        for shipped in shipped_databases(spec.name):
+            try:
+                src = dbmod.open_db(shipped, create=False)
+                dbmod.copy_best(src, database, [t.mod for t in keep], k=1)
+            except Exception:  # noqa: BLE001 - a bad shipped DB must not stop tuning
+                continue
+        records_before = dbmod.count_records(work_dir)
+
+    skipped = [{"name": t.name, "calls": t.weight, "flops": t.flops, "share": t.share} for t in skip]
+    if not keep or trials == 0:
+        return TuneResult(str(work_dir), spec.name, 0, records_before, records_before, time.monotonic() - start_wall,
+                          "nothing-to-tune" if not keep else "trials", None, None,
+                          [_task_json(t, dbmod.best_seconds(database, t.mod), 0) for t in keep], skipped, [])
+
+    _quiet_ms_console()
+    from .fastimport import preload_tensor_intrin
+
+    line.update("loading MetaSchedule intrinsics ...", force=True)
+    preload_tensor_intrin()
+    from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
+
+    contexts, weights = extracted_tasks_to_tune_contexts(
+        [t.extracted for t in keep], work_dir=str(work_dir), seed=seed, num_threads=cores
+    )
+    _drop_ms_console_handlers()
+    n = len(contexts)
+    total = trials if trials is not None else 1 << 30
+    per_iter = trials_per_iter or int(min(64, max(8, (total if trials else 900) // max(3 * n, 1))))
+    patience = early_stop_trials or max(4 * per_iter, 64)
+
+    # Best known time per task, seeded from the database (warm start).
+    best = [dbmod.best_seconds(database, t.mod) for t in keep]
+    start_best = list(best)
+    cost_model = ms.cost_model.XGBModel(num_tuning_cores=cores, tree_method="auto")
+    warm = _warm_start(cost_model, database, contexts, keep)
+
+    def estimate(values):
+        if any(v is None for v in values):
+            return None
+        return sum(w * v for w, v in zip(weights, values)) * 1e3
+
+    state = {"trials": 0, "reason": None, "since_improved": [0] * n, "task_trials": [0] * n, "curve": []}
+    est0 = estimate(start_best)
+
+    @derived_object
+    class _Control(ms.measure_callback.PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            batch = len(runner_results)
+            state["trials"] += batch
+            state["task_trials"][task_id] += batch
+            improved = False
+            for res in runner_results:
+                if res.error_msg is None and res.run_secs:
+                    secs = [float(s) for s in res.run_secs]
+                    t = sum(secs) / len(secs)
+                    if best[task_id] is None or t < best[task_id] * 0.99:
+                        improved = improved or best[task_id] is not None
+                        best[task_id] = t if best[task_id] is None else min(best[task_id], t)
+                    if start_best[task_id] is None:
+                        start_best[task_id] = t
+            if start_best[task_id] is not None and best[task_id] is not None:
+                start_best[task_id] = max(start_best[task_id], best[task_id])
+            state["since_improved"][task_id] = 0 if improved else state["since_improved"][task_id] + batch
+            elapsed = time.monotonic() - start_wall
+            now = estimate(best)
+            first = estimate(start_best) if est0 is None else est0
+            state["curve"].append({"trials": state["trials"], "elapsed_s": round(elapsed, 2), "estimated_ms": now})
+            reason = None
+            if trials is not None and state["trials"] >= trials:
+                reason = "trials"
+            elif budget_s is not None and elapsed >= budget_s:
+                reason = "time"
+            if reason:
+                state["reason"] = reason
+            elif state["since_improved"][task_id] >= patience and not task_scheduler.tasks_[task_id].is_terminated:
+                task_scheduler.terminate_task(task_id)
+            eta = None
+            if state["trials"]:
+                rate = elapsed / state["trials"]
+                if trials is not None:
+                    eta = (trials - state["trials"]) * rate
+                if budget_s is not None:
+                    eta = min(eta if eta is not None else math.inf, budget_s - elapsed)
+            done_txt = f"{state['trials']}/{trials}" if trials is not None else f"{state['trials']}"
+            est_txt = f"est {now:.2f} ms (start {first:.2f} ms)" if now is not None and first is not None else f"est ? ({sum(b is not None for b in best)}/{n} kernels measured)"
+            line.update(f"{done_txt} trials | {fmt_duration(elapsed)} elapsed | ETA {fmt_duration(eta)} | {est_txt} | {keep[task_id].name[:40]}")
+            if on_batch is not None:
+                on_batch(dict(state["curve"][-1]))
+            if reason:
+                # Unwinds out of the native loop; every record is already committed.
+                raise _StopTuning(reason)
+
+    builder = ms.builder.LocalBuilder(max_workers=cores, timeout_sec=builder_timeout_s, initializer=preload_tensor_intrin)
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=100, enable_cpu_cache_flush=False)
+    if rpc_tracker:
+        runner, _ = _rpc_runner(rpc_tracker, rpc_key, evaluator)
+    else:
+        runner = ms.runner.LocalRunner(timeout_sec=runner_timeout_s, evaluator_config=evaluator)
+    callbacks = ms.measure_callback.MeasureCallback.create("default") + [_Control()]
+    scheduler = ms.task_scheduler.GradientBased(seed=seed)
+
+    line.update(f"{n} kernels to tune ({len(skip)} negligible skipped), {records_before} records in {work_dir}, cost model warmed on {warm}", force=True)
+    import signal
+
+    def _on_sigint(signum, frame):
+        state["reason"] = "interrupted"
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, _on_sigint) if _main_thread() else None
+    try:
+        with _logs_to_file(work_dir / "logs" / "tvm_native.log"):
+            ms.tune.tune_tasks(
+                tasks=contexts,
+                task_weights=weights,
+                work_dir=str(work_dir),
+                max_trials_global=1 << 30,  # budgets are enforced by _Control
+                max_trials_per_task=None,
+                num_trials_per_iter=per_iter,
+                builder=builder,
+                runner=runner,
+                database=database,
+                cost_model=cost_model,
+                measure_callbacks=callbacks,
+                task_scheduler=scheduler,
+            )
+    except KeyboardInterrupt:
+        state["reason"] = "interrupted"
+    except Exception:
+        # Our stop (and a SIGINT) inside the native loop surface as FFI errors.
+        if state["reason"] is None:
+            raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    reason = state["reason"] or ("converged" if trials is None or state["trials"] < trials else "trials")
+    elapsed = time.monotonic() - start_wall
+    records_after = dbmod.count_records(work_dir)
+    result = TuneResult(
+        database=str(work_dir),
+        target=spec.name,
+        trials=state["trials"],
+        records_before=records_before,
+        records_after=records_after,
+        elapsed_s=round(elapsed, 2),
+        stop_reason=reason,
+        estimated_ms_start=estimate(start_best) if est0 is None else est0,
+        estimated_ms_end=estimate(best),
+        tasks=[_task_json(t, best[i], state["task_trials"][i]) for i, t in enumerate(keep)],
+        skipped_tasks=skipped,
+        curve=state["curve"],
+    )
+    end = result.estimated_ms_end
+    line.done(
+        f"{reason}: {result.trials} trials in {fmt_duration(elapsed)}, {records_after - records_before} new records in {work_dir}"
+        + (f"; estimated {result.estimated_ms_start:.2f} -> {end:.2f} ms over tuned kernels" if end and result.estimated_ms_start else "")
+    )
+    return result
+
+
+class _StopTuning(Exception):
+    pass
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _task_json(t, best_s, n_trials) -> dict:
+    return {"name": t.name, "calls": t.weight, "flops": t.flops, "share": round(t.share, 4), "trials": n_trials,
+            "best_us": None if best_s is None else round(best_s * 1e6, 3)}
+
+
+def _warm_start(cost_model, database, contexts, keep) -> int:
+    """Trains the cost model on records already in the database; returns how many."""
+    from tvm.s_tir import meta_schedule as ms
+
+    total = 0
+    for ctx, t in zip(contexts, keep):
+        if not database.has_workload(t.mod):
+            continue
+        records = database.get_top_k(database.commit_workload(t.mod), 512)
+        cands, results = [], []
+        for rec in records:
+            try:
+                cands.append(rec.as_measure_candidate())
+            except Exception:  # noqa: BLE001 - a record from an older TVM may not replay
+                continue
+            results.append(ms.runner.RunnerResult(run_secs=rec.run_secs, error_msg=None))
+        if cands:
+            try:
+                cost_model.update(ctx, cands, results)
+                total += len(cands)
+            except Exception:  # noqa: BLE001 - warm start is an optimisation only
+                pass
+    return total
+
+
+@contextlib.contextmanager
+def _logs_to_file(path: Path):
+    """Sends native (C++) stderr chatter of the tuning loop to a log file.
+
+    The progress line is written through Python's sys.stderr, which we point at a
+    dup of the real terminal first, so it still shows.
+    """
+    import sys
+
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    log = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    real = os.fdopen(os.dup(saved), "w", buffering=1)
+    old_stderr = sys.stderr
+    os.dup2(log, fd)
+    sys.stderr = _TTYProxy(real, old_stderr)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr = old_stderr
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(log)
+        real.close()
+
+
+class _TTYProxy:
+    def __init__(self, real, original):
+        self._real = real
+        self._original = original
+
+    def write(self, s):
+        return self._real.write(s)
+
+    def flush(self):
+        self._real.flush()
+
+    def isatty(self):
+        return self._original.isatty()
+
+    def fileno(self):
+        return self._real.fileno()
