@@ -65,9 +65,9 @@ def test_glm_package_round_trip(workdir, mlp_onnx, mlp_inputs):
     package = workdir / "cli-glm" / "mlp.glm"
     cli("compile", "--model", mlp_onnx, "--output", package, "--quiet", check=True)
     assert package.is_file() and not package.with_suffix(".json").exists()
-    npz = workdir / "cli" / "in_glm.npz"
+    npz = workdir / "cli-glm" / "in_glm.npz"
     np.savez(npz, **mlp_inputs)
-    result_path = workdir / "cli" / "out_glm.npz"
+    result_path = workdir / "cli-glm" / "out_glm.npz"
     cli("execute", "--binary", package, "--input", npz, "--output", result_path, check=True)
     with np.load(result_path) as data:
         np.testing.assert_allclose(data["logits"], ort_run(mlp_onnx, mlp_inputs)["logits"], rtol=FP32_RTOL, atol=FP32_ATOL)

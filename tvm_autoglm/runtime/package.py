@@ -32,6 +32,7 @@ def unpack(package: Path, into: Path | None = None) -> tuple[Path, Path]:
     from ..errors import ArtifactError
 
     into = Path(into or tempfile.mkdtemp(prefix="autoglm-glm-"))
+    into.mkdir(parents=True, exist_ok=True)
     try:
         tar = tarfile.open(package, mode="r:*")
     except (tarfile.TarError, OSError) as err:

@@ -26,7 +26,7 @@ def resolve_artifact(path: str | Path) -> tuple[Path, dict]:
     if not path.is_file():
         raise ArtifactError(f"artifact {path} not found")
     if path.suffix == ".glm":
-        library, manifest_file = package.unpack(path)
+        library, manifest_file = package.unpack(path, _glm_cache_dir(path))
     else:
         library, manifest_file = path, manifest_path_for(path)
     manifest = read_manifest(manifest_file)
@@ -39,6 +39,14 @@ def resolve_artifact(path: str | Path) -> tuple[Path, dict]:
         )
     _check_versions(path, manifest)
     return library, manifest
+
+
+def _glm_cache_dir(path: Path) -> Path:
+    """One extraction folder per package content (by sha256), reused by later loads instead of a new temp dir each time."""
+    import os
+
+    root = Path(os.environ.get("AUTOGLM_CACHE") or Path.home() / ".cache" / "tvm_autoglm") / "glm"
+    return root / sha256_file(path)[:32]
 
 
 def _check_versions(path: Path, manifest: dict) -> None:
@@ -86,7 +94,18 @@ class Session:
         import tvm
 
         library_path, manifest = resolve_artifact(path)
-        module = tvm.runtime.load_module(str(library_path))
+        # A CUDA artifact on a machine without a GPU: say so before loading, which would
+        # otherwise fail with an obscure "no loader for {cuda}" from the missing CUDA runtime.
+        device_for(manifest)
+        try:
+            module = tvm.runtime.load_module(str(library_path))
+        except Exception as err:
+            if manifest["target"].get("device") != "cuda":
+                raise
+            reason = next((line.strip() for line in reversed(str(err).splitlines()) if line.strip()), type(err).__name__)
+            raise DeviceError(
+                f"target {manifest['target'].get('name')} needs a CUDA device and runtime; loading {path} failed: {reason[:200]}"
+            ) from None
         return cls(module, manifest, Path(path))
 
     @property
