@@ -40,18 +40,6 @@ def ort_latency(path, inputs, repeat: int, warmup: int) -> tuple[float, list]:
     return statistics.median(times) * 1000, out
 
 
-def _use_attention_rule() -> None:
-    from tvm_autoglm import scheduling
-    from tvm_autoglm.passes._attention_schedule import apply_attention_schedules
-
-    defaults = scheduling._apply_cpu_defaults
-
-    def with_attention(mod, target):
-        return defaults(apply_attention_schedules(mod, target), target)
-
-    scheduling._apply_cpu_defaults = with_attention
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="bert,gpt-neox,resnet50")
@@ -62,12 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/opt_levels.json")
-    ap.add_argument("--attention-rule", action="store_true",
-                    help="also schedule fused attention kernels with passes/_attention_schedule.AttentionCPU "
-                         "(not yet in schedule_rules.DEFAULT_RULES)")
     args = ap.parse_args(argv)
-    if args.attention_rule:
-        _use_attention_rule()
 
     rows = []
     for name in args.models.split(","):
@@ -91,7 +74,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(size=args.size, seq=args.seq, exporter=args.exporter, repeat=args.repeat, attention_rule=args.attention_rule)
+    meta = dict(size=args.size, seq=args.seq, exporter=args.exporter, repeat=args.repeat)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
     tmp.replace(out)

@@ -35,11 +35,15 @@ from .matmul import Matmul
 from .pool import Pool
 from .reduction import Reduction
 
-__all__ = ["DEFAULT_RULES", "Elementwise", "Fallback", "Matmul", "Pool", "Reduction", "apply_default_schedules", "schedule_func"]
+__all__ = ["AttentionCPU", "DEFAULT_RULES", "Elementwise", "Fallback", "Matmul", "Pool", "Reduction", "apply_default_schedules", "schedule_func"]
 
 _LOG = logging.getLogger(__name__)
 
-DEFAULT_RULES = (Matmul(), Reduction(), Pool(), Elementwise(), Fallback())
+from .attention import AttentionCPU  # noqa: E402  (fused matmul-softmax-matmul kernels from passes/attention.py)
+
+# AttentionCPU claims any kernel with two or more reductions, so it comes after the
+# single-pattern rules (layer_norm's mean/variance pair belongs to Reduction).
+DEFAULT_RULES = (Matmul(), Reduction(), Pool(), AttentionCPU(), Elementwise(), Fallback())
 
 
 def schedule_func(func: tirx.PrimFunc, target: Target, rules=DEFAULT_RULES):

@@ -6,9 +6,7 @@ claim it and, untuned, it runs as a scalar single-threaded loop nest -- which
 made O2 slower than O1 untuned. This rule inlines what can be inlined and
 then gives every remaining block a parallel outer loop (batch x heads x rows
 for the reductions) and a vectorized inner loop for the spatial ones. It is
-a ``dlight`` ScheduleRule so the schedule_rules package can list it (the
-lead owns DEFAULT_RULES); until then ``apply_attention_schedules`` applies it
-to the attention kernels of a module.
+a ``dlight`` ScheduleRule listed first in ``DEFAULT_RULES``.
 """
 
 from __future__ import annotations
@@ -18,10 +16,6 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
-
-
-def _is_attention_kernel(name: str) -> bool:
-    return "softmax" in name and name.count("matmul") >= 2
 
 
 def _matmul_like(sch, block) -> bool:
@@ -37,8 +31,8 @@ class AttentionCPU(ScheduleRule):
         return target.kind.name == "llvm"
 
     def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
-        from ..schedule_rules import _common as C
-        from ..schedule_rules.elementwise import schedule_spatial_block
+        from . import _common as C
+        from .elementwise import schedule_spatial_block
 
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
             return None
@@ -80,18 +74,3 @@ class AttentionCPU(ScheduleRule):
             return sch
         except Exception:  # pylint: disable=broad-except  # a rule bug must not break the build
             return None
-
-
-def apply_attention_schedules(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
-    """Schedule the unscheduled attention kernels of ``mod`` with :class:`AttentionCPU`."""
-    rule = AttentionCPU()
-    out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
-    for gv, func in mod.functions.items():
-        if not isinstance(func, tirx.PrimFunc) or not _is_attention_kernel(gv.name_hint):
-            continue
-        if func.attrs is not None and int(func.attrs.get("tirx.is_scheduled", 0)) == 1:
-            continue
-        sch = rule.apply(func, target, False)
-        if sch is not None:
-            out[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
-    return out
