@@ -74,6 +74,8 @@ def compile(
     disabled_passes: tuple[str, ...] = (),
     use_shipped_schedules: bool = True,
     quantize: str = "none",
+    accuracy_budget: float | None = None,
+    calibration=None,
     verbose: bool = False,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ``onnx.ModelProto``) for ``target``."""
@@ -86,7 +88,7 @@ def compile(
     if quantize and quantize != "none":
         from .quantize import apply_quantization
 
-        build = apply_quantization(build, quantize, log=log)
+        build = apply_quantization(build, quantize, budget=accuracy_budget, calibration=calibration, log=log)
     scheduled = schedule(build, tuning_db, use_shipped_schedules, log=log)
     executable = build_executable(scheduled, build, log=log)
     manifest = make_manifest(build, scheduled)

@@ -37,6 +37,7 @@ def make_manifest(build, scheduled) -> dict:
         "sha256": {"library": None, "model": build.source_sha256},
         "source": build.source_path,
         "notes": list(build.notes),
+        **({"quantization": build.quantization} if getattr(build, "quantization", None) else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

@@ -56,6 +56,7 @@ class RelaxBuild:
     source_path: str | None
     onnx_model: onnx.ModelProto | None = None
     notes: list[str] = field(default_factory=list)
+    quantization: dict | None = None  # --quantize int8/auto: per-layer precisions and measured error (manifest "quantization")
 
     @property
     def kernels(self) -> list[str]:

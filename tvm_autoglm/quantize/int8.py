@@ -1,0 +1,237 @@
+"""Per-layer precision rewrite of constant-weight matmuls (int8 dynamic, fp16, fp32).
+
+int8 follows onnxruntime's ``quantize_dynamic``: weights are quantized once at
+compile time, activations at run time, so no calibration is needed.
+
+- weight ``W[K, N]``: symmetric int8 per output channel,
+  ``s_w[n] = max_k |W[k, n]| / 127``, ``W_q = round(W / s_w)``;
+- activation ``x``: symmetric int8 per tensor, computed in the graph on every
+  run, ``s_x = max|x| / 127``, ``x_q = clip(round(x / s_x), -127, 127)``;
+- ``R.matmul(x_q, W_q, out_dtype="int32")`` accumulates exactly in int32 and the
+  result is dequantized by ``s_x * s_w[n]``.
+
+(onnxruntime uses *asymmetric uint8* activations; symmetric int8 keeps the
+int8 x int8 -> int32 product free of zero-point correction terms at the cost of
+one bit of range on one-sided activations such as post-GELU values.)
+
+It rewrites high-level Relax ops, so it runs on the module *before* fusion
+(``unfused_module``); fusion is re-run afterwards. Only
+matmuls whose right operand is a 2-D float32 constant are sites: attention's
+activation x activation matmuls stay fp32.
+
+A *probe* module is the same rewrite with every precision computed side by side
+and one selected per site by an extra ``int32[L]`` input (0 fp32, 1 int8,
+2 fp16): the sensitivity search (``sensitivity.py``) compiles it once and tries
+any per-layer assignment by changing that input, instead of compiling L times.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.ir.expr import Constant
+
+PRECISIONS = ("fp32", "int8", "fp16")  # probe flag value = index
+FLAG = {name: i for i, name in enumerate(PRECISIONS)}
+WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+
+
+def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``W[K, N]`` -> (int8 ``W_q[K, N]``, float32 ``s_w[N]``), symmetric per output channel."""
+    amax = np.abs(w).max(axis=0).astype(np.float32)
+    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    wq = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+    return wq, scale
+
+
+def _const_weight(expr) -> np.ndarray | None:
+    """The float32 2-D constant behind a matmul's right operand (also through a 2-D transpose)."""
+    if isinstance(expr, Constant):
+        data = expr.value.numpy()
+        return data if data.ndim == 2 and data.dtype == np.float32 else None
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.permute_dims":
+        inner = _const_weight(expr.args[0])
+        axes = expr.attrs.axes
+        if inner is not None and (axes is None or [int(a) for a in axes] == [1, 0]):
+            return np.ascontiguousarray(inner.T)
+    return None
+
+
+def _site(call) -> np.ndarray | None:
+    """The weight if ``call`` is a float32 activation x constant-weight matmul we can quantize."""
+    if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.matmul"):
+        return None
+    x_info = call.args[0].ty
+    out_dtype = call.attrs.out_dtype
+    if not isinstance(x_info, relax.TensorType) or x_info.dtype != "float32" or x_info.ndim < 1:
+        return None
+    if out_dtype not in (None, "", "float32", "void"):
+        return None
+    return _const_weight(call.args[1])
+
+
+def int8_matmul(emit, x, wq: np.ndarray, sw: np.ndarray):
+    """Dynamic int8 matmul of float32 ``x`` with a pre-quantized weight, dequantized to float32."""
+    f32 = lambda v: relax.const(v, "float32")  # noqa: E731
+    amax = emit(relax.op.max(relax.op.abs(x)))
+    sx = emit(relax.op.divide(relax.op.maximum(amax, f32(1e-30)), f32(127.0)))
+    xq = emit(relax.op.astype(relax.op.clip(relax.op.round(relax.op.divide(x, sx)), -127.0, 127.0), "int8"))
+    acc = emit(relax.op.matmul(xq, relax.const(wq, "int8"), out_dtype="int32"))
+    return relax.op.multiply(relax.op.astype(acc, "float32"), relax.op.multiply(sx, relax.const(sw, "float32")))
+
+
+def fp16_matmul(emit, x, w: np.ndarray):
+    """fp16 operands, fp32 accumulation and output (the ``--quantize fp16`` policy, one layer)."""
+    return relax.op.matmul(emit(relax.op.astype(x, "float16")), relax.const(w.astype(np.float16), "float16"), out_dtype="float32")
+
+
+@relax.expr_functor.mutator
+class _Rewriter(relax.PyExprMutator):
+    """Rewrites every site by ``plan[i]`` (a precision name), or into a probe selected by ``flags``."""
+
+    def __init__(self, mod, plan=None, flags=None):
+        super().__init__(mod)
+        self.plan = plan
+        self.flags = flags
+        self.sites: list[dict] = []
+
+    def visit_call_(self, call):  # noqa: D102 - visitor hook
+        call = super().visit_call_(call)
+        w = _site(call)
+        if w is None:
+            return call
+        index = len(self.sites)
+        self.sites.append({"index": index, "weight_shape": [int(d) for d in w.shape], "out_shape": _shape(call)})
+        x = call.args[0]
+        emit = self.builder_.emit
+        if self.flags is None:
+            precision = self.plan[index] if self.plan is not None else "int8"
+            if precision == "int8":
+                return int8_matmul(emit, x, *quantize_weight(w))
+            if precision == "fp16":
+                return fp16_matmul(emit, x, w)
+            return call
+        # probe: all three computed, one chosen per run by flags[index]
+        fp32 = emit(call)
+        q8 = emit(int8_matmul(emit, x, *quantize_weight(w)))
+        h16 = emit(fp16_matmul(emit, x, w))
+        flag = emit(relax.op.take(self.flags, relax.const(index, "int64"), axis=0))
+        is8 = emit(relax.op.equal(flag, relax.const(FLAG["int8"], "int32")))
+        is16 = emit(relax.op.equal(flag, relax.const(FLAG["fp16"], "int32")))
+        return relax.op.where(is16, h16, emit(relax.op.where(is8, q8, fp32)))
+
+
+def _shape(call) -> list | None:
+    info = call.ty
+    try:
+        return [int(d) for d in info.shape.values]
+    except Exception:
+        return None
+
+
+def count_sites(mod: tvm.IRModule) -> list[dict]:
+    """The quantizable matmul sites of ``main``, in rewrite order (dry run of the rewrite)."""
+    rewriter = _Rewriter(mod, plan=None)
+    rewriter.visit_expr(mod["main"])
+    return rewriter.sites
+
+
+def rewrite(mod: tvm.IRModule, plan: list[str] | None = None) -> tuple[tvm.IRModule, list[dict]]:
+    """``main`` with site i at ``plan[i]`` (default: every site int8); returns (module, sites)."""
+    rewriter = _Rewriter(mod, plan=plan)
+    func = rewriter.visit_expr(mod["main"])
+    out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    out["main"] = func
+    return out, rewriter.sites
+
+
+def probe_module(mod: tvm.IRModule) -> tuple[tvm.IRModule, list[dict]]:
+    """``main`` with an extra last input ``quant_flags: int32[L]`` choosing each site's precision at run time."""
+    count = len(count_sites(mod))
+    flags = relax.Var("quant_flags", relax.TensorType((max(count, 1),), "int32"))
+    rewriter = _Rewriter(mod, flags=flags)
+    main = mod["main"]
+    body = rewriter.visit_expr(main.body)
+    attrs = dict(main.attrs.items()) if main.attrs is not None else {}
+    if "num_input" in attrs:
+        attrs["num_input"] = int(attrs["num_input"]) + 1
+    func = relax.Function(list(main.params) + [flags], body, main.ret_ty, main.is_pure, tvm.ir.make_node("ir.DictAttrs", **attrs) if attrs else None)
+    out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    out["main"] = func
+    return out, rewriter.sites
+
+
+_FUSION = ("fuse_ops", "legalize_ops")
+
+
+def unfused_module(build) -> tvm.IRModule:
+    """The build's Relax module just before fusion: re-import the cleaned ONNX, re-run the same passes.
+
+    (Same as ``mixed_precision.unfused_module``; kept here so int8 does not depend on the fp16 module.)
+    """
+    from ..errors import CompileError
+    from ..passes import get_pass
+    from ..pipeline import import_onnx
+
+    if build.onnx_model is None:
+        raise CompileError("quantization needs the build's ONNX model, and this build has none")
+    shapes = {spec["name"]: list(spec["shape"]) for spec in build.inputs}
+    mod = import_onnx(build.onnx_model, shapes, build.source_path or "model")
+    with build.target.tvm_target():
+        for name in build.passes:
+            if name not in _FUSION:
+                mod = get_pass(name).make()(mod)
+    return mod
+
+
+def _fuse(build, mod: tvm.IRModule) -> tvm.IRModule:
+    with build.target.tvm_target():
+        return relax.get_pipeline("zero")(mod) if "fuse_ops" in build.passes else relax.transform.LegalizeOps()(mod)
+
+
+def describe_sites(sites: list[dict], plan: list[str]) -> list[dict]:
+    """Manifest rows: one per site with its weight shape, precision and weight bytes at that precision."""
+    rows = []
+    for site, precision in zip(sites, plan):
+        k, n = site["weight_shape"]
+        rows.append({"layer": f"matmul_{site['index']}", "weight_shape": [k, n], "out_shape": site["out_shape"], "precision": precision,
+                     "weight_bytes": k * n * WEIGHT_BYTES[precision]})
+    return rows
+
+
+def apply_plan(build, plan: list[str] | None, record: dict, label: str, log=None):
+    """Rebuild ``build`` from its unfused module with each site at ``plan[i]`` (None: all int8), then fuse again."""
+    import dataclasses
+    import time
+
+    from ..errors import AutoGLMError, CompileError
+    from ..pipeline import PassReport, _first_line, op_histogram
+    from ..progress import StageLog
+
+    log = log or StageLog(enabled=False)
+    with log.stage(f"quantize ({label})"):
+        try:
+            mod = unfused_module(build)
+            before = op_histogram(mod)
+            start = time.perf_counter()
+            mod, sites = rewrite(mod, plan)
+            plan = plan or ["int8"] * len(sites)
+            report = PassReport(f"quantize_{label}", time.perf_counter() - start, before, op_histogram(mod))
+            mod = _fuse(build, mod)
+        except AutoGLMError:
+            raise
+        except Exception as err:
+            raise CompileError(f"--quantize {label} failed on target {build.target.name}: {_first_line(err)}") from err
+    if not sites:
+        raise AutoGLMError(f"--quantize {label}: the model has no matmul with a constant 2-D float32 weight to quantize", hint="use --quantize none or fp16")
+    passes = [p for p in build.passes if p not in _FUSION] + [report.name] + [p for p in build.passes if p in _FUSION]
+    reports = [r for r in build.pass_reports if r.name not in _FUSION] + [report] + [r for r in build.pass_reports if r.name in _FUSION]
+    layers = describe_sites(sites, plan)
+    counts = {p: plan.count(p) for p in ("int8", "fp16", "fp32")}
+    fp32_bytes = sum(r["weight_shape"][0] * r["weight_shape"][1] * 4 for r in layers)
+    quantization = {"mode": label, **record, "layers": layers, "counts": counts,
+                    "weight_bytes": sum(r["weight_bytes"] for r in layers), "weight_bytes_fp32": fp32_bytes}
+    note = (f"precision: {label}: {counts['int8']} matmul layers int8 (dynamic per-tensor activations, per-channel weights, int32 accumulation), "
+            f"{counts['fp16']} fp16, {counts['fp32']} fp32; details under manifest 'quantization'")
+    return dataclasses.replace(build, mod=mod, passes=passes, pass_reports=reports, notes=[*build.notes, note], quantization=quantization)
