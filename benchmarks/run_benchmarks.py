@@ -71,12 +71,11 @@ def bench_model(name: str, args, threads: int, log) -> dict:
     return result
 
 
-def to_markdown(results: list[dict], peak: dict | None, args, argv: list[str]) -> str:
+def to_markdown(results: list[dict], peak: dict | None, args, argv: list[str], machine: dict) -> str:
     from tvm_autoglm.measure.machine import machine_line
 
     lines = [START, "## Latency vs onnxruntime and PyTorch (`make bench`)", ""]
-    if results:
-        lines.append(f"{machine_line(results[0]['machine'])}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
+    lines.append(f"{machine_line(machine)}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
     if peak:
         lines.append(f"Measured fp32 peak: {peak['gflops']:.1f} GFLOP/s with {peak['threads']} threads ({peak['method']}).")
     lines += [
@@ -125,7 +124,7 @@ def to_markdown(results: list[dict], peak: dict | None, args, argv: list[str]) -
     ]
     for r in results:
         if "artifact" in r:
-            lines.append(f"auto-glm bench --binary {r['artifact']} --vs ort --vs torch --model {r['onnx']} --threads {r['machine']['threads']} --repeat {args.repeat}")
+            lines.append(f"auto-glm bench --binary {r['artifact']} --vs ort --vs torch --model {r['onnx']} --threads {machine['threads']} --repeat {args.repeat}")
     lines += ["```", END]
     return "\n".join(lines) + "\n"
 
@@ -147,7 +146,7 @@ def replace_section(path: Path, section: str) -> None:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    from tvm_autoglm.measure.machine import peak_gflops, use_threads
+    from tvm_autoglm.measure.machine import machine_info, peak_gflops, use_threads
     from tvm_autoglm.runtime.manifest import write_bytes_atomic, write_json_atomic
 
     threads = use_threads(args.threads)
@@ -163,11 +162,12 @@ def main(argv=None) -> int:
         except Exception as err:  # one model failing must not lose the others' numbers
             log(f"[bench] {name}: failed: {type(err).__name__}: {err}")
             results.append({"label": f"{name}-{args.size}", "error": f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"})
-    markdown = to_markdown(results, peak, args, argv)
+    machine = machine_info(threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out.with_suffix(".json"), {"results": results, "peak": peak, "machine": machine, "argv": argv})  # numbers first
+    markdown = to_markdown(results, peak, args, argv, machine)
     write_bytes_atomic(out, markdown.encode())
-    write_json_atomic(out.with_suffix(".json"), {"results": results, "peak": peak, "argv": argv})
     if args.results:
         replace_section(Path(args.results), markdown)
     print(markdown)
