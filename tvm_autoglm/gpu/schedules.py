@@ -1,0 +1,204 @@
+"""Default GPU schedules (dlight) and the guard that every kernel runs on GPU threads.
+
+On a CUDA target an unscheduled PrimFunc is not an error in TVM 0.27: the
+device/host split finds no thread binding, so the whole loop nest is emitted
+as *host* code that reads device pointers. The build succeeds and the artifact
+crashes (or silently computes garbage) on the first run. So after scheduling
+we walk every kernel and refuse the build if any has no ``blockIdx``/
+``threadIdx`` binding, naming the kernels.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from contextlib import contextmanager
+
+import tvm
+
+from ..errors import CompileError
+
+_THREAD_TAGS = ("blockIdx.", "threadIdx.")
+
+
+def default_rules():
+    """dlight's GPU rules, most specific first; ``Fallback`` catches every injective kernel.
+
+    ``Matmul`` tensorizes on sm_70+ when the operands are fp16 (or int8) and
+    every non-batch extent is above 64; otherwise it uses its SIMT tiling.
+    """
+    from tvm.s_tir import dlight as dl
+
+    return (
+        dl.gpu.Matmul(),
+        dl.gpu.GEMV(),
+        dl.gpu.LowBatchGEMV(),
+        dl.gpu.Reduction(),
+        dl.gpu.GeneralReduction(),
+        dl.gpu.RMSNorm(),
+        dl.gpu.Transpose(),
+        dl.gpu.Fallback(),
+    )
+
+
+def _copy(mod: tvm.IRModule) -> tvm.IRModule:
+    from ..scheduling import copy_module
+
+    return copy_module(mod)
+
+
+def apply_gpu_default_schedules(mod: tvm.IRModule, target, rules=None) -> tvm.IRModule:
+    """Schedule every kernel not already scheduled (e.g. by a tuning record), then check binding.
+
+    Rules are tried in order per kernel, like ``dl.ApplyDefaultSchedule``, except that a rule
+    that *raises* (several dlight rules assert on shapes they do not expect, e.g. Transpose on
+    a fused reshape+transpose) is skipped for that kernel instead of failing the whole build.
+    """
+    if isinstance(target, dict):
+        target = tvm.target.Target(target)
+    rules = default_rules() if rules is None else tuple(rules)
+    mod = _copy(mod)
+    if _has_tensor_core_dtypes(mod):
+        preload_tensor_intrinsics()
+    updates = {}
+    rules_target = _rules_target(target)
+    with rules_target:
+        for gvar, func in mod.functions.items():
+            if not isinstance(func, tvm.tirx.PrimFunc) or _is_scheduled(func):
+                continue
+            sch = _first_schedule(func, rules_target, rules)
+            if sch is not None:
+                updates[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    for gvar, func in updates.items():
+        mod[gvar] = func
+    check_thread_bound(mod, str(target.attrs.get("arch", "cuda")))
+    return mod
+
+
+def _rules_target(target):
+    """The target the rules see: ``sm_90a`` -> ``sm_90``.
+
+    dlight parses the arch with ``int("90a")`` semantics (``check_sm_version``) and treats an
+    arch-specific name as "no tensor cores", so Hopper builds silently lost tensor-core
+    matmuls. The schedule does not depend on the suffix; codegen and nvcc still get sm_90a.
+    """
+    arch = str(target.attrs.get("arch", ""))
+    if target.kind.name != "cuda" or not arch[-1:].isalpha():
+        return target
+    config = {k: v for k, v in target.export().items()}
+    config["arch"] = arch.rstrip("abcdefghijklmnopqrstuvwxyz")
+    return tvm.target.Target(config)
+
+
+def _is_scheduled(func) -> bool:
+    return bool(func.attrs and int(func.attrs.get("tirx.is_scheduled", 0)) == 1)
+
+
+def _first_schedule(func, target, rules):
+    for rule in rules:
+        try:
+            space = rule.apply(func, target, False)
+        except Exception:  # a dlight rule asserting on an unexpected kernel: try the next rule
+            continue
+        if space is None:
+            continue
+        if isinstance(space, (list, tuple)):
+            if not space:
+                continue
+            space = space[0]
+        return space
+    return None
+
+
+def _has_tensor_core_dtypes(mod: tvm.IRModule) -> bool:
+    return any(
+        str(getattr(param, "dtype", "")) in ("float16", "int8")
+        for _, func in mod.functions.items()
+        if isinstance(func, tvm.tirx.PrimFunc)
+        for param in func.params
+    )
+
+
+@contextmanager
+def _cheap_frame_inspection():
+    """``inspect.stack`` without source lookups for ``<frozen ...>`` frames.
+
+    TVMScript's ``@T.prim_func`` calls ``inspect.stack()`` at decoration time. While a
+    module is being imported the stack holds importlib's frozen frames, and for each of
+    them ``inspect`` scans every module in ``sys.modules`` looking for a source file that
+    does not exist: importing ``tvm.s_tir.tensor_intrin.cuda`` (248 prim_funcs, needed by
+    dlight's tensor-core Matmul) took 145 s on a 2-core build box, 6 s with this.
+    Real-file frames are inspected exactly as before.
+    """
+    original_stack, original_outer = inspect.stack, inspect.getouterframes
+
+    def getouterframes(frame, context=1):
+        frames = []
+        while frame is not None:
+            code = frame.f_code
+            if code.co_filename.startswith("<"):
+                frames.append(inspect.FrameInfo(frame, code.co_filename, frame.f_lineno, code.co_name, None, None))
+            else:
+                info = inspect.getframeinfo(frame, context)
+                frames.append(inspect.FrameInfo(frame, *info, positions=info.positions))
+            frame = frame.f_back
+        return frames
+
+    def stack(context=1):
+        return getouterframes(sys._getframe(1), context)
+
+    inspect.stack, inspect.getouterframes = stack, getouterframes
+    try:
+        yield
+    finally:
+        inspect.stack, inspect.getouterframes = original_stack, original_outer
+
+
+def preload_tensor_intrinsics() -> None:
+    """Import TVM's CUDA tensor-core intrinsics (once per process) without the inspect slowdown."""
+    if "tvm.s_tir.tensor_intrin.cuda" in sys.modules:
+        return
+    with _cheap_frame_inspection():
+        import tvm.s_tir.tensor_intrin.cuda  # noqa: F401
+
+
+def _children(stmt):
+    for attr in ("body", "then_case", "else_case", "block", "init"):
+        child = getattr(stmt, attr, None)
+        if isinstance(child, tvm.tirx.Stmt):
+            yield child
+    seq = getattr(stmt, "seq", None)
+    if seq is not None:
+        yield from (s for s in seq if isinstance(s, tvm.tirx.Stmt))
+
+
+def is_thread_bound(func) -> bool:
+    """True if the kernel launches on GPU threads (a bound loop or a ``thread_extent`` attr)."""
+    stack = [func.body]
+    while stack:
+        stmt = stack.pop()
+        if isinstance(stmt, tvm.tirx.For) and stmt.kind == tvm.tirx.ForKind.THREAD_BINDING:
+            binding = stmt.thread_binding
+            if binding is not None and str(binding.thread_tag).startswith(_THREAD_TAGS):
+                return True
+        if isinstance(stmt, tvm.tirx.AttrStmt) and stmt.attr_key == "thread_extent":
+            return True
+        stack.extend(_children(stmt))
+    return False
+
+
+def unbound_kernels(mod: tvm.IRModule) -> list[str]:
+    """Names of the PrimFuncs that would silently become host code on a CUDA target."""
+    return sorted(
+        gv.name_hint for gv, func in mod.functions.items() if isinstance(func, tvm.tirx.PrimFunc) and not is_thread_bound(func)
+    )
+
+
+def check_thread_bound(mod: tvm.IRModule, what: str = "cuda") -> None:
+    unbound = unbound_kernels(mod)
+    if unbound:
+        shown = ", ".join(unbound[:8]) + (f" and {len(unbound) - 8} more" if len(unbound) > 8 else "")
+        raise CompileError(
+            f"{len(unbound)} kernel(s) are not bound to GPU threads on {what} and would run as host code: {shown}",
+            hint="no GPU schedule rule matched them; tune them (auto-glm tune) or report the model",
+        )

@@ -1,0 +1,144 @@
+"""fp16 / bf16 mixed precision via ``relax.transform.ToMixedPrecision``.
+
+``ToMixedPrecision(out_dtype="float32")`` casts the operands of matmul/conv to
+fp16 and keeps their accumulator and output in fp32, so reductions (softmax,
+layernorm) and residual adds stay fp32: on GPUs this is what tensor cores want
+(dlight's Matmul tensorizes fp16 x fp16 -> fp32), and accuracy drops only by
+the operand rounding.
+
+It rewrites high-level Relax ops, so it must run *before* fusion/legalization;
+``RelaxBuild.mod`` is already fused, so the module is rebuilt from the cleaned
+ONNX with the same passes, then mixed precision, then the same fusion.
+bf16 is the fp16 result with every fp16 cast turned into bf16 (same policy,
+wider exponent, fewer mantissa bits).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import tvm
+from tvm import relax
+
+from ..errors import AutoGLMError, CompileError
+
+_FUSION = ("fuse_ops", "legalize_ops")
+
+
+def _first_line(err: BaseException) -> str:
+    from ..pipeline import _first_line as first
+
+    return first(err)
+
+
+def unfused_module(build) -> tvm.IRModule:
+    """The build's Relax module just before fusion: re-import, then the same passes in order."""
+    from ..passes import get_pass
+    from ..pipeline import import_onnx
+
+    if build.onnx_model is None:
+        raise CompileError("mixed precision needs the build's ONNX model, and this build has none")
+    shapes = {spec["name"]: list(spec["shape"]) for spec in build.inputs}
+    mod = import_onnx(build.onnx_model, shapes, build.source_path or "model")
+    with build.target.tvm_target():
+        for name in build.passes:
+            if name in _FUSION:
+                continue
+            mod = get_pass(name).make()(mod)
+    return mod
+
+
+@relax.expr_functor.mutator
+class _HalfToBFloat16(relax.PyExprMutator):
+    """Every ``astype(x, "float16")`` becomes ``astype(x, "bfloat16")``; the ops that consume it re-infer."""
+
+    def visit_call_(self, call):  # noqa: D102 - visitor hook
+        call = super().visit_call_(call)
+        if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.astype" and str(call.attrs.dtype) == "float16":
+            return relax.op.astype(call.args[0], "bfloat16")
+        return call
+
+
+def _to_bf16(mod: tvm.IRModule) -> tvm.IRModule:
+    out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    for gvar, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            mutator = _HalfToBFloat16(mod)
+            out[gvar] = mutator.visit_expr(func)
+    return out
+
+
+def _count_dtype(mod: tvm.IRModule, dtype: str) -> int:
+    """astype calls to ``dtype`` across Relax functions (how many operands were converted)."""
+    count = 0
+
+    def visit(expr):
+        nonlocal count
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.astype":
+            if str(expr.attrs.dtype) == dtype:
+                count += 1
+
+    for _, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, visit)
+    return count
+
+
+def apply_mixed_precision(build, mode: str, log=None):
+    from ..pipeline import PassReport, op_histogram
+    from ..progress import StageLog
+
+    if mode not in ("fp16", "bf16"):
+        raise AutoGLMError(f"mixed precision supports fp16 and bf16, not '{mode}'")
+    log = log or StageLog(enabled=False)
+    dtype = "float16" if mode == "fp16" else "bfloat16"
+    with log.stage(f"mixed precision ({mode}, fp32 accumulation)"):
+        try:
+            mod = unfused_module(build)
+        except AutoGLMError:
+            raise
+        except Exception as err:
+            raise CompileError(f"--quantize {mode}: rebuilding the unfused module failed: {_first_line(err)}") from err
+        before = op_histogram(mod)
+        start = time.perf_counter()
+        target = build.target.tvm_target()
+        try:
+            with target:
+                mod = relax.transform.ToMixedPrecision(out_dtype="float32")(mod)
+                if mode == "bf16":
+                    mod = _to_bf16(mod)
+                converted = _count_dtype(mod, dtype)
+                report = PassReport(f"to_mixed_precision_{mode}", time.perf_counter() - start, before, op_histogram(mod))
+                fused = "fuse_ops" in build.passes
+                mod = relax.get_pipeline("zero")(mod) if fused else relax.transform.LegalizeOps()(mod)
+        except Exception as err:
+            raise CompileError(f"--quantize {mode} failed on target {build.target.name}: {_first_line(err)}") from err
+    if mode == "bf16" and build.target.kind == "cpu":
+        _check_bf16_codegen(build.target)
+    passes = [p for p in build.passes if p not in _FUSION] + [report.name] + [p for p in build.passes if p in _FUSION]
+    reports = [r for r in build.pass_reports if r.name not in _FUSION] + [report] + [r for r in build.pass_reports if r.name in _FUSION]
+    note = f"precision: {mode} mixed precision (matmul/conv operands {dtype}, fp32 accumulation and outputs; {converted} casts)"
+    return dataclasses.replace(build, mod=mod, passes=passes, pass_reports=reports, notes=[*build.notes, note])
+
+
+_BF16_OK: dict[str, bool] = {}
+
+
+def _check_bf16_codegen(spec) -> None:
+    """bf16 arithmetic on an LLVM CPU target: compile a 4x4 bf16 matmul once per target, refuse clearly if it fails."""
+    key = str(spec.tvm_config)
+    if key not in _BF16_OK:
+        bb = relax.BlockBuilder()
+        a = relax.Var("a", relax.TensorType((4, 4), "bfloat16"))
+        with bb.function("main", [a]):
+            with bb.dataflow():
+                out = bb.emit_output(relax.op.matmul(a, a, out_dtype="float32"))
+            bb.emit_func_output(out)
+        try:
+            tvm.compile(bb.get(), spec.tvm_target())
+            _BF16_OK[key] = True
+        except Exception:
+            _BF16_OK[key] = False
+    if not _BF16_OK[key]:
+        raise AutoGLMError(f"--quantize bf16 is not supported on target {spec.name} (TVM cannot generate bf16 code for it); use fp16 or none")
