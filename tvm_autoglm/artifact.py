@@ -73,6 +73,10 @@ def export(executable, manifest: dict, output: str | os.PathLike, export_options
     if output.suffix not in (".so", ".glm"):
         raise AutoGLMError(f"--output {output}: must end in .so (library + manifest beside it) or .glm (one packed file)")
     output.parent.mkdir(parents=True, exist_ok=True)
+    if export_options is None and manifest.get("target", {}).get("kind") == "cuda":
+        from .gpu import cuda_export_options  # embed nvcc-built GPU binaries, not CUDA source
+
+        export_options = cuda_export_options(manifest)
     with tempfile.TemporaryDirectory(prefix=".autoglm-export-", dir=output.parent) as tmp:
         library = Path(tmp) / "model.so"
         executable.export_library(str(library), **(export_options or {}))

@@ -20,7 +20,8 @@ def copy_module(mod: tvm.IRModule) -> tvm.IRModule:
 
 
 def is_scheduled(func) -> bool:
-    return bool(func.attrs and func.attrs.get("tir.is_scheduled", False))
+    # dlight and MetaSchedule mark "tirx.is_scheduled" in TVM 0.27; "tir." is the pre-rename key.
+    return bool(func.attrs and any(func.attrs.get(key, False) for key in ("tirx.is_scheduled", "tir.is_scheduled")))
 
 
 def count_scheduled(mod: tvm.IRModule) -> int:
