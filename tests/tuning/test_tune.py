@@ -15,7 +15,7 @@ from tvm_autoglm.tuning import database as dbmod
 
 def _trace_keys(db_dir):
     db = dbmod.open_db(db_dir, create=False)
-    return Counter((str(r.workload.shash), str(r.trace)) for r in db.get_all_tuning_records())
+    return Counter((dbmod.workload_key(r.workload), str(r.trace)) for r in db.get_all_tuning_records())
 
 
 def test_tune_writes_records_for_every_kernel(tuned):

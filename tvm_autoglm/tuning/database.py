@@ -152,6 +152,23 @@ def best_seconds(database, mod) -> float | None:
     return sum(secs) / len(secs)
 
 
+def workload_key(workload) -> int:
+    import tvm_ffi
+
+    return int(tvm_ffi.structural_hash(workload.mod))
+
+
+def unique_workloads(database) -> list:
+    """The distinct workload modules that have at least one record."""
+    mods, seen = [], set()
+    for rec in database.get_all_tuning_records():
+        key = workload_key(rec.workload)
+        if key not in seen:
+            seen.add(key)
+            mods.append(rec.workload.mod)
+    return mods
+
+
 def copy_best(src_database, dst_database, mods=None, k: int = 1) -> int:
     """Commits each workload's best ``k`` records from src into dst; returns how many.
 
@@ -160,16 +177,7 @@ def copy_best(src_database, dst_database, mods=None, k: int = 1) -> int:
     from tvm.s_tir import meta_schedule as ms
 
     if mods is None:
-        records = src_database.get_all_tuning_records()
-        mods = []
-        seen = set()
-        for rec in records:
-            key = id(rec.workload)
-            h = str(rec.workload.shash)
-            if h in seen:
-                continue
-            seen.add(h)
-            mods.append(rec.workload.mod)
+        mods = unique_workloads(src_database)
     n = 0
     for mod in mods:
         if not src_database.has_workload(mod):
