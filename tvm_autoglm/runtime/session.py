@@ -75,6 +75,23 @@ def device_for(manifest: dict):
     return tvm.cpu(0)
 
 
+def default_thread_count() -> None:
+    """Give TVM's thread pool every usable CPU unless the user chose (``TVM_NUM_THREADS``).
+
+    TVM's own default is half the logical CPUs (it assumes SMT), which on a
+    2-vCPU machine means one thread and half the speed. The variable is read
+    when the pool first starts, so this must run before the first call.
+    """
+    import os
+
+    if not os.environ.get("TVM_NUM_THREADS"):
+        try:
+            count = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - non-Linux
+            count = os.cpu_count() or 1
+        os.environ["TVM_NUM_THREADS"] = str(max(1, count))
+
+
 class Session:
     """A loaded artifact ready to run: ``Session("m.so").run(input_ids=...)``."""
 
@@ -82,6 +99,7 @@ class Session:
         """Wrap an already loaded module (or an in-memory Relax executable)."""
         from tvm import relax
 
+        default_thread_count()
         self.path = path
         self.manifest = manifest
         self.device = device_for(manifest)
