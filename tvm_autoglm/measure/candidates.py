@@ -91,7 +91,7 @@ def ort_candidate(model_path: str, inputs: dict, threads: int, probe_runs: int =
     return Prepared(Candidate("onnxruntime", run), f"onnxruntime {ort.__version__}, {level} (fastest of {len(ORT_LEVELS)} levels), {threads} intra-op threads", outputs)
 
 
-_ZOO_FILE = re.compile(r"^(?P<name>.+)-(?P<size>[A-Za-z0-9_]+)-(?P<seq>s\d+|img)-b(?P<batch>\d+)-(?P<exporter>[a-z]+)-seed(?P<seed>\d+)\.onnx$")
+_ZOO_FILE = re.compile(r"^(?P<name>.+)-(?P<size>[A-Za-z0-9_]+)-(?P<seq>s\d+|img)-b(?P<batch>\d+)-(?P<exporter>[a-z]+)-seed(?P<seed>\d+)(?:-dyn)?\.onnx$")
 
 
 def zoo_origin(model_path: str | None) -> dict | None:
@@ -124,7 +124,7 @@ def torch_candidate(model_path: str | None, inputs: dict, threads: int, origin: 
 
     torch = require_torch()
     torch.set_num_threads(threads)
-    module = zoo._builder(origin["name"]).make(origin["size"], origin["seq"], origin["batch"], origin["seed"])
+    module = zoo.torch_module(origin["name"], origin["size"], origin["seq"], origin["batch"], seed=origin["seed"])
     order = list(zoo.MODELS[origin["name"]].inputs)
     missing = [n for n in order if n not in inputs]
     if missing:
