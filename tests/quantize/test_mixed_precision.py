@@ -1,0 +1,58 @@
+"""fp16/bf16 mixed precision on CPU: the kernels really take half-precision operands, the result
+stays close to onnxruntime's fp32, and the manifest says which precision was built.
+
+Tolerances: fp16 rtol 1e-2, atol 1e-2 (10-bit mantissa: each operand rounds by up to 2^-11
+relative; a 64-256 long dot product and a layernorm on top keep the error near 1e-3 of scale);
+bf16 rtol 5e-2, atol 5e-2 (7-bit mantissa, 8x coarser than fp16).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import tvm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gpu"))
+
+from gpu_models import bert_layer, small_cnn  # noqa: E402
+from helpers import assert_close, ort_run  # noqa: E402
+
+TOL = {"fp16": (1e-2, 1e-2), "bf16": (5e-2, 5e-2)}
+DTYPE = {"fp16": "float16", "bf16": "bfloat16"}
+
+
+def _half_kernels(mod, dtype: str) -> list[str]:
+    return sorted(
+        gv.name_hint
+        for gv, func in mod.functions.items()
+        if isinstance(func, tvm.tirx.PrimFunc) and any(str(getattr(p, "dtype", "")) == dtype for p in func.params)
+    )
+
+
+@pytest.mark.parametrize(
+    "make,mode",
+    [(bert_layer, "fp16"), (small_cnn, "fp16"), (small_cnn, "bf16")],
+    ids=["bert-fp16", "cnn-fp16", "cnn-bf16"],
+)
+def test_mixed_precision_on_cpu_matches_onnxruntime(make, mode):
+    import tvm_autoglm
+
+    model = make()
+    compiled = tvm_autoglm.compile(model, target="cpu", quantize=mode)
+    assert len(_half_kernels(compiled.build.mod, DTYPE[mode])) >= 2, "no kernel takes half-precision operands"
+    assert any(note.startswith(f"precision: {mode} mixed precision") for note in compiled.manifest["notes"])
+    assert f"to_mixed_precision_{mode}" in compiled.manifest["passes"]
+    assert [spec["dtype"] for spec in compiled.outputs] == ["float32"], "outputs stay fp32"
+    inputs = compiled.example_inputs(seed=2)
+    rtol, atol = TOL[mode]
+    assert_close(compiled.run(inputs), ort_run(model, inputs), rtol=rtol, atol=atol)
+
+
+def test_mixed_precision_rejects_other_modes():
+    from tvm_autoglm.errors import AutoGLMError
+    from tvm_autoglm.quantize.mixed_precision import apply_mixed_precision
+
+    with pytest.raises(AutoGLMError, match="supports fp16 and bf16"):
+        apply_mixed_precision(None, "int4")
