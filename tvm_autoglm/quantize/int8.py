@@ -21,7 +21,7 @@ activation x activation matmuls stay fp32.
 
 A *probe* module is the same rewrite with every precision computed side by side
 and one selected per site by an extra ``int32[L]`` input (0 fp32, 1 int8,
-2 fp16): the sensitivity search (``sensitivity.py``) compiles it once and tries
+2 fp16; int8 simulated exactly in fp32, see ``int8_matmul``): the sensitivity search (``sensitivity.py``) compiles it once and tries
 any per-layer assignment by changing that input, instead of compiling L times.
 """
 
@@ -71,14 +71,24 @@ def _site(call) -> np.ndarray | None:
     return _const_weight(call.args[1])
 
 
-def int8_matmul(emit, x, wq: np.ndarray, sw: np.ndarray):
-    """Dynamic int8 matmul of float32 ``x`` with a pre-quantized weight, dequantized to float32."""
+def int8_matmul(emit, x, wq: np.ndarray, sw: np.ndarray, simulate: bool = False):
+    """Dynamic int8 matmul of float32 ``x`` with a pre-quantized weight, dequantized to float32.
+
+    ``simulate``: the same integers held in float32 and multiplied by the float
+    matmul (products and sums of int8 values are exact in fp32 up to 2**24, so
+    this equals the int32 result except for sums beyond 16.7M, i.e. only in
+    extreme cases at K > 1000). The sensitivity probe uses it because the float
+    matmul has a fast default schedule; the real build uses int8 x int8 -> int32.
+    """
     f32 = lambda v: relax.const(v, "float32")  # noqa: E731
     amax = emit(relax.op.max(relax.op.abs(x)))
     sx = emit(relax.op.divide(relax.op.maximum(amax, f32(1e-30)), f32(127.0)))
-    xq = emit(relax.op.astype(relax.op.clip(relax.op.round(relax.op.divide(x, sx)), -127.0, 127.0), "int8"))
-    acc = emit(relax.op.matmul(xq, relax.const(wq, "int8"), out_dtype="int32"))
-    return relax.op.multiply(relax.op.astype(acc, "float32"), relax.op.multiply(sx, relax.const(sw, "float32")))
+    grid = emit(relax.op.clip(relax.op.round(relax.op.divide(x, sx)), -127.0, 127.0))
+    if simulate:
+        acc = emit(relax.op.matmul(grid, relax.const(wq.astype(np.float32), "float32")))
+    else:
+        acc = emit(relax.op.astype(relax.op.matmul(emit(relax.op.astype(grid, "int8")), relax.const(wq, "int8"), out_dtype="int32"), "float32"))
+    return relax.op.multiply(acc, relax.op.multiply(sx, relax.const(sw, "float32")))
 
 
 def fp16_matmul(emit, x, w: np.ndarray):
@@ -114,7 +124,7 @@ class _Rewriter(relax.PyExprMutator):
             return call
         # probe: all three computed, one chosen per run by flags[index]
         fp32 = emit(call)
-        q8 = emit(int8_matmul(emit, x, *quantize_weight(w)))
+        q8 = emit(int8_matmul(emit, x, *quantize_weight(w), simulate=True))
         h16 = emit(fp16_matmul(emit, x, w))
         flag = emit(relax.op.take(self.flags, relax.const(index, "int64"), axis=0))
         is8 = emit(relax.op.equal(flag, relax.const(FLAG["int8"], "int32")))
