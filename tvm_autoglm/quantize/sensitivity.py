@@ -14,7 +14,8 @@ converted), int8 saves memory and, where the schedule uses it, integer SIMD.
 Search. One *probe* module (``int8.probe_module``) is compiled for the host CPU:
 every quantizable matmul computes all three precisions and an ``int32[L]``
 input picks one per layer, so any assignment is one run away instead of one
-compile away.
+compile away. (In the probe int8 is simulated exactly in fp32, see
+``int8.int8_matmul``; errors are measured on the host CPU for every target.)
 1. reference: all fp32; then per layer i and precision p, only layer i at p:
    its error ``e[i][p]`` (its sensitivity).
 2. greedy: start all fp32; repeatedly apply the move (layer i -> cheaper p)
@@ -207,6 +208,7 @@ def search(build, budget: float | None = None, calibration=None, log=None) -> tu
         "budget": budget,
         "error_definition": "1 - mean cosine similarity of float outputs vs fp32, over calibration samples",
         "headroom": HEADROOM,
+        "measured_on": "host CPU probe (int8 simulated exactly in fp32)",
         "calibration": source,
         "calibration_samples": len(samples),
         "end_to_end_error": measured,
