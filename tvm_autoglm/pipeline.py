@@ -151,7 +151,7 @@ def build_relax(
     log: StageLog | None = None,
 ) -> RelaxBuild:
     """ONNX -> fused Relax module (no schedules yet)."""
-    from .passes import get_pass, passes_for
+    from .passes import get_pass
 
     log = log or StageLog(enabled=False)
     if opt_level not in (0, 1, 2, 3):
@@ -184,6 +184,58 @@ def build_relax(
 
     reports: list[PassReport] = []
     applied: list[str] = []
+    with _target_scope(spec):
+        mod = _run_passes(mod, spec, opt_level, disabled_passes, print_ir_after, log, reports, applied)
+
+    notes: list[str] = []
+    with log.stage("fusion" if opt_level >= 1 else "lowering (O0: no fusion)"):
+        before = op_histogram(mod)
+        start = time.perf_counter()
+        with spec.tvm_target():
+            if opt_level >= 1:
+                mod = relax.get_pipeline("zero")(mod)
+                name = "fuse_ops"
+            else:
+                mod = relax.transform.LegalizeOps()(mod)
+                name = "legalize_ops"
+        reports.append(PassReport(name, time.perf_counter() - start, before, op_histogram(mod)))
+        applied.append(name)
+    if spec.kind == "npu":
+        from .npu.partition import partition_notes
+
+        notes.extend(partition_notes(mod))
+    return RelaxBuild(
+        mod=mod,
+        target=spec,
+        opt_level=opt_level,
+        inputs=[s.to_json() for s in inputs],
+        outputs=outputs,
+        passes=applied,
+        pass_reports=reports,
+        source_sha256=_source_digest(proto, path),
+        source_path=source if path else None,
+        onnx_model=cleaned,
+        notes=notes,
+    )
+
+
+def _target_scope(spec: TargetSpec):
+    """npu-sim passes read the machine description (cores, scratchpads) of this target file,
+    unless the caller already chose a machine with ``npu.partition.machine_scope``."""
+    if spec.kind == "npu":
+        from .npu import partition
+        from .npu.config import machine_from
+
+        if partition._MACHINE.get() is None:
+            return partition.machine_scope(machine_from(spec.extra))
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _run_passes(mod, spec, opt_level, disabled_passes, print_ir_after, log, reports, applied):
+    from .passes import passes_for
+
     for pass_spec in passes_for(opt_level, spec.kind, tuple(disabled_passes)):
         before = op_histogram(mod)
         start = time.perf_counter()
@@ -197,31 +249,7 @@ def build_relax(
         applied.append(pass_spec.name)
         if pass_spec.name in print_ir_after:
             print(f"# IR after {pass_spec.name}\n{mod.script()}")
-
-    with log.stage("fusion" if opt_level >= 1 else "lowering (O0: no fusion)"):
-        before = op_histogram(mod)
-        start = time.perf_counter()
-        with spec.tvm_target():
-            if opt_level >= 1:
-                mod = relax.get_pipeline("zero")(mod)
-                name = "fuse_ops"
-            else:
-                mod = relax.transform.LegalizeOps()(mod)
-                name = "legalize_ops"
-        reports.append(PassReport(name, time.perf_counter() - start, before, op_histogram(mod)))
-        applied.append(name)
-    return RelaxBuild(
-        mod=mod,
-        target=spec,
-        opt_level=opt_level,
-        inputs=[s.to_json() for s in inputs],
-        outputs=outputs,
-        passes=applied,
-        pass_reports=reports,
-        source_sha256=_source_digest(proto, path),
-        source_path=source if path else None,
-        onnx_model=cleaned,
-    )
+    return mod
 
 
 @dataclass

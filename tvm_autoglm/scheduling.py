@@ -24,15 +24,23 @@ def is_scheduled(func) -> bool:
     return bool(func.attrs and any(func.attrs.get(key, False) for key in ("tirx.is_scheduled", "tir.is_scheduled")))
 
 
+def _is_npu_kernel(gv) -> bool:
+    """npu-sim offloads are born scheduled (a call into the simulator); they are neither tuned nor defaulted."""
+    return gv.name_hint.startswith("npu_")
+
+
 def count_scheduled(mod: tvm.IRModule) -> int:
-    return sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and is_scheduled(f))
+    return sum(1 for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and is_scheduled(f) and not _is_npu_kernel(gv))
 
 
 def schedule_module(mod, spec: TargetSpec, opt_level: int, tuning_db, use_shipped_schedules: bool):
     mod = copy_module(mod)
     target = spec.tvm_target()
     tuning = {"database": None, "records_applied": 0, "tuned_kernels": 0, "default_scheduled_kernels": 0, "plain_kernels": 0, "shipped_schedules": []}
-    total = sum(1 for _, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
+    total = sum(1 for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and not _is_npu_kernel(gv))
+    npu_kernels = sum(1 for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and _is_npu_kernel(gv))
+    if npu_kernels:
+        tuning["npu_kernels"] = npu_kernels
 
     if opt_level >= 1 or spec.device == "cuda":
         from .tuning.apply import apply_tuning_records
@@ -59,11 +67,6 @@ def schedule_module(mod, spec: TargetSpec, opt_level: int, tuning_db, use_shippe
 
 
 def _apply_cpu_defaults(mod, target):
-    try:
-        from .schedule_rules import apply_default_schedules
-    except ImportError:  # rules package not built yet: dlight's two CPU rules
-        from tvm.s_tir import dlight as dl
+    from .schedule_rules import apply_default_schedules
 
-        with target:
-            return dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction())(copy_module(mod))
     return apply_default_schedules(mod, target)

@@ -41,9 +41,8 @@ def describe(args) -> dict:
         info["optimize_level"] = args.optimize_level
         info["passes"] = [r.to_json() for r in build.pass_reports]
         info["kernels"] = build.kernels
-        extra = getattr(build, "notes", None)
-        if extra:
-            info["notes"] = extra
+        if build.notes:
+            info["notes"] = list(build.notes)
     return info
 
 
@@ -75,4 +74,8 @@ def run(args) -> int:
         print(f"kernels ({len(info['kernels'])}):")
         for name in info["kernels"]:
             print(f"  {name}")
+        if info.get("notes"):
+            print("notes:")
+            for line in info["notes"]:
+                print(f"  {line}")
     return 0
