@@ -93,6 +93,11 @@ def _quiet_ms_console() -> None:
     # create_loggers gives the console handler the global logger's level: WARNING keeps
     # the per-task INFO/DEBUG chatter in the log files only.
     lg = logging.getLogger("tvm.s_tir.meta_schedule")
+    # It also re-lists the handlers already there by name and fails on an unnamed one
+    # (a second tune() in one process); start each run from a clean logger.
+    for h in list(lg.handlers):
+        lg.removeHandler(h)
+        h.close()
     if lg.level in (logging.NOTSET, logging.DEBUG, logging.INFO):
         lg.setLevel(logging.WARNING)
 
