@@ -285,9 +285,8 @@ def tune(
             line.update(f"{done_txt} trials | {fmt_duration(elapsed)} elapsed | ETA {fmt_duration(eta)} | {est_txt} | {keep[task_id].name[:40]}")
             if on_batch is not None:
                 on_batch(dict(state["curve"][-1]))
-            if reason:
-                # Unwinds out of the native loop; every record is already committed.
-                raise _StopTuning(reason)
+            # A budget stop is seen by the scheduler's next_task_id, which ends the loop
+            # normally (raising here would drop any batch not yet joined).
 
     builder = ms.builder.LocalBuilder(max_workers=cores, timeout_sec=builder_timeout_s, initializer=preload_tensor_intrin)
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=100, enable_cpu_cache_flush=False)
@@ -384,6 +383,8 @@ def _make_scheduler(weights, best, state, per_iter: int, alpha: float = 0.5, win
             if self.last is not None and not tasks[self.last].is_terminated:
                 self.join_running_task(self.last)
             self.last = None
+            if state["reason"]:
+                return -1
             alive = [i for i, t in enumerate(tasks) if not t.is_terminated]
             if not alive:
                 return -1
