@@ -91,7 +91,7 @@ def analyze_contraction(block, iter_vars: list) -> Contraction | None:
     a, b = _strip_cast(rhs.a), _strip_cast(rhs.b)
     if not (_is_load(a) and _is_load(b)):
         return None
-    if not str(body.buffer.dtype).startswith("float"):
+    if not str(body.buffer.dtype).startswith(("float", "int")):  # int32 accumulators: the int8 quantized matmuls
         return None
 
     a_vars, b_vars = _vars_in(a.indices), _vars_in(b.indices)
