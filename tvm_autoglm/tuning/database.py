@@ -62,6 +62,9 @@ def _write_atomic(path: Path, lines: list[str]) -> None:
                 fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; a database is shareable
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
