@@ -254,10 +254,9 @@ def tune(
                     if best[task_id] is None or t < best[task_id] * 0.99:
                         improved = improved or best[task_id] is not None
                         best[task_id] = t if best[task_id] is None else min(best[task_id], t)
-                    if start_best[task_id] is None:
-                        start_best[task_id] = t
-            if start_best[task_id] is not None and best[task_id] is not None:
-                start_best[task_id] = max(start_best[task_id], best[task_id])
+            if start_best[task_id] is None:
+                # No record before this run: the first estimate is this first batch's best.
+                start_best[task_id] = best[task_id]
             state["since_improved"][task_id] = 0 if improved else state["since_improved"][task_id] + batch
             state["history"][task_id].append(best[task_id])
             elapsed = time.monotonic() - start_wall
