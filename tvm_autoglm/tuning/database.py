@@ -10,6 +10,7 @@ that was being written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -232,3 +233,35 @@ def _prune_unused_workloads(work_dir: Path) -> None:
     remap = {old: new for new, old in enumerate(used)}
     _write_atomic(work_dir / WORKLOADS, [wlines[i] for i in used])
     _write_atomic(work_dir / RECORDS, [json.dumps([remap[v[0]], v[1]]) for v in rvals])
+
+
+@contextlib.contextmanager
+def exclusive(work_dir: Path, notify=None):
+    """Hold an exclusive lock on the database folder for one tuning run.
+
+    MetaSchedule appends records without locking; two tuners on one folder
+    could interleave half lines. A second ``auto-glm tune`` on the same folder
+    therefore waits here (and says so) until the first finishes. The lock is
+    an ``flock`` on ``.lock``, released by the kernel even if the holder is killed.
+    """
+    import fcntl
+
+    path = Path(work_dir) / ".lock"
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            if notify:
+                notify(f"waiting for {holder} to finish tuning into {work_dir} ...")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()

@@ -131,227 +131,230 @@ def tune(
     already in the database are reused: they seed the search and train the cost model
     before the first batch, and MetaSchedule does not re-measure a schedule it finds there.
     """
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.ir.utils import derived_object
+    with contextlib.ExitStack() as held_locks:
+        from tvm.s_tir import meta_schedule as ms
+        from tvm.ir.utils import derived_object
 
-    from ..pipeline import build_relax
-    from ..targets import TargetSpec, load_target
-    from . import tasks as taskmod
-    from .apply import shipped_databases
+        from ..pipeline import build_relax
+        from ..targets import TargetSpec, load_target
+        from . import tasks as taskmod
+        from .apply import shipped_databases
 
-    start_wall = time.monotonic()
-    budget_s = parse_duration(time_budget)
-    if trials is None and budget_s is None:
-        trials = 1000
-    if trials is not None and trials < 0:
-        raise AutoGLMError(f"--trials must be >= 0 (got {trials})")
-    spec = target if isinstance(target, TargetSpec) else load_target(target)
-    if spec.kind == "npu":
-        raise AutoGLMError(f"target {spec.name} cannot be tuned (no MetaSchedule runner for the NPU simulator)")
-    tvm_target = spec.tvm_target()
-    cores = int(spec.tvm_config.get("num-cores", 0) or 0) if hasattr(spec, "tvm_config") else 0
-    cores = cores or os.cpu_count() or 1
-    line = ProgressLine(label, enabled=progress)
+        start_wall = time.monotonic()
+        budget_s = parse_duration(time_budget)
+        if trials is None and budget_s is None:
+            trials = 1000
+        if trials is not None and trials < 0:
+            raise AutoGLMError(f"--trials must be >= 0 (got {trials})")
+        spec = target if isinstance(target, TargetSpec) else load_target(target)
+        if spec.kind == "npu":
+            raise AutoGLMError(f"target {spec.name} cannot be tuned (no MetaSchedule runner for the NPU simulator)")
+        tvm_target = spec.tvm_target()
+        cores = int(spec.tvm_config.get("num-cores", 0) or 0) if hasattr(spec, "tvm_config") else 0
+        cores = cores or os.cpu_count() or 1
+        line = ProgressLine(label, enabled=progress)
 
-    work_dir = Path(tuning_db) if tuning_db else dbmod.default_dir(spec.name)
-    try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        (work_dir / "logs").mkdir(exist_ok=True)
-    except OSError as err:
-        raise AutoGLMError(f"cannot create tuning database folder {work_dir}: {err.strerror}") from None
+        work_dir = Path(tuning_db) if tuning_db else dbmod.default_dir(spec.name)
+        try:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            (work_dir / "logs").mkdir(exist_ok=True)
+        except OSError as err:
+            raise AutoGLMError(f"cannot create tuning database folder {work_dir}: {err.strerror}") from None
+        # one tuner per database at a time: a second waits instead of interleaving appends
+        held_locks.enter_context(dbmod.exclusive(work_dir, notify=lambda text: line.update(text, force=True)))
 
-    line.update("building the fused module ...", force=True)
-    build = build_relax(model, spec, opt_level, input_shapes)
-    keep, skip = taskmod.extract(build.mod, tvm_target, min_share=min_share)
+        line.update("building the fused module ...", force=True)
+        build = build_relax(model, spec, opt_level, input_shapes)
+        keep, skip = taskmod.extract(build.mod, tvm_target, min_share=min_share)
 
-    database = dbmod.open_db(work_dir)
-    records_before = dbmod.count_records(work_dir)
-    if use_shipped_schedules and opt_level >= 3:
-        # Start from the shipped schedules: their best records seed the search.
-        for shipped in shipped_databases(spec.name):
-            try:
-                src = dbmod.open_db(shipped, create=False)
-                dbmod.copy_best(src, database, [t.mod for t in keep], k=1)
-            except Exception:  # noqa: BLE001 - a bad shipped DB must not stop tuning
-                continue
+        database = dbmod.open_db(work_dir)
         records_before = dbmod.count_records(work_dir)
+        if use_shipped_schedules and opt_level >= 3:
+            # Start from the shipped schedules: their best records seed the search.
+            for shipped in shipped_databases(spec.name):
+                try:
+                    src = dbmod.open_db(shipped, create=False)
+                    dbmod.copy_best(src, database, [t.mod for t in keep], k=1)
+                except Exception:  # noqa: BLE001 - a bad shipped DB must not stop tuning
+                    continue
+            records_before = dbmod.count_records(work_dir)
 
-    skipped = [{"name": t.name, "calls": t.weight, "flops": t.flops, "share": t.share} for t in skip]
-    if not keep or trials == 0:
-        return TuneResult(str(work_dir), spec.name, 0, records_before, records_before, time.monotonic() - start_wall,
-                          "nothing-to-tune" if not keep else "trials", None, None,
-                          [_task_json(t, dbmod.best_seconds(database, t.mod), 0) for t in keep], skipped, [])
+        skipped = [{"name": t.name, "calls": t.weight, "flops": t.flops, "share": t.share} for t in skip]
+        if not keep or trials == 0:
+            return TuneResult(str(work_dir), spec.name, 0, records_before, records_before, time.monotonic() - start_wall,
+                              "nothing-to-tune" if not keep else "trials", None, None,
+                              [_task_json(t, dbmod.best_seconds(database, t.mod), 0) for t in keep], skipped, [])
 
-    _quiet_ms_console()
-    from .fastimport import preload_tensor_intrin
+        _quiet_ms_console()
+        from .fastimport import preload_tensor_intrin
 
-    line.update("loading MetaSchedule intrinsics ...", force=True)
-    preload_tensor_intrin()
-    from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
+        line.update("loading MetaSchedule intrinsics ...", force=True)
+        preload_tensor_intrin()
+        from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
 
-    contexts, weights = extracted_tasks_to_tune_contexts(
-        [t.extracted for t in keep], work_dir=str(work_dir), seed=seed, num_threads=cores
-    )
-    _drop_ms_console_handlers()
-    # Some fused kernels (e.g. GEMM + reshape/transpose epilogues) make MetaSchedule's
-    # default rules fail while building the design space, which aborts the whole
-    # scheduler. Find them first and leave them to the default schedules.
-    good = []
-    for i, ctx in enumerate(contexts):
+        contexts, weights = extracted_tasks_to_tune_contexts(
+            [t.extracted for t in keep], work_dir=str(work_dir), seed=seed, num_threads=cores
+        )
+        _drop_ms_console_handlers()
+        # Some fused kernels (e.g. GEMM + reshape/transpose epilogues) make MetaSchedule's
+        # default rules fail while building the design space, which aborts the whole
+        # scheduler. Find them first and leave them to the default schedules.
+        good = []
+        for i, ctx in enumerate(contexts):
+            try:
+                with _logs_to_file(work_dir / "logs" / "tvm_native.log"):
+                    spaces = ctx.generate_design_space()
+                if spaces:
+                    good.append(i)
+                    continue
+                why = "no design space"
+            except Exception as err:  # noqa: BLE001 - any failure here means "not tunable by MetaSchedule"
+                why = type(err).__name__
+            skipped.append({"name": keep[i].name, "calls": keep[i].weight, "flops": keep[i].flops, "share": keep[i].share,
+                            "reason": f"MetaSchedule cannot build a search space ({why})"})
+        if len(good) < len(contexts):
+            line.update(f"{len(contexts) - len(good)} kernel(s) not tunable by MetaSchedule; they keep default schedules", force=True)
+        keep = [keep[i] for i in good]
+        contexts = [contexts[i] for i in good]
+        weights = [weights[i] for i in good]
+        if not keep:
+            return TuneResult(str(work_dir), spec.name, 0, records_before, records_before, time.monotonic() - start_wall,
+                              "nothing-to-tune", None, None, [], skipped, [])
+        n = len(contexts)
+        total = trials if trials is not None else 1 << 30
+        # Small batches early on: every kernel gets measured (and the estimate exists) soon,
+        # and the gradient scheduler gets to move trials sooner. ~4 s per trial when sizing
+        # from a time budget.
+        expected = trials if trials is not None else budget_s / 4.0
+        per_iter = trials_per_iter or int(min(32, max(8, expected // max(3 * n, 1))))
+        patience = early_stop_trials or max(4 * per_iter, 64)
+
+        # Best known time per task, seeded from the database (warm start).
+        best = [dbmod.best_seconds(database, t.mod) for t in keep]
+        start_best = list(best)
+        cost_model = ms.cost_model.XGBModel(num_tuning_cores=cores, tree_method="auto")
+        warm = _warm_start(cost_model, database, contexts, keep)
+
+        def estimate(values):
+            if any(v is None for v in values):
+                return None
+            return sum(w * v for w, v in zip(weights, values)) * 1e3
+
+        state = {"trials": 0, "reason": None, "since_improved": [0] * n, "task_trials": [0] * n, "curve": [], "history": [[] for _ in range(n)]}
+        est0 = estimate(start_best)
+
+        @derived_object
+        class _Control(ms.measure_callback.PyMeasureCallback):
+            def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+                batch = len(runner_results)
+                state["trials"] += batch
+                state["task_trials"][task_id] += batch
+                improved = False
+                for res in runner_results:
+                    if res.error_msg is None and res.run_secs:
+                        secs = [float(s) for s in res.run_secs]
+                        t = sum(secs) / len(secs)
+                        if best[task_id] is None or t < best[task_id] * 0.99:
+                            improved = improved or best[task_id] is not None
+                            best[task_id] = t if best[task_id] is None else min(best[task_id], t)
+                if start_best[task_id] is None:
+                    # No record before this run: the first estimate is this first batch's best.
+                    start_best[task_id] = best[task_id]
+                state["since_improved"][task_id] = 0 if improved else state["since_improved"][task_id] + batch
+                state["history"][task_id].append(best[task_id])
+                elapsed = time.monotonic() - start_wall
+                now = estimate(best)
+                first = estimate(start_best) if est0 is None else est0
+                state["curve"].append({"trials": state["trials"], "elapsed_s": round(elapsed, 2), "estimated_ms": now})
+                reason = None
+                if trials is not None and state["trials"] >= trials:
+                    reason = "trials"
+                elif budget_s is not None and elapsed >= budget_s:
+                    reason = "time"
+                if reason:
+                    state["reason"] = reason
+                elif state["since_improved"][task_id] >= patience and not task_scheduler.tasks_[task_id].is_terminated:
+                    task_scheduler.terminate_task(task_id)
+                eta = None
+                if state["trials"]:
+                    rate = elapsed / state["trials"]
+                    if trials is not None:
+                        eta = (trials - state["trials"]) * rate
+                    if budget_s is not None:
+                        eta = min(eta if eta is not None else math.inf, budget_s - elapsed)
+                done_txt = f"{state['trials']}/{trials}" if trials is not None else f"{state['trials']}"
+                est_txt = f"est {now:.2f} ms (start {first:.2f} ms)" if now is not None and first is not None else f"est ? ({sum(b is not None for b in best)}/{n} kernels measured)"
+                line.update(f"{done_txt} trials | {fmt_duration(elapsed)} elapsed | ETA {fmt_duration(eta)} | {est_txt} | {keep[task_id].name[:40]}")
+                if on_batch is not None:
+                    on_batch(dict(state["curve"][-1]))
+                # A budget stop is seen by the scheduler's next_task_id, which ends the loop
+                # normally (raising here would drop any batch not yet joined).
+
+        builder = ms.builder.LocalBuilder(max_workers=cores, timeout_sec=builder_timeout_s, initializer=preload_tensor_intrin)
+        evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=100, enable_cpu_cache_flush=False)
+        if rpc_tracker:
+            runner, _ = _rpc_runner(rpc_tracker, rpc_key, evaluator)
+        else:
+            runner = ms.runner.LocalRunner(timeout_sec=runner_timeout_s, evaluator_config=evaluator)
+        callbacks = ms.measure_callback.MeasureCallback.create("default") + [_Control()]
+        scheduler = _make_scheduler(weights, best, state, per_iter)
+
+        line.update(f"{n} kernels to tune ({len(skip)} negligible skipped), {records_before} records in {work_dir}, cost model warmed on {warm}", force=True)
+        import signal
+
+        def _on_sigint(signum, frame):
+            state["reason"] = "interrupted"
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, _on_sigint) if _main_thread() else None
         try:
             with _logs_to_file(work_dir / "logs" / "tvm_native.log"):
-                spaces = ctx.generate_design_space()
-            if spaces:
-                good.append(i)
-                continue
-            why = "no design space"
-        except Exception as err:  # noqa: BLE001 - any failure here means "not tunable by MetaSchedule"
-            why = type(err).__name__
-        skipped.append({"name": keep[i].name, "calls": keep[i].weight, "flops": keep[i].flops, "share": keep[i].share,
-                        "reason": f"MetaSchedule cannot build a search space ({why})"})
-    if len(good) < len(contexts):
-        line.update(f"{len(contexts) - len(good)} kernel(s) not tunable by MetaSchedule; they keep default schedules", force=True)
-    keep = [keep[i] for i in good]
-    contexts = [contexts[i] for i in good]
-    weights = [weights[i] for i in good]
-    if not keep:
-        return TuneResult(str(work_dir), spec.name, 0, records_before, records_before, time.monotonic() - start_wall,
-                          "nothing-to-tune", None, None, [], skipped, [])
-    n = len(contexts)
-    total = trials if trials is not None else 1 << 30
-    # Small batches early on: every kernel gets measured (and the estimate exists) soon,
-    # and the gradient scheduler gets to move trials sooner. ~4 s per trial when sizing
-    # from a time budget.
-    expected = trials if trials is not None else budget_s / 4.0
-    per_iter = trials_per_iter or int(min(32, max(8, expected // max(3 * n, 1))))
-    patience = early_stop_trials or max(4 * per_iter, 64)
-
-    # Best known time per task, seeded from the database (warm start).
-    best = [dbmod.best_seconds(database, t.mod) for t in keep]
-    start_best = list(best)
-    cost_model = ms.cost_model.XGBModel(num_tuning_cores=cores, tree_method="auto")
-    warm = _warm_start(cost_model, database, contexts, keep)
-
-    def estimate(values):
-        if any(v is None for v in values):
-            return None
-        return sum(w * v for w, v in zip(weights, values)) * 1e3
-
-    state = {"trials": 0, "reason": None, "since_improved": [0] * n, "task_trials": [0] * n, "curve": [], "history": [[] for _ in range(n)]}
-    est0 = estimate(start_best)
-
-    @derived_object
-    class _Control(ms.measure_callback.PyMeasureCallback):
-        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-            batch = len(runner_results)
-            state["trials"] += batch
-            state["task_trials"][task_id] += batch
-            improved = False
-            for res in runner_results:
-                if res.error_msg is None and res.run_secs:
-                    secs = [float(s) for s in res.run_secs]
-                    t = sum(secs) / len(secs)
-                    if best[task_id] is None or t < best[task_id] * 0.99:
-                        improved = improved or best[task_id] is not None
-                        best[task_id] = t if best[task_id] is None else min(best[task_id], t)
-            if start_best[task_id] is None:
-                # No record before this run: the first estimate is this first batch's best.
-                start_best[task_id] = best[task_id]
-            state["since_improved"][task_id] = 0 if improved else state["since_improved"][task_id] + batch
-            state["history"][task_id].append(best[task_id])
-            elapsed = time.monotonic() - start_wall
-            now = estimate(best)
-            first = estimate(start_best) if est0 is None else est0
-            state["curve"].append({"trials": state["trials"], "elapsed_s": round(elapsed, 2), "estimated_ms": now})
-            reason = None
-            if trials is not None and state["trials"] >= trials:
-                reason = "trials"
-            elif budget_s is not None and elapsed >= budget_s:
-                reason = "time"
-            if reason:
-                state["reason"] = reason
-            elif state["since_improved"][task_id] >= patience and not task_scheduler.tasks_[task_id].is_terminated:
-                task_scheduler.terminate_task(task_id)
-            eta = None
-            if state["trials"]:
-                rate = elapsed / state["trials"]
-                if trials is not None:
-                    eta = (trials - state["trials"]) * rate
-                if budget_s is not None:
-                    eta = min(eta if eta is not None else math.inf, budget_s - elapsed)
-            done_txt = f"{state['trials']}/{trials}" if trials is not None else f"{state['trials']}"
-            est_txt = f"est {now:.2f} ms (start {first:.2f} ms)" if now is not None and first is not None else f"est ? ({sum(b is not None for b in best)}/{n} kernels measured)"
-            line.update(f"{done_txt} trials | {fmt_duration(elapsed)} elapsed | ETA {fmt_duration(eta)} | {est_txt} | {keep[task_id].name[:40]}")
-            if on_batch is not None:
-                on_batch(dict(state["curve"][-1]))
-            # A budget stop is seen by the scheduler's next_task_id, which ends the loop
-            # normally (raising here would drop any batch not yet joined).
-
-    builder = ms.builder.LocalBuilder(max_workers=cores, timeout_sec=builder_timeout_s, initializer=preload_tensor_intrin)
-    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=100, enable_cpu_cache_flush=False)
-    if rpc_tracker:
-        runner, _ = _rpc_runner(rpc_tracker, rpc_key, evaluator)
-    else:
-        runner = ms.runner.LocalRunner(timeout_sec=runner_timeout_s, evaluator_config=evaluator)
-    callbacks = ms.measure_callback.MeasureCallback.create("default") + [_Control()]
-    scheduler = _make_scheduler(weights, best, state, per_iter)
-
-    line.update(f"{n} kernels to tune ({len(skip)} negligible skipped), {records_before} records in {work_dir}, cost model warmed on {warm}", force=True)
-    import signal
-
-    def _on_sigint(signum, frame):
-        state["reason"] = "interrupted"
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, _on_sigint) if _main_thread() else None
-    try:
-        with _logs_to_file(work_dir / "logs" / "tvm_native.log"):
-            ms.tune.tune_tasks(
-                tasks=contexts,
-                task_weights=weights,
-                work_dir=str(work_dir),
-                max_trials_global=1 << 30,  # budgets are enforced by _Control
-                max_trials_per_task=None,
-                num_trials_per_iter=per_iter,
-                builder=builder,
-                runner=runner,
-                database=database,
-                cost_model=cost_model,
-                measure_callbacks=callbacks,
-                task_scheduler=scheduler,
-            )
-    except KeyboardInterrupt:
-        state["reason"] = "interrupted"
-    except Exception:
-        # Our stop (and a SIGINT) inside the native loop surface as FFI errors.
-        if state["reason"] is None:
-            raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    reason = state["reason"] or ("converged" if trials is None or state["trials"] < trials else "trials")
-    elapsed = time.monotonic() - start_wall
-    records_after = dbmod.count_records(work_dir)
-    result = TuneResult(
-        database=str(work_dir),
-        target=spec.name,
-        trials=state["trials"],
-        records_before=records_before,
-        records_after=records_after,
-        elapsed_s=round(elapsed, 2),
-        stop_reason=reason,
-        estimated_ms_start=estimate(start_best) if est0 is None else est0,
-        estimated_ms_end=estimate(best),
-        tasks=[_task_json(t, best[i], state["task_trials"][i]) for i, t in enumerate(keep)],
-        skipped_tasks=skipped,
-        curve=state["curve"],
-    )
-    end = result.estimated_ms_end
-    line.done(
-        f"{reason}: {result.trials} trials in {fmt_duration(elapsed)}, {records_after - records_before} new records in {work_dir}"
-        + (f"; estimated {result.estimated_ms_start:.2f} -> {end:.2f} ms over tuned kernels" if end and result.estimated_ms_start else "")
-    )
-    return result
+                ms.tune.tune_tasks(
+                    tasks=contexts,
+                    task_weights=weights,
+                    work_dir=str(work_dir),
+                    max_trials_global=1 << 30,  # budgets are enforced by _Control
+                    max_trials_per_task=None,
+                    num_trials_per_iter=per_iter,
+                    builder=builder,
+                    runner=runner,
+                    database=database,
+                    cost_model=cost_model,
+                    measure_callbacks=callbacks,
+                    task_scheduler=scheduler,
+                )
+        except KeyboardInterrupt:
+            state["reason"] = "interrupted"
+        except Exception:
+            # Our stop (and a SIGINT) inside the native loop surface as FFI errors.
+            if state["reason"] is None:
+                raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        reason = state["reason"] or ("converged" if trials is None or state["trials"] < trials else "trials")
+        elapsed = time.monotonic() - start_wall
+        records_after = dbmod.count_records(work_dir)
+        result = TuneResult(
+            database=str(work_dir),
+            target=spec.name,
+            trials=state["trials"],
+            records_before=records_before,
+            records_after=records_after,
+            elapsed_s=round(elapsed, 2),
+            stop_reason=reason,
+            estimated_ms_start=estimate(start_best) if est0 is None else est0,
+            estimated_ms_end=estimate(best),
+            tasks=[_task_json(t, best[i], state["task_trials"][i]) for i, t in enumerate(keep)],
+            skipped_tasks=skipped,
+            curve=state["curve"],
+        )
+        end = result.estimated_ms_end
+        line.done(
+            f"{reason}: {result.trials} trials in {fmt_duration(elapsed)}, {records_after - records_before} new records in {work_dir}"
+            + (f"; estimated {result.estimated_ms_start:.2f} -> {end:.2f} ms over tuned kernels" if end and result.estimated_ms_start else "")
+        )
+        return result
 
 
 def _make_scheduler(weights, best, state, per_iter: int, alpha: float = 0.5, window: int = 3):
