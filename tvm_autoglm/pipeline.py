@@ -56,6 +56,8 @@ class RelaxBuild:
     source_path: str | None
     onnx_model: onnx.ModelProto | None = None
     notes: list[str] = field(default_factory=list)
+    #: the module after our passes, before fusion: what precision rewrites start from
+    pre_fusion_mod: tvm.IRModule | None = None
     quantization: dict | None = None  # --quantize int8/auto: per-layer precisions and measured error (manifest "quantization")
 
     @property
@@ -189,15 +191,11 @@ def build_relax(
 
     notes: list[str] = []
     with log.stage("fusion" if opt_level >= 1 else "lowering (O0: no fusion)"):
+        pre_fusion = mod
         before = op_histogram(mod)
         start = time.perf_counter()
-        with spec.tvm_target():
-            if opt_level >= 1:
-                mod = relax.get_pipeline("zero")(mod)
-                name = "fuse_ops"
-            else:
-                mod = relax.transform.LegalizeOps()(mod)
-                name = "legalize_ops"
+        mod = fuse_module(mod, spec, opt_level)
+        name = "fuse_ops" if opt_level >= 1 else "legalize_ops"
         reports.append(PassReport(name, time.perf_counter() - start, before, op_histogram(mod)))
         applied.append(name)
     if spec.kind == "npu":
@@ -216,7 +214,16 @@ def build_relax(
         source_path=source if path else None,
         onnx_model=cleaned,
         notes=notes,
+        pre_fusion_mod=pre_fusion,
     )
+
+
+def fuse_module(mod: tvm.IRModule, spec: TargetSpec, opt_level: int) -> tvm.IRModule:
+    """O1+: TVM's "zero" pipeline (LegalizeOps, FoldConstant, FuseOps, FuseTIR); O0: LegalizeOps only."""
+    with spec.tvm_target():
+        if opt_level >= 1:
+            return relax.get_pipeline("zero")(mod)
+        return relax.transform.LegalizeOps()(mod)
 
 
 def _target_scope(spec: TargetSpec):

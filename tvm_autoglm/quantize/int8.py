@@ -15,7 +15,7 @@ int8 x int8 -> int32 product free of zero-point correction terms at the cost of
 one bit of range on one-sided activations such as post-GELU values.)
 
 It rewrites high-level Relax ops, so it runs on the module *before* fusion
-(``unfused_module``); fusion is re-run afterwards. Only
+(``unfused_module``, kept by the pipeline); fusion is re-run afterwards. Only
 matmuls whose right operand is a 2-D float32 constant are sites: attention's
 activation x activation matmuls stay fp32.
 
@@ -176,28 +176,18 @@ _FUSION = ("fuse_ops", "legalize_ops")
 
 
 def unfused_module(build) -> tvm.IRModule:
-    """The build's Relax module just before fusion: re-import the cleaned ONNX, re-run the same passes.
-
-    (Same as ``mixed_precision.unfused_module``; kept here so int8 does not depend on the fp16 module.)
-    """
+    """The build's Relax module after our passes and before fusion (kept by the pipeline)."""
     from ..errors import CompileError
-    from ..passes import get_pass
-    from ..pipeline import import_onnx
 
-    if build.onnx_model is None:
-        raise CompileError("quantization needs the build's ONNX model, and this build has none")
-    shapes = {spec["name"]: list(spec["shape"]) for spec in build.inputs}
-    mod = import_onnx(build.onnx_model, shapes, build.source_path or "model")
-    with build.target.tvm_target():
-        for name in build.passes:
-            if name not in _FUSION:
-                mod = get_pass(name).make()(mod)
-    return mod
+    if build.pre_fusion_mod is None:
+        raise CompileError("quantization needs the build's pre-fusion module, and this build has none")
+    return build.pre_fusion_mod
 
 
 def _fuse(build, mod: tvm.IRModule) -> tvm.IRModule:
-    with build.target.tvm_target():
-        return relax.get_pipeline("zero")(mod) if "fuse_ops" in build.passes else relax.transform.LegalizeOps()(mod)
+    from ..pipeline import fuse_module
+
+    return fuse_module(mod, build.target, 1 if "fuse_ops" in build.passes else 0)
 
 
 def describe_sites(sites: list[dict], plan: list[str]) -> list[dict]:

@@ -22,6 +22,7 @@ import tvm
 from tvm import relax
 
 from ..errors import AutoGLMError, CompileError
+from ..pipeline import fuse_module
 
 _FUSION = ("fuse_ops", "legalize_ops")
 
@@ -33,20 +34,10 @@ def _first_line(err: BaseException) -> str:
 
 
 def unfused_module(build) -> tvm.IRModule:
-    """The build's Relax module just before fusion: re-import, then the same passes in order."""
-    from ..passes import get_pass
-    from ..pipeline import import_onnx
-
-    if build.onnx_model is None:
-        raise CompileError("mixed precision needs the build's ONNX model, and this build has none")
-    shapes = {spec["name"]: list(spec["shape"]) for spec in build.inputs}
-    mod = import_onnx(build.onnx_model, shapes, build.source_path or "model")
-    with build.target.tvm_target():
-        for name in build.passes:
-            if name in _FUSION:
-                continue
-            mod = get_pass(name).make()(mod)
-    return mod
+    """The build's Relax module after our passes and before fusion (kept by the pipeline)."""
+    if build.pre_fusion_mod is None:
+        raise CompileError("mixed precision needs the build's pre-fusion module, and this build has none")
+    return build.pre_fusion_mod
 
 
 @relax.expr_functor.mutator
@@ -110,8 +101,7 @@ def apply_mixed_precision(build, mode: str, log=None):
                     mod = _to_bf16(mod)
                 converted = _count_dtype(mod, dtype)
                 report = PassReport(f"to_mixed_precision_{mode}", time.perf_counter() - start, before, op_histogram(mod))
-                fused = "fuse_ops" in build.passes
-                mod = relax.get_pipeline("zero")(mod) if fused else relax.transform.LegalizeOps()(mod)
+                mod = fuse_module(mod, build.target, 1 if "fuse_ops" in build.passes else 0)
         except Exception as err:
             raise CompileError(f"--quantize {mode} failed on target {build.target.name}: {_first_line(err)}") from err
     if mode == "bf16" and build.target.kind == "cpu":
