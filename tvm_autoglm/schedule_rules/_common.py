@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import SBlockInfo
+from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 # Attribute names marking a PrimFunc as already scheduled. TVM 0.27 renamed the
@@ -187,3 +188,21 @@ def parallelize_prefix(sch: s_tir.Schedule, loops: list, target: Target):
     if num_cores(target) > 1:
         sch.parallel(fused)
     return fused
+
+
+class CPURule(ScheduleRule):
+    """A CPU rule: declines other targets and non-PrimFuncs, then calls ``_apply(func, target)``.
+
+    A rule that raises is declined by ``schedule_func``, which catches it once for every rule.
+    """
+
+    def is_target_available(self, target: Target) -> bool:
+        return is_cpu_target(target)
+
+    def apply(self, func, target: Target, _tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        return self._apply(func, target)
+
+    def _apply(self, func, target: Target):  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from tvm import s_tir, tirx
 from tvm.ir.expr import Call, TensorLoad
 from tvm.s_tir.dlight.analysis import collect_vars_used_in_prim_expr, normalize_prim_func
-from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from . import _common as C
@@ -180,22 +179,11 @@ def choose_tile(row_extent: int, vec_extent: int, lanes: int, nregs: int) -> tup
     return best
 
 
-class Matmul(ScheduleRule):
+class Matmul(C.CPURule):
     """Contraction rule (matmul / dense / batch matmul / conv) with fused epilogue."""
 
     def __init__(self, pack: bool = True):
         self.pack = pack
-
-    def is_target_available(self, target: Target) -> bool:
-        return C.is_cpu_target(target)
-
-    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
-            return None
-        try:
-            return self._apply(func, target)
-        except Exception:  # pylint: disable=broad-except
-            return None
 
     def _apply(self, func: tirx.PrimFunc, target: Target):
         sch = s_tir.Schedule(func)

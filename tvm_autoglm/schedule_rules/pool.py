@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
-from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from . import _common as C
@@ -39,7 +38,7 @@ def _has_select(expr) -> bool:
     return bool(hits)
 
 
-class Pool(ScheduleRule):
+class Pool(C.CPURule):
     """Window / non-trailing-axis reductions, vectorized across outputs."""
 
     @staticmethod
@@ -63,17 +62,6 @@ class Pool(ScheduleRule):
             if not coeff or not isinstance(coeff[0], tirx.IntImm) or int(coeff[0].value) not in (0, 1):
                 return False
         return True
-
-    def is_target_available(self, target: Target) -> bool:
-        return C.is_cpu_target(target)
-
-    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
-            return None
-        try:
-            return self._apply(func, target)
-        except Exception:  # pylint: disable=broad-except
-            return None
 
     def _apply(self, func, target):
         sch = s_tir.Schedule(func)
