@@ -2,15 +2,17 @@
 
 MetaSchedule's JSONDatabase appends one line per measured record, so a run
 killed mid-write can leave a torn last line that makes the whole database fail
-to load. Every open goes through :func:`repair` first, which drops unparsable
-lines (and records pointing at a missing workload), warns with a count, and
-rewrites the file atomically, so an interrupted run costs at most the record
-that was being written.
+to load, and so does one line written by another TVM version. Every open goes
+through :func:`repair` first, which drops unparsable lines, records pointing at
+a missing workload, and lines this TVM cannot deserialize, warns with a count,
+and rewrites the files atomically, so an interrupted run costs at most the
+record that was being written and an upgrade costs only the foreign lines.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -23,6 +25,10 @@ RECORDS = "database_tuning_record.json"
 
 class TornRecordsWarning(UserWarning):
     """Lines of a tuning database were unreadable (an interrupted write) and were skipped."""
+
+
+class ForeignRecordsWarning(TornRecordsWarning):
+    """Lines of a tuning database were written by another TVM version and were skipped."""
 
 
 def default_dir(target_name: str) -> Path:
@@ -74,44 +80,128 @@ def _write_atomic(path: Path, lines: list[str]) -> None:
 
 
 def repair(work_dir: Path) -> int:
-    """Drops torn or dangling lines; returns how many were dropped (warns when > 0)."""
+    """Drops torn, dangling and foreign lines; returns how many were dropped (warns when > 0).
+
+    MetaSchedule's loader fails on the first line it cannot turn into an object,
+    so a single record written by another TVM version (a renamed instruction kind
+    in a trace, a renamed IR type in a workload) would cost the whole database.
+    Each line is therefore also deserialized with this TVM; lines already checked
+    by an earlier open (same TVM, same leading lines) are not checked again.
+    """
     work_dir = Path(work_dir)
     wpath, rpath = work_dir / WORKLOADS, work_dir / RECORDS
     wlines, wvals, wbad = _read_lines(wpath)
     rlines, rvals, rbad = _read_lines(rpath)
     # A workload line is [hash, module-json]; a record line is [workload index, record-json].
-    good_w = [i for i, v in enumerate(wvals) if isinstance(v, list) and len(v) == 2]
-    wdrop = len(wvals) - len(good_w)
-    if wbad or wdrop:
-        # Indices of later workloads shift when a line goes; only the torn *last* line can
-        # be dropped without renumbering, which is the only case an append can produce.
-        remap = {old: new for new, old in enumerate(good_w)}
-        wlines = [wlines[i] for i in good_w]
-    else:
-        remap = None
-    new_rlines, rdrop = [], 0
-    for line, v in zip(rlines, rvals):
-        ok = isinstance(v, list) and len(v) == 2 and isinstance(v[0], int)
-        if ok and remap is not None:
-            ok = v[0] in remap
-            if ok and remap[v[0]] != v[0]:
-                line = json.dumps([remap[v[0]], v[1]])
-        elif ok:
-            ok = 0 <= v[0] < len(wlines)
-        if ok:
-            new_rlines.append(line)
-        else:
-            rdrop += 1
-    dropped = wbad + wdrop + rbad + rdrop
-    if wbad or wdrop:
-        _write_atomic(wpath, wlines)
-    if rbad or rdrop or (rpath.is_file() and _needs_newline(rpath)):
+    wshape = [isinstance(v, list) and len(v) == 2 for v in wvals]
+    rshape = [isinstance(v, list) and len(v) == 2 and isinstance(v[0], int) and 0 <= v[0] < len(wvals) and wshape[v[0]]
+              for v in rvals]
+    checked = _load_checked(work_dir, wlines, rlines)
+    wforeign, rforeign = _foreign(wvals, wshape, rvals, rshape, checked)
+    good_w = [i for i, ok in enumerate(wshape) if ok and i not in wforeign]
+    remap = {old: new for new, old in enumerate(good_w)}
+    new_wlines = [wlines[i] for i in good_w]
+    new_rlines = []
+    for j, (line, v, ok) in enumerate(zip(rlines, rvals, rshape)):
+        if not ok or v[0] not in remap or j in rforeign:
+            continue
+        if remap[v[0]] != v[0]:
+            line = json.dumps([remap[v[0]], v[1]])
+        new_rlines.append(line)
+    # Records of a foreign workload count as foreign; other dropped records as torn or dangling.
+    nforeign_r = sum(1 for j, (v, ok) in enumerate(zip(rvals, rshape)) if ok and (j in rforeign or v[0] in wforeign))
+    torn = wbad + wshape.count(False) + rbad + (len(rlines) - len(new_rlines) - nforeign_r)
+    foreign = len(wforeign) + nforeign_r
+    rewrite_w = len(new_wlines) != len(wlines) or wbad or (wpath.is_file() and _needs_newline(wpath))
+    rewrite_r = len(new_rlines) != len(rlines) or rbad or rewrite_w or (rpath.is_file() and _needs_newline(rpath))
+    if rewrite_w:
+        _write_atomic(wpath, new_wlines)
+    if rewrite_r:
         _write_atomic(rpath, new_rlines)
-    elif wpath.is_file() and _needs_newline(wpath):
-        _write_atomic(wpath, wlines)
-    if dropped:
-        warnings.warn(f"tuning database {work_dir}: skipped {dropped} unreadable line(s) (an interrupted write); the rest loads", TornRecordsWarning, stacklevel=2)
-    return dropped
+    if rewrite_r or checked != (len(new_wlines), len(new_rlines)):
+        _save_checked(work_dir, new_wlines, new_rlines)
+    if foreign:
+        from tvm import __version__ as tvm_version
+
+        parts = [f"{nforeign_r} record(s)" + (f" and {len(wforeign)} workload(s)" if wforeign else "")
+                 + f" written by another TVM version (this is {tvm_version})"]
+        if torn:
+            parts.append(f"{torn} unreadable line(s) (an interrupted write)")
+        warnings.warn(f"tuning database {work_dir}: skipped {' and '.join(parts)}; the rest loads",
+                      ForeignRecordsWarning, stacklevel=2)
+    elif torn:
+        warnings.warn(f"tuning database {work_dir}: skipped {torn} unreadable line(s) (an interrupted write); the rest loads",
+                      TornRecordsWarning, stacklevel=2)
+    return torn + foreign
+
+
+CHECKED = ".checked.json"
+
+
+def _prefix_digest(lines: list[str], n: int) -> str:
+    return hashlib.sha256("\n".join(lines[:n]).encode("utf-8")).hexdigest()
+
+
+def _load_checked(work_dir: Path, wlines: list[str], rlines: list[str]) -> tuple[int, int]:
+    """How many leading (workload, record) lines an earlier open already deserialized with this TVM."""
+    from tvm import __version__ as tvm_version
+
+    try:
+        mark = json.loads((work_dir / CHECKED).read_text(encoding="utf-8"))
+        if mark["tvm"] != tvm_version:
+            return 0, 0
+        nw, wdig = mark["workloads"]
+        nr, rdig = mark["records"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0, 0
+    if nw > len(wlines) or nr > len(rlines) or _prefix_digest(wlines, nw) != wdig or _prefix_digest(rlines, nr) != rdig:
+        return 0, 0
+    return nw, nr
+
+
+def _save_checked(work_dir: Path, wlines: list[str], rlines: list[str]) -> None:
+    from tvm import __version__ as tvm_version
+
+    mark = {"tvm": tvm_version, "workloads": [len(wlines), _prefix_digest(wlines, len(wlines))],
+            "records": [len(rlines), _prefix_digest(rlines, len(rlines))]}
+    if not (wlines or rlines):
+        return
+    with contextlib.suppress(OSError):  # a read-only (shipped) database is simply checked again next time
+        _write_atomic(work_dir / CHECKED, [json.dumps(mark)])
+
+
+def _foreign(wvals, wshape, rvals, rshape, checked) -> tuple[set[int], set[int]]:
+    """(indices of workloads, indices of records) that this TVM cannot deserialize."""
+    from tvm.s_tir import meta_schedule as ms
+
+    nw_checked, nr_checked = checked
+    loaded: dict[int, object] = {}
+    wforeign: set[int] = set()
+
+    def workload(i):
+        if i not in loaded and i not in wforeign:
+            try:
+                loaded[i] = ms.database.Workload.from_json(wvals[i])
+            except Exception:  # noqa: BLE001 - any failure means this TVM cannot read it
+                wforeign.add(i)
+        return loaded.get(i)
+
+    for i in range(nw_checked, len(wvals)):
+        if wshape[i]:
+            workload(i)
+    rforeign: set[int] = set()
+    for j in range(nr_checked, len(rvals)):
+        v = rvals[j]
+        if not rshape[j]:
+            continue
+        wl = workload(v[0])
+        if wl is None:
+            continue  # counted with its workload
+        try:
+            ms.database.TuningRecord.from_json(v[1], wl)
+        except Exception:  # noqa: BLE001
+            rforeign.add(j)
+    return wforeign, rforeign
 
 
 def _needs_newline(path: Path) -> bool:
