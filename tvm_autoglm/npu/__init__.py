@@ -38,3 +38,10 @@ def export_options_for(manifest: dict) -> dict | None:
     from . import build
 
     return build.export_options()
+
+
+def tune(model, database, **kwargs):
+    """MetaSchedule tuning of the model's NPU tile configurations (see ``ms_tune.tune``)."""
+    from .ms_tune import tune as _tune
+
+    return _tune(model, database, **kwargs)

@@ -5,7 +5,7 @@ supported ``R.matmul`` (with a constant bias ``add`` and a ``relu`` folded in
 when present) becomes ``call_tir`` of a small PrimFunc whose body is one
 ``npu_exec`` call, given the op's instruction program as a constant. The
 tile configuration of each program is chosen by simulated cycles
-(``tiling.best_config``). Constant fp32 weights are stored as fp16, the
+(``tiling.choose``: a MetaSchedule record, else the exhaustive search). Constant fp32 weights are stored as fp16, the
 format the weight scratchpad holds anyway, halving their DMA bytes.
 Unsupported matmuls (dynamic shapes, broadcast batch dims, other dtypes)
 stay on the host and are listed with the reason.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import json
 from collections import Counter
 
@@ -26,7 +27,7 @@ from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from .codegen import MatmulShape, matmul_program
 from .config import Machine, machine_from
-from .tiling import best_config
+from .tiling import choose
 
 _MACHINE: contextvars.ContextVar = contextvars.ContextVar("npu_machine", default=None)
 ATTR = "npu_op"
@@ -121,7 +122,7 @@ class _Offloader:
         n = fields["n"]
         shape = MatmulShape(**fields, bias=bias is not None, activation=activation)
         op_id = len(self.ops)
-        cfg, cycles, tried = best_config(shape, self.machine)
+        cfg, cycles, tried, source = choose(shape, self.machine)
         words = matmul_program(shape, cfg, self.machine, op_id).array()
         out_shape = list(a_shape[:-1]) + [n]
         name = f"npu_{kind}{'_bias' if bias is not None else ''}{'_' + activation if activation else ''}_{op_id}"
@@ -133,8 +134,8 @@ class _Offloader:
         info = {
             "op_id": op_id, "kernel": name, "kind": kind, "batch": shape.batch, "m": shape.m, "n": shape.n, "k": shape.k,
             "macs": shape.macs, "bias": shape.bias, "activation": activation, "dtype": fields["a_dtype"],
-            "tile": cfg.to_json(), "estimated_cycles": cycles, "configs_tried": tried, "instructions": int(words.shape[0]),
-            "cores": self.machine.cores,
+            "tile": cfg.to_json(), "tile_source": source, "estimated_cycles": cycles, "configs_tried": tried, "instructions": int(words.shape[0]),
+            "cores": self.machine.cores, "workload": dataclasses.asdict(shape),  # what ms_tune tunes
         }
         func = _prim_func(name, specs, words.shape[0], op_id)
         func = func.with_attr(INFO_ATTR, json.dumps(info, sort_keys=True))
@@ -290,7 +291,7 @@ def partition_notes(mod: tvm.IRModule) -> list[str]:
         epilogue = "".join(["+bias" if op["bias"] else "", f"+{op['activation']}" if op["activation"] else ""])
         lines.append(
             f"npu-sim: NPU  {op['kernel']}: {op.get('kind', 'matmul')}{epilogue}{' (im2col matmul)' if op.get('kind') == 'conv2d' else ''} {op['batch']}x{op['m']}x{op['n']}x{op['k']} {op['dtype']}, "
-            f"tile {tile['mb']}x{tile['nb']}x{tile['kb']} depth {tile['depth']}, {op['cores']} core(s), ~{op['estimated_cycles']} cycles"
+            f"tile {tile['mb']}x{tile['nb']}x{tile['kb']} depth {tile['depth']} ({op.get('tile_source', 'search')}), {op['cores']} core(s), ~{op['estimated_cycles']} cycles"
         )
     for name in summary["host_kernels"]:
         lines.append(f"npu-sim: HOST {name}")
