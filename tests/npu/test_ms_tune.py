@@ -87,7 +87,8 @@ def test_compile_uses_records_and_run_counts_their_cycles(tmp_path):
     result = tvm_autoglm.npu.tune(model, db, trials=8, seed=0, trials_per_iter=8)
     assert result.trials == 8 and result.best
     with ms_tune.records_scope(db) as records:
-        compiled = tvm_autoglm.compile(model, target="npu-sim", opt_level=3)
+        # tuning_db too, as `auto-glm compile --tuning-db` passes it: the host kernels find no record there
+        compiled = tvm_autoglm.compile(model, target="npu-sim", opt_level=3, tuning_db=str(db))
     assert records.used > 0
     ops = npu_ops(compiled.build.mod)
     from_records = [op for op in ops if op["tile_source"] == "metaschedule"]
@@ -111,3 +112,17 @@ def test_missing_database_is_a_clear_error(tmp_path):
     with pytest.raises(AutoGLMError, match="not found"):
         with ms_tune.records_scope(tmp_path / "nope"):
             pass
+
+
+def test_driver_entry_returns_a_tune_result(tmp_path):
+    """What `auto-glm tune --target npu-sim` runs (tuning.driver dispatches npu targets here)."""
+    from tvm_autoglm.errors import AutoGLMError
+    from tvm_autoglm.targets import load_target
+
+    spec = load_target("npu-sim")
+    result = ms_tune.tune_for_driver(transformer_block(), spec, trials=4, tuning_db=str(tmp_path / "db"), progress=False)
+    assert result.target == "npu-sim" and result.trials == 4 and result.records_after == 4
+    measured = [t for t in result.tasks if t["best_us"] is not None]
+    assert measured and all(t["best_us"] == pytest.approx(t["cycles"] / MACHINE.clock_mhz) for t in measured)
+    with pytest.raises(AutoGLMError, match="time-budget"):
+        ms_tune.tune_for_driver(transformer_block(), spec, time_budget="1m", tuning_db=str(tmp_path / "db2"))

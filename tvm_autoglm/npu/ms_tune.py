@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 import random
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -447,3 +448,40 @@ def records_scope(database: str | Path | None):
 
 def current_records() -> TileRecords | None:
     return _RECORDS.get()
+
+
+def tune_for_driver(model, spec, opt_level: int = 3, input_shapes=None, trials: int | None = None, time_budget=None,
+                    tuning_db=None, seed: int = 0, rpc_tracker=None, progress: bool = True, **_ignored):
+    """``tuning.driver.tune`` for an NPU target: same arguments, same TuneResult (tasks with best_us)."""
+    import time
+
+    from ..tuning import database as dbmod
+    from ..tuning.driver import TuneResult
+
+    if time_budget is not None:
+        raise AutoGLMError(f"target {spec.name}: --time-budget is not supported; give --trials (one trial = one simulator run)")
+    if rpc_tracker:
+        raise AutoGLMError(f"target {spec.name} is measured by the simulator in-process; --rpc-tracker does not apply")
+    start = time.monotonic()
+    shapes, counts, machine = model_shapes(model, spec, opt_level, input_shapes)
+    if not shapes:
+        raise AutoGLMError(f"{spec.name}: the model has no NPU matmuls to tune")
+    trials = 32 * len(shapes) if trials is None else trials
+    work_dir = Path(tuning_db) if tuning_db else dbmod.default_dir(spec.name)
+    if progress:
+        print(f"npu tune: {len(shapes)} NPU matmul shapes, {trials} simulator trials -> {work_dir}", file=sys.stderr, flush=True)
+    res = tune_shapes(shapes, machine, work_dir, trials=trials, seed=seed, weights=[float(counts[s]) for s in shapes])
+    tasks = []
+    for shape in shapes:
+        best = res.best.get(task_name(shape))
+        tasks.append({
+            "name": task_name(shape), "count": counts[shape], "tile": best["tile"] if best else None,
+            "cycles": best["cycles"] if best else None, "best_us": best["run_secs"] * 1e6 if best else None,
+        })
+    total = [t["best_us"] * t["count"] for t in tasks if t["best_us"] is not None]
+    return TuneResult(
+        database=str(work_dir), target=spec.name, trials=res.trials, records_before=res.records_before,
+        records_after=res.records_after, elapsed_s=time.monotonic() - start, stop_reason="trials",
+        estimated_ms_start=None, estimated_ms_end=(sum(total) / 1e3) if len(total) == len(tasks) else None,
+        tasks=tasks,
+    )
