@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import AutoGLMError
+from .native_log import quiet_native_stderr
 from .runtime import package
 from .runtime.manifest import FORMAT, manifest_path_for, sha256_file, write_json_atomic
 
@@ -79,7 +80,8 @@ def export(executable, manifest: dict, output: str | os.PathLike, export_options
         export_options = cuda_export_options(manifest)
     with tempfile.TemporaryDirectory(prefix=".autoglm-export-", dir=output.parent) as tmp:
         library = Path(tmp) / "model.so"
-        executable.export_library(str(library), **(export_options or {}))
+        with quiet_native_stderr():  # one 'Scope Saving' line per VM function otherwise
+            executable.export_library(str(library), **(export_options or {}))
         manifest = dict(manifest, sha256={**manifest["sha256"], "library": sha256_file(library)})
         if output.suffix == ".glm":
             manifest["library"] = package.LIBRARY_NAME

@@ -18,13 +18,15 @@ _NOISE = ("Warning: Scope Saving:", "Warning: Scope Loaded:")
 
 @contextmanager
 def quiet_native_stderr():
+    # The C++ runtime writes to fd 2 whatever sys.stderr is (pytest, notebooks and
+    # callers replace the Python object, not the descriptor), so capture fd 2 itself.
+    fd = 2
     try:
-        fd = sys.stderr.fileno()
+        sys.stderr.flush()
+        saved = os.dup(fd)
     except (AttributeError, ValueError, OSError):
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
     with tempfile.TemporaryFile(mode="w+b") as capture:
         os.dup2(capture.fileno(), fd)
         try:

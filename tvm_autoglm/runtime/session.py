@@ -115,8 +115,11 @@ class Session:
         # A CUDA artifact on a machine without a GPU: say so before loading, which would
         # otherwise fail with an obscure "no loader for {cuda}" from the missing CUDA runtime.
         device_for(manifest)
+        from ..native_log import quiet_native_stderr
+
         try:
-            module = tvm.runtime.load_module(str(library_path))
+            with quiet_native_stderr():  # one 'Scope Loaded' line per VM function otherwise
+                module = tvm.runtime.load_module(str(library_path))
         except Exception as err:
             if manifest["target"].get("device") != "cuda":
                 raise
