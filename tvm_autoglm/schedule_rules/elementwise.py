@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
-from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from . import _common as C
@@ -50,26 +49,18 @@ def schedule_spatial_block(sch: s_tir.Schedule, block, target: Target) -> None:
         sch.vectorize(vec)
 
 
-class Elementwise(ScheduleRule):
+class Elementwise(C.CPURule):
     """Every block spatial: parallel outer, vectorized inner."""
 
-    def is_target_available(self, target: Target) -> bool:
-        return C.is_cpu_target(target)
-
-    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+    def _apply(self, func: tirx.PrimFunc, target: Target):
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None or any(b.is_reduction() for b in infos):
             return None
-        try:
-            sch = s_tir.Schedule(func)
-            infos = normalize_prim_func(sch)
-            if infos is None or any(b.is_reduction() for b in infos):
+        infos = C.try_inline(sch, infos)
+        for info in infos:
+            if not info.is_injective():
                 return None
-            infos = C.try_inline(sch, infos)
-            for info in infos:
-                if not info.is_injective():
-                    return None
-            for info in infos:
-                schedule_spatial_block(sch, info.block_rv, target)
-            return sch
-        except Exception:  # pylint: disable=broad-except
-            return None
+        for info in infos:
+            schedule_spatial_block(sch, info.block_rv, target)
+        return sch

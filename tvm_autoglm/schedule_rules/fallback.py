@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import get_sblock_info, normalize_prim_func
-from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from . import _common as C
@@ -64,39 +63,31 @@ def schedule_reduction_block(sch: s_tir.Schedule, block_rv, target: Target) -> N
         C.parallelize_prefix(sch, list(loops[:first_r]), target)
 
 
-class Fallback(ScheduleRule):
+class Fallback(C.CPURule):
     """Per-block parallel + vectorize for kernels the specific rules declined."""
 
-    def is_target_available(self, target: Target) -> bool:
-        return C.is_cpu_target(target)
-
-    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+    def _apply(self, func: tirx.PrimFunc, target: Target):
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None:
             return None
-        try:
-            sch = s_tir.Schedule(func)
-            infos = normalize_prim_func(sch)
-            if infos is None:
-                return None
-            remaining = list(infos)
-            # Inline consumers only (reverse_compute_inline).
-            changed = True
-            while changed:
-                changed = False
-                for info in list(remaining):
-                    if info.is_reduction():
-                        continue
-                    try:
-                        sch.reverse_compute_inline(info.block_rv)
-                    except Exception:  # pylint: disable=broad-except
-                        continue
-                    remaining.remove(info)
-                    changed = True
-            for info in remaining:
+        remaining = list(infos)
+        # Inline consumers only (reverse_compute_inline).
+        changed = True
+        while changed:
+            changed = False
+            for info in list(remaining):
                 if info.is_reduction():
-                    schedule_reduction_block(sch, info.block_rv, target)
-                else:
-                    schedule_spatial_block(sch, info.block_rv, target)
-            return sch
-        except Exception:  # pylint: disable=broad-except
-            return None
+                    continue
+                try:
+                    sch.reverse_compute_inline(info.block_rv)
+                except Exception:  # pylint: disable=broad-except
+                    continue
+                remaining.remove(info)
+                changed = True
+        for info in remaining:
+            if info.is_reduction():
+                schedule_reduction_block(sch, info.block_rv, target)
+            else:
+                schedule_spatial_block(sch, info.block_rv, target)
+        return sch

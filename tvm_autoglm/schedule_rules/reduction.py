@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import get_root_block, normalize_prim_func
-from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from . import _common as C
@@ -28,28 +27,24 @@ def _leading_spatial(dom_kind: str) -> int:
     return len(dom_kind) - len(dom_kind.lstrip("S"))
 
 
-class Reduction(ScheduleRule):
+class Reduction(C.CPURule):
     """Reductions over trailing axes, with their injective pre/epilogues."""
 
     def __init__(self, rfactor: bool = True):
         self.rfactor = rfactor
 
-    def is_target_available(self, target: Target) -> bool:
-        return C.is_cpu_target(target)
-
-    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
-            return None
+    def _apply(self, func: tirx.PrimFunc, target: Target):
+        # The rfactor schedule fails on some shapes; the plain one is the fallback, not the next rule.
         for use_rfactor in ((True, False) if self.rfactor else (False,)):
             try:
-                sch = self._apply(func, target, use_rfactor)
+                sch = self._schedule(func, target, use_rfactor)
             except Exception:  # pylint: disable=broad-except
                 sch = None
             if sch is not None:
                 return sch
         return None
 
-    def _apply(self, func, target, use_rfactor):
+    def _schedule(self, func, target, use_rfactor):
         sch = s_tir.Schedule(func)
         infos = normalize_prim_func(sch)
         if infos is None:
