@@ -10,7 +10,7 @@ and ``pooler_output`` [batch, hidden] (dense + tanh on the first token).
 
 from __future__ import annotations
 
-from ._torch import randomize_1d, require_torch, seeded
+from . import _text
 
 DESCRIPTION = "BERT encoder (transformers BertModel): embeddings, post-LN layers, pooler"
 
@@ -20,49 +20,26 @@ SIZES = {
     "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, vocab_size=30522),
 }
 
-INPUTS = ("input_ids", "attention_mask")
+INPUTS = _text.INPUTS
 OUTPUTS = ("last_hidden_state", "pooler_output")
 
 
 def input_shapes(size: str, seq: int, batch: int) -> dict[str, tuple[list[int], str]]:
-    return {name: ([batch, seq], "int64") for name in INPUTS}
+    return _text.input_shapes(seq, batch)
 
 
 def example_inputs(size: str, seq: int, batch: int, rng) -> dict:
-    """Token ids in range; the mask pads the last quarter of each row so masking matters."""
-    import numpy as np
-
-    vocab = SIZES[size]["vocab_size"]
-    ids = rng.integers(0, vocab, size=(batch, seq), dtype=np.int64)
-    mask = np.ones((batch, seq), dtype=np.int64)
-    for b in range(batch):
-        valid = max(1, seq - seq // 4 - b)  # rows differ in padding when batch > 1
-        mask[b, valid:] = 0
-    return {"input_ids": ids, "attention_mask": mask}
+    """The mask pads the last quarter of each row so masking matters; rows differ in padding when batch > 1."""
+    return _text.token_inputs(SIZES[size]["vocab_size"], seq, batch, rng, lambda b: max(1, seq - seq // 4 - b))
 
 
 def make(size: str, seq: int, batch: int, seed: int):
     """The torch module to export; its forward takes the inputs positionally, in INPUTS order."""
-    torch = require_torch()
-    from transformers import BertConfig, BertModel
-
-    config = BertConfig(
+    tf = _text.transformers()
+    config = tf.BertConfig(
         **SIZES[size],
         max_position_embeddings=max(512, seq),
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
-    with seeded(seed):
-        model = BertModel(config, add_pooling_layer=True)
-    randomize_1d(model, seed)
-
-    class Bert(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask):
-            out = self.inner(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
-            return out.last_hidden_state, out.pooler_output
-
-    return Bert(model).eval()
+    return _text.build(lambda: tf.BertModel(config, add_pooling_layer=True), seed, OUTPUTS)

@@ -10,7 +10,7 @@ TorchScript exporter cannot translate. Output ``last_hidden_state``
 
 from __future__ import annotations
 
-from ._torch import randomize_1d, require_torch, seeded
+from . import _text
 
 DESCRIPTION = "GPT-NeoX / Pythia causal decoder (transformers GPTNeoXModel), rotary, no KV cache"
 
@@ -22,30 +22,22 @@ SIZES = {
     "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, vocab_size=50304),
 }
 
-INPUTS = ("input_ids", "attention_mask")
+INPUTS = _text.INPUTS
 OUTPUTS = ("last_hidden_state",)
 
 
 def input_shapes(size: str, seq: int, batch: int) -> dict[str, tuple[list[int], str]]:
-    return {name: ([batch, seq], "int64") for name in INPUTS}
+    return _text.input_shapes(seq, batch)
 
 
 def example_inputs(size: str, seq: int, batch: int, rng) -> dict:
-    """Token ids in range; right padding on the last eighth (causal rows never become empty)."""
-    import numpy as np
-
-    vocab = SIZES[size]["vocab_size"]
-    ids = rng.integers(0, vocab, size=(batch, seq), dtype=np.int64)
-    mask = np.ones((batch, seq), dtype=np.int64)
-    mask[:, max(1, seq - seq // 8):] = 0
-    return {"input_ids": ids, "attention_mask": mask}
+    """Right padding on the last eighth (causal rows never become empty)."""
+    return _text.token_inputs(SIZES[size]["vocab_size"], seq, batch, rng, lambda b: max(1, seq - seq // 8))
 
 
 def make(size: str, seq: int, batch: int, seed: int):
-    torch = require_torch()
-    from transformers import GPTNeoXConfig, GPTNeoXModel
-
-    config = GPTNeoXConfig(
+    tf = _text.transformers()
+    config = tf.GPTNeoXConfig(
         **SIZES[size],
         rotary_pct=0.25,
         max_position_embeddings=max(2048, seq),
@@ -54,17 +46,4 @@ def make(size: str, seq: int, batch: int, seed: int):
         hidden_dropout=0.0,
         attention_dropout=0.0,
     )
-    with seeded(seed):
-        model = GPTNeoXModel(config)
-    randomize_1d(model, seed)
-
-    class GPTNeoX(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask):
-            out = self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, return_dict=True)
-            return out.last_hidden_state
-
-    return GPTNeoX(model).eval()
+    return _text.build(lambda: tf.GPTNeoXModel(config), seed, OUTPUTS, use_cache=False)
