@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .common import add_binary_flag
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser("execute", help="run a compiled .so/.glm on inputs")
-    parser.add_argument("--binary", required=True, help="OUT.so (manifest beside it) or OUT.glm")
+    add_binary_flag(parser)
     parser.add_argument("--input", default=None, help="IN.npz keyed by input name, or IN.bin (raw little-endian, manifest order); default: generated example inputs")
     parser.add_argument("--output", default=None, help="RESULT.npz keyed by output name")
     parser.add_argument("--repeat", type=int, default=0, help="time N runs and print median/min/max latency")

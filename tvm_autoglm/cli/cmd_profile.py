@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .common import add_binary_flag
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser("profile", help="time per kernel of a compiled .so/.glm (table, HTML report, PNG chart)")
-    parser.add_argument("--binary", required=True, help="OUT.so (manifest beside it) or OUT.glm")
+    add_binary_flag(parser)
     parser.add_argument("--input", default=None, help="IN.npz keyed by input name (default: generated example inputs)")
     parser.add_argument("--repeat", type=int, default=10, help="profiled runs (median per kernel; default 10)")
     parser.add_argument("--threads", type=int, default=None, help="TVM threads (default: physical cores)")

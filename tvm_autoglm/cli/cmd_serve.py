@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .common import add_binary_flag
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -9,7 +11,7 @@ def add_parser(subparsers):
         help="serve a compiled .so/.glm over HTTP (/v1/infer, /health, /ready, /metrics)",
         description="Serve a compiled artifact over HTTP. Needs the [serve] extra (starlette, uvicorn).",
     )
-    parser.add_argument("--binary", required=True, help="OUT.so (manifest beside it) or OUT.glm")
+    add_binary_flag(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one and prints it)")
     parser.add_argument(

@@ -8,21 +8,23 @@ from __future__ import annotations
 import json
 import sys
 
-from .common import add_model_flags, parse_shapes
+from .common import add_model_flags, add_schedule_flags, add_target_flags, parse_shapes
 
 
 def add_parser(subparsers):
     parser = subparsers.add_parser("tune", help="tune kernel schedules (MetaSchedule + XGBoost) into a resumable database")
     add_model_flags(parser)
-    parser.add_argument("--target", default="cpu", help="target name from targets/*.json (default: cpu, this machine)")
-    parser.add_argument("--optimize-level", type=int, default=3, choices=[0, 1, 2, 3], help="must match the compile you will use the records for (default 3)")
+    add_target_flags(parser, opt_level_help="must match the compile you will use the records for (default 3)")
+    add_schedule_flags(
+        parser,
+        tuning_db_help="database folder (default: ~/.cache/tvm_autoglm/tuning/<target>); re-running resumes",
+        shipped_help="do not seed the search with the schedules shipped in schedules/",
+    )
     parser.add_argument("--trials", type=int, default=None, help="new measurements this run may make (default 1000 unless --time-budget is given)")
     parser.add_argument("--time-budget", default=None, metavar="DURATION", help="wall-time budget, e.g. 30m, 1h, 90s; stops cleanly, keeping every record")
-    parser.add_argument("--tuning-db", default=None, metavar="DIR", help="database folder (default: ~/.cache/tvm_autoglm/tuning/<target>); re-running resumes")
     parser.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
     parser.add_argument("--rpc-tracker", default=None, metavar="HOST:PORT", help="measure on RPC servers registered with this tracker (building stays local)")
     parser.add_argument("--rpc-key", default=None, metavar="KEY", help="device key the RPC servers registered with")
-    parser.add_argument("--no-shipped-schedules", action="store_true", help="do not seed the search with the schedules shipped in schedules/")
     parser.add_argument("--min-share", type=float, default=0.005, help="skip kernels below this share of estimated cost (default 0.005)")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the run summary (tasks, curve) as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress line")

@@ -15,12 +15,29 @@ def add_model_flags(parser, required: bool = True) -> None:
     )
 
 
-def add_build_flags(parser) -> None:
+def add_binary_flag(parser, help: str = "OUT.so (manifest beside it) or OUT.glm") -> None:
+    parser.add_argument("--binary", required=True, help=help)
+
+
+def add_target_flags(parser, opt_level_help: str = "0: none, 1: fold+fuse, 2: +rewrites, 3: +QKV merge/layout (default 3)") -> None:
     parser.add_argument("--target", default="cpu", help="target name from targets/*.json (default: cpu, this machine)")
-    parser.add_argument("--optimize-level", type=int, default=3, choices=[0, 1, 2, 3], help="0: none, 1: fold+fuse, 2: +rewrites, 3: +QKV merge/layout (default 3)")
+    parser.add_argument("--optimize-level", type=int, default=3, choices=[0, 1, 2, 3], help=opt_level_help)
+
+
+def add_schedule_flags(
+    parser,
+    tuning_db_help: str = "MetaSchedule database folder to apply",
+    shipped_help: str = "do not apply the schedules shipped in schedules/",
+) -> None:
+    """--tuning-db and --no-shipped-schedules; tune reads them as where to write and what to seed from."""
+    parser.add_argument("--tuning-db", default=None, metavar="DIR", help=tuning_db_help)
+    parser.add_argument("--no-shipped-schedules", action="store_true", help=shipped_help)
+
+
+def add_build_flags(parser) -> None:
+    add_target_flags(parser)
     parser.add_argument("--disable-pass", action="append", default=[], metavar="NAME", help="skip a named pass (repeatable)")
-    parser.add_argument("--tuning-db", default=None, metavar="DIR", help="MetaSchedule database folder to apply")
-    parser.add_argument("--no-shipped-schedules", action="store_true", help="do not apply the schedules shipped in schedules/")
+    add_schedule_flags(parser)
 
 
 def parse_shapes(args) -> dict:
