@@ -182,8 +182,9 @@ def choose_tile(row_extent: int, vec_extent: int, lanes: int, nregs: int) -> tup
 class Matmul(C.CPURule):
     """Contraction rule (matmul / dense / batch matmul / conv) with fused epilogue."""
 
-    def __init__(self, pack: bool = True):
+    def __init__(self, pack: bool = True, conv: bool = True):
         self.pack = pack
+        self.conv = conv  # channels-last convolutions get the pixel-tiled schedule of .conv
 
     def _apply(self, func: tirx.PrimFunc, target: Target):
         sch = s_tir.Schedule(func)
@@ -209,6 +210,12 @@ class Matmul(C.CPURule):
         ana = analyze_contraction(block, main.iters)
         if ana is None:
             return None
+        if self.conv:
+            from .conv import conv_rows, schedule_conv
+
+            rows = conv_rows(block, ana)
+            if rows is not None and schedule_conv(sch, main.block_rv, consumers, ana, rows, target):
+                return sch
 
         loops = sch.get_loops(main.block_rv)
         if len(loops) != len(block.iter_vars):
