@@ -60,4 +60,11 @@ def run(args) -> int:
         f"tuned {tuned}/{len(result.tasks)} kernels ({len(result.skipped_tasks)} negligible skipped): {result.trials} trials, "
         f"{result.records_after} records in {result.database} [{result.stop_reason}]"
     )
+    beats = [t for t in result.tasks if t.get("best_us") and t.get("default_us") and t["best_us"] < t["default_us"] * 0.98]
+    with_default = [t for t in result.tasks if t.get("default_us")]
+    if with_default:
+        est_default = sum(t["calls"] * t["default_us"] for t in with_default) / 1e3
+        est_best = sum(t["calls"] * min(t["best_us"] or t["default_us"], t["default_us"]) for t in with_default) / 1e3
+        print(f"search beat the default schedule on {len(beats)}/{len(with_default)} kernels; "
+              f"estimated {est_default:.2f} ms (default schedules) -> {est_best:.2f} ms (best records) over those kernels")
     return 130 if result.stop_reason == "interrupted" else 0

@@ -35,7 +35,7 @@ from .matmul import Matmul
 from .pool import Pool
 from .reduction import Reduction
 
-__all__ = ["AttentionCPU", "DEFAULT_RULES", "Elementwise", "Fallback", "Matmul", "Pool", "Reduction", "apply_default_schedules", "schedule_func"]
+__all__ = ["AttentionCPU", "DEFAULT_RULES", "default_schedule", "Elementwise", "Fallback", "Matmul", "Pool", "Reduction", "apply_default_schedules", "schedule_func"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -46,8 +46,13 @@ from .attention import AttentionCPU  # noqa: E402  (fused matmul-softmax-matmul 
 DEFAULT_RULES = (Matmul(), Reduction(), Pool(), AttentionCPU(), Elementwise(), Fallback())
 
 
-def schedule_func(func: tirx.PrimFunc, target: Target, rules=DEFAULT_RULES):
-    """Return ``(scheduled PrimFunc, rule name)``, or ``(None, None)`` if no rule applies."""
+def default_schedule(func: tirx.PrimFunc, target: Target, rules=DEFAULT_RULES):
+    """Return ``(Schedule, rule name)`` for the first rule whose schedule lowers, or ``(None, None)``.
+
+    The Schedule (not just the scheduled function) is what tuning needs: its trace
+    replays exactly on the same workload, so the tuner can measure it and commit it
+    to the database as the baseline every search record has to beat.
+    """
     for rule in rules:
         try:
             sch = rule.apply(func, target, False)
@@ -58,12 +63,19 @@ def schedule_func(func: tirx.PrimFunc, target: Target, rules=DEFAULT_RULES):
             continue
         if isinstance(sch, list):
             sch = sch[0]
-        new_func = sch.mod["main"].with_attr("tirx.is_scheduled", True)
-        if not _lowers(new_func, target):
+        if not _lowers(sch.mod["main"], target):
             _LOG.debug("schedule from %s does not lower; trying the next rule", type(rule).__name__)
             continue
-        return new_func, type(rule).__name__
+        return sch, type(rule).__name__
     return None, None
+
+
+def schedule_func(func: tirx.PrimFunc, target: Target, rules=DEFAULT_RULES):
+    """Return ``(scheduled PrimFunc, rule name)``, or ``(None, None)`` if no rule applies."""
+    sch, rule = default_schedule(func, target, rules)
+    if sch is None:
+        return None, None
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True), rule
 
 
 def _lowers(func: tirx.PrimFunc, target: Target) -> bool:

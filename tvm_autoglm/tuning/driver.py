@@ -37,6 +37,7 @@ class TuneResult:
     tasks: list[dict] = field(default_factory=list)
     skipped_tasks: list[dict] = field(default_factory=list)
     curve: list[dict] = field(default_factory=list)  # {trials, elapsed_s, estimated_ms}
+    baselines: list[dict] = field(default_factory=list)  # default-rule schedule per task: {task, rule, us, status}
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -123,6 +124,7 @@ def tune(
     runner_timeout_s: float = 60.0,
     label: str = "tune",
     on_batch=None,
+    with_baselines: bool = True,
 ) -> TuneResult:
     """Tunes the kernels of one model into a MetaSchedule database; returns what it did.
 
@@ -148,7 +150,11 @@ def tune(
             raise AutoGLMError(f"--trials must be >= 0 (got {trials})")
         spec = target if isinstance(target, TargetSpec) else load_target(target)
         if spec.kind == "npu":
-            raise AutoGLMError(f"target {spec.name} cannot be tuned (no MetaSchedule runner for the NPU simulator)")
+            # NPU tiles are tuned by MetaSchedule too, measured in simulated cycles, not host time.
+            from ..npu.ms_tune import tune_for_driver
+
+            return tune_for_driver(model, spec, opt_level, input_shapes, trials=trials, time_budget=time_budget,
+                                   tuning_db=tuning_db, seed=seed, rpc_tracker=rpc_tracker, progress=progress)
         tvm_target = spec.tvm_target()
         cores = int(spec.tvm_config.get("num-cores", 0) or 0) if hasattr(spec, "tvm_config") else 0
         cores = cores or os.cpu_count() or 1
@@ -192,8 +198,11 @@ def tune(
         preload_tensor_intrin()
         from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
 
+        # One search thread: MetaSchedule hands population samples to threads dynamically, each
+        # with its own random state, so with more threads the same seed gives different choices.
+        # Building and measuring (the costly part) still use every core.
         contexts, weights = extracted_tasks_to_tune_contexts(
-            [t.extracted for t in keep], work_dir=str(work_dir), seed=seed, num_threads=cores
+            [t.extracted for t in keep], work_dir=str(work_dir), seed=seed, num_threads=1
         )
         _drop_ms_console_handlers()
         # Some fused kernels (e.g. GEMM + reshape/transpose epilogues) make MetaSchedule's
@@ -229,6 +238,29 @@ def tune(
         per_iter = trials_per_iter or int(min(32, max(8, expected // max(3 * n, 1))))
         patience = early_stop_trials or max(4 * per_iter, 64)
 
+        builder = ms.builder.LocalBuilder(max_workers=cores, timeout_sec=builder_timeout_s, initializer=preload_tensor_intrin)
+        evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=100, enable_cpu_cache_flush=False)
+        if rpc_tracker:
+            runner, _ = _rpc_runner(rpc_tracker, rpc_key, evaluator)
+        else:
+            runner = ms.runner.LocalRunner(timeout_sec=runner_timeout_s, evaluator_config=evaluator)
+        baselines = []
+        if with_baselines and spec.kind == "cpu":
+            # The default rule's schedule of each kernel, measured like any candidate and
+            # committed as a record: the database's best can then never lose to an untuned build.
+            from .baseline import commit_baselines
+
+            try:
+                with _logs_to_file(work_dir / "logs" / "tvm_native.log"):
+                    baselines = commit_baselines([t for t in keep], database, tvm_target, builder, runner,
+                                                 progress=lambda text: line.update(text, force=True))
+            except KeyboardInterrupt:
+                line.done(f"interrupted while measuring the default schedules; the records so far are in {work_dir}")
+                return TuneResult(str(work_dir), spec.name, 0, records_before, dbmod.count_records(work_dir),
+                                  time.monotonic() - start_wall, "interrupted", None, None, [], skipped, [])
+            measured = [b for b in baselines if b.status == "measured"]
+            if measured:
+                line.update(f"{len(measured)} default schedule(s) measured and recorded as baselines", force=True)
         # Best known time per task, seeded from the database (warm start).
         best = [dbmod.best_seconds(database, t.mod) for t in keep]
         start_best = list(best)
@@ -290,12 +322,6 @@ def tune(
                 # A budget stop is seen by the scheduler's next_task_id, which ends the loop
                 # normally (raising here would drop any batch not yet joined).
 
-        builder = ms.builder.LocalBuilder(max_workers=cores, timeout_sec=builder_timeout_s, initializer=preload_tensor_intrin)
-        evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=100, enable_cpu_cache_flush=False)
-        if rpc_tracker:
-            runner, _ = _rpc_runner(rpc_tracker, rpc_key, evaluator)
-        else:
-            runner = ms.runner.LocalRunner(timeout_sec=runner_timeout_s, evaluator_config=evaluator)
         callbacks = ms.measure_callback.MeasureCallback.create("default") + [_Control()]
         scheduler = _make_scheduler(weights, best, state, per_iter)
 
@@ -307,6 +333,12 @@ def tune(
             raise KeyboardInterrupt
 
         previous = signal.signal(signal.SIGINT, _on_sigint) if _main_thread() else None
+        # XGBModel predicts with numpy's global generator until it has enough samples: seed it
+        # for this run (and give the caller's state back afterwards) so the seed decides the choices.
+        import numpy as np
+
+        rng_state = np.random.get_state()
+        np.random.seed(seed)
         try:
             with _logs_to_file(work_dir / "logs" / "tvm_native.log"):
                 ms.tune.tune_tasks(
@@ -330,6 +362,7 @@ def tune(
             if state["reason"] is None:
                 raise
         finally:
+            np.random.set_state(rng_state)
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
         reason = state["reason"] or ("converged" if trials is None or state["trials"] < trials else "trials")
@@ -345,9 +378,12 @@ def tune(
             stop_reason=reason,
             estimated_ms_start=estimate(start_best) if est0 is None else est0,
             estimated_ms_end=estimate(best),
-            tasks=[_task_json(t, best[i], state["task_trials"][i]) for i, t in enumerate(keep)],
+            tasks=[_task_json(t, best[i], state["task_trials"][i], _baseline_of(baselines, t.name, database, t.mod))
+                   for i, t in enumerate(keep)],
             skipped_tasks=skipped,
             curve=state["curve"],
+            baselines=[{"task": b.task, "rule": b.rule, "us": None if b.seconds is None else round(b.seconds * 1e6, 3), "status": b.status}
+                       for b in baselines],
         )
         end = result.estimated_ms_end
         line.done(
@@ -426,9 +462,20 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _task_json(t, best_s, n_trials) -> dict:
+def _task_json(t, best_s, n_trials, default_s=None) -> dict:
     return {"name": t.name, "calls": t.weight, "flops": t.flops, "share": round(t.share, 4), "trials": n_trials,
-            "best_us": None if best_s is None else round(best_s * 1e6, 3)}
+            "best_us": None if best_s is None else round(best_s * 1e6, 3),
+            "default_us": None if default_s is None else round(default_s * 1e6, 3)}
+
+
+def _baseline_of(baselines, name, database, mod) -> float | None:
+    """The default schedule's measured time for a task: from this run, else from its record."""
+    from .baseline import baseline_seconds
+
+    for b in baselines:
+        if b.task == name and b.seconds is not None:
+            return b.seconds
+    return baseline_seconds(database, mod)
 
 
 def _warm_start(cost_model, database, contexts, keep) -> int:
