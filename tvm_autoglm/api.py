@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 import numpy as np
@@ -82,9 +84,18 @@ def compile(
     from .artifact import make_manifest
     from .pipeline import build_executable, build_relax, schedule
     from .progress import StageLog
+    from .targets import TargetSpec, load_target
 
     log = StageLog(enabled=verbose)
-    build = build_relax(model, target, opt_level, input_shapes, tuple(disabled_passes), log=log)
+    spec = target if isinstance(target, TargetSpec) else load_target(target)
+    records = contextlib.nullcontext()
+    if tuning_db and spec.kind == "npu":
+        # NPU tile choice happens inside build_relax (partitioning), so its records apply there.
+        from .npu.ms_tune import records_scope
+
+        records = records_scope(tuning_db)
+    with records:
+        build = build_relax(model, spec, opt_level, input_shapes, tuple(disabled_passes), log=log)
     if quantize and quantize != "none":
         from .quantize import apply_quantization
 
