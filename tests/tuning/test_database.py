@@ -93,7 +93,7 @@ def test_lines_from_another_tvm_version_are_skipped_and_the_rest_applies(db_copy
     wpath, rpath = db_copy / dbmod.WORKLOADS, db_copy / dbmod.RECORDS
     workloads, records = _lines(wpath), _lines(rpath)
     assert len(records) >= 8
-    # A trace as TVM <= 0.21 wrote it: the instruction was GetBlock before the s_tir rename.
+    # A trace as a TVM from before the s_tir rename wrote it: the instruction was GetBlock.
     assert '"GetSBlock"' in records[0]
     records[0] = records[0].replace('"GetSBlock"', '"GetBlock"')
     # A workload in the older IR type names, with one record of its own.
