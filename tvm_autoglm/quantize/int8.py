@@ -71,7 +71,7 @@ def _site(call) -> np.ndarray | None:
     return _const_weight(call.args[1])
 
 
-def int8_matmul(emit, x, wq: np.ndarray, sw: np.ndarray, simulate: bool = False):
+def int8_matmul(emit, x, wq: np.ndarray, sw: np.ndarray, simulate: bool = False, call_te=None):
     """Dynamic int8 matmul of float32 ``x`` with a pre-quantized weight, dequantized to float32.
 
     ``simulate``: the same integers held in float32 and multiplied by the float
@@ -79,6 +79,10 @@ def int8_matmul(emit, x, wq: np.ndarray, sw: np.ndarray, simulate: bool = False)
     this equals the int32 result except for sums beyond 16.7M, i.e. only in
     extreme cases at K > 1000). The sensitivity probe uses it because the float
     matmul has a fast default schedule; the real build uses int8 x int8 -> int32.
+
+    ``call_te`` (the block builder's, given on AVX2 CPU targets): the integer
+    matmul reads int16 operands and a weight pre-packed for ``vpmaddwd``
+    (``pack.py``) instead of ``R.matmul`` on int8; same integers, same int32 sums.
     """
     f32 = lambda v: relax.const(v, "float32")  # noqa: E731
     amax = emit(relax.op.max(relax.op.abs(x)))
@@ -86,9 +90,33 @@ def int8_matmul(emit, x, wq: np.ndarray, sw: np.ndarray, simulate: bool = False)
     grid = emit(relax.op.clip(relax.op.round(relax.op.divide(x, sx)), -127.0, 127.0))
     if simulate:
         acc = emit(relax.op.matmul(grid, relax.const(wq.astype(np.float32), "float32")))
+    elif call_te is not None and _packed_shape(x, wq) is not None:
+        acc = emit(relax.op.astype(_packed_int_matmul(emit, call_te, grid, wq), "float32"))
     else:
         acc = emit(relax.op.astype(relax.op.matmul(emit(relax.op.astype(grid, "int8")), relax.const(wq, "int8"), out_dtype="int32"), "float32"))
     return relax.op.multiply(acc, relax.op.multiply(sx, relax.const(sw, "float32")))
+
+
+def _packed_shape(x, wq: np.ndarray) -> list[int] | None:
+    """x's static shape if the packed int16 kernel can take it (2-D weight that packs, static activation)."""
+    from .pack import packable
+
+    info = x.ty
+    try:
+        shape = [int(d) for d in info.shape.values]
+    except Exception:  # symbolic or unknown shape
+        return None
+    if not shape or shape[-1] != wq.shape[0] or not packable(*wq.shape):
+        return None
+    return shape
+
+
+def _packed_int_matmul(emit, call_te, grid, wq: np.ndarray):
+    """int32 ``grid @ wq`` through the vpmaddwd layout: int16 [..., K] x packed W -> int32 [..., N]."""
+    from .pack import pack_weight, packed_matmul_te
+
+    x16 = emit(relax.op.astype(grid, "int16"))
+    return emit(call_te(packed_matmul_te, x16, relax.const(pack_weight(wq), "int16"), primfunc_name_hint="int16_packed_matmul"))
 
 
 def fp16_matmul(emit, x, w: np.ndarray):
@@ -100,10 +128,11 @@ def fp16_matmul(emit, x, w: np.ndarray):
 class _Rewriter(relax.PyExprMutator):
     """Rewrites every site by ``plan[i]`` (a precision name), or into a probe selected by ``flags``."""
 
-    def __init__(self, mod, plan=None, flags=None):
+    def __init__(self, mod, plan=None, flags=None, packed: bool = False):
         super().__init__(mod)
         self.plan = plan
         self.flags = flags
+        self.packed = packed
         self.sites: list[dict] = []
 
     def visit_call_(self, call):  # noqa: D102 - visitor hook
@@ -118,7 +147,7 @@ class _Rewriter(relax.PyExprMutator):
         if self.flags is None:
             precision = self.plan[index] if self.plan is not None else "int8"
             if precision == "int8":
-                return int8_matmul(emit, x, *quantize_weight(w))
+                return int8_matmul(emit, x, *quantize_weight(w), call_te=self.builder_.call_te if self.packed else None)
             if precision == "fp16":
                 return fp16_matmul(emit, x, w)
             return call
@@ -147,13 +176,34 @@ def count_sites(mod: tvm.IRModule) -> list[dict]:
     return rewriter.sites
 
 
-def rewrite(mod: tvm.IRModule, plan: list[str] | None = None) -> tuple[tvm.IRModule, list[dict]]:
-    """``main`` with site i at ``plan[i]`` (default: every site int8); returns (module, sites)."""
-    rewriter = _Rewriter(mod, plan=plan)
+def rewrite(mod: tvm.IRModule, plan: list[str] | None = None, packed: bool = False) -> tuple[tvm.IRModule, list[dict]]:
+    """``main`` with site i at ``plan[i]`` (default: every site int8); returns (module, sites).
+
+    ``packed``: int8 sites use the int16 vpmaddwd kernel with pre-packed weights
+    (``pack.py``; for AVX2 CPU targets, see :func:`use_packed`).
+    """
+    rewriter = _Rewriter(mod, plan=plan, packed=packed)
     func = rewriter.visit_expr(mod["main"])
-    out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
-    out["main"] = func
+    rewriter.builder_.update_func(mod.get_global_var("main"), func)
+    out = tvm.IRModule(dict(rewriter.builder_.get().functions.items()), attrs=mod.attrs)
     return out, rewriter.sites
+
+
+def use_packed(spec) -> bool:
+    """Whether ``spec`` (a TargetSpec) gets the packed int16 int8 kernel.
+
+    CPU targets with AVX2, and only while the CPU default rules include
+    ``Int8MatmulAVX2``: without that rule the generic Matmul rule schedules
+    the packed kernel ~1.8x slower than the plain int8 ``R.matmul``.
+    """
+    from .pack import int8_rule_active, target_has_avx2
+
+    if getattr(spec, "kind", None) != "cpu" or not int8_rule_active():
+        return False
+    try:
+        return target_has_avx2(spec.tvm_target())
+    except Exception:  # pylint: disable=broad-except
+        return False
 
 
 def probe_module(mod: tvm.IRModule) -> tuple[tvm.IRModule, list[dict]]:
@@ -215,7 +265,7 @@ def apply_plan(build, plan: list[str] | None, record: dict, label: str, log=None
             mod = unfused_module(build)
             before = op_histogram(mod)
             start = time.perf_counter()
-            mod, sites = rewrite(mod, plan)
+            mod, sites = rewrite(mod, plan, packed=use_packed(build.target))
             plan = plan or ["int8"] * len(sites)
             report = PassReport(f"quantize_{label}", time.perf_counter() - start, before, op_histogram(mod))
             mod = _fuse(build, mod)
