@@ -116,7 +116,7 @@ def match_packed(block) -> tuple | None:
     if not (isinstance(x, TensorLoad) and isinstance(w, TensorLoad)):
         return None
     out_idx, x_idx = _vars(body.indices), _vars(x.indices[:-1])
-    if len(w.source.shape) != 4 or len(out_idx) < 2:
+    if len(w.source.shape) != 4 or not out_idx:  # a single-row matmul may keep only the column axis
         return None
     shape = [int(d) for d in w.source.shape]
     if shape[2] != LANES or shape[3] != PAIR:
@@ -188,17 +188,23 @@ class Int8MatmulAVX2(C.CPURule):
                 schedule_spatial_block(sch, b.block_rv, target)
 
         loops = sch.get_loops(main.block_rv)
-        if len(loops) != len(sch.get(main.block_rv).iter_vars) or len(loops) < 4:
+        if len(loops) != len(sch.get(main.block_rv).iter_vars) or len(loops) < 3:
             return None
         extents = [C.const_extent(sch, lp) for lp in loops]
         if any(e is None for e in extents) or extents[-3] % LANES or extents[-1] != PAIR:
             return None
-        mr, nv = choose_tile(extents[-4], extents[-3] // LANES)
-        *lead, i, j, p, q = loops
-        i_o, i_i = sch.split(i, factors=[None, mr])
+        *rows, j, p, q = loops
+        mr, nv = choose_tile(extents[-4] if rows else 1, extents[-3] // LANES)
         j_o, j_n, j_l = sch.split(j, factors=[None, nv, LANES])
-        sch.reorder(*lead, j_o, i_o, p, i_i, j_n, j_l, q)
-        tile = C.fuse_and_parallel(sch, [*lead, j_o, i_o], target)
+        if rows:
+            *lead, i = rows
+            i_o, i_i = sch.split(i, factors=[None, mr])
+            sch.reorder(*lead, j_o, i_o, p, i_i, j_n, j_l, q)
+            tile = C.fuse_and_parallel(sch, [*lead, j_o, i_o], target)
+        else:  # one row (normalization dropped the unit axes)
+            i_i = None
+            sch.reorder(j_o, p, j_n, j_l, q)
+            tile = C.fuse_and_parallel(sch, [j_o], target)
 
         if consumers and attach_epilogue:
             epi = consumers[0].block_rv
@@ -215,10 +221,11 @@ class Int8MatmulAVX2(C.CPURule):
         init = sch.decompose_reduction(main.block_rv, p)
         init_loops = sch.get_loops(init)
         sch.vectorize(init_loops[-1])
-        for lp in init_loops[-3:-1]:
+        for lp in init_loops[(-3 if i_i is not None else -2) : -1]:
             sch.unroll(lp)
         sch.tensorize(j_l, INTRIN)
-        sch.unroll(i_i)
+        if i_i is not None:
+            sch.unroll(i_i)
         sch.unroll(j_n)
         return sch
 

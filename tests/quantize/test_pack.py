@@ -1,0 +1,90 @@
+"""--quantize int8 on AVX2: weights packed for vpmaddwd at compile time; same integers, same outputs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import tvm_autoglm  # noqa: E402
+from helpers import ort_run  # noqa: E402
+from quantize_models import deep_mlp, one_minus_cos  # noqa: E402
+from tvm_autoglm.quantize import int8, pack  # noqa: E402
+from tvm_autoglm.quantize.sensitivity import cosine  # noqa: E402
+from tvm_autoglm.targets import load_target  # noqa: E402
+
+
+@pytest.fixture
+def int8_rule(monkeypatch):
+    """The vpmaddwd rule first in the CPU default rules (what DEFAULT_RULES will hold), this test only."""
+    import tvm_autoglm.schedule_rules as rules
+    from tvm_autoglm.schedule_rules.int8_matmul import Int8MatmulAVX2
+
+    if not pack.target_has_avx2(load_target("cpu").tvm_target()):
+        pytest.skip("host CPU target has no AVX2")
+    monkeypatch.setattr(rules.apply_default_schedules, "__defaults__", ((Int8MatmulAVX2(),) + rules.DEFAULT_RULES,))
+
+
+def test_pack_layout_is_pairs_of_rows_in_8_column_blocks():
+    wq = np.arange(6 * 16, dtype=np.int64).reshape(6, 16).astype(np.int8)
+    p = pack.pack_weight(wq)
+    assert p.shape == (2, 3, 8, 2) and p.dtype == np.int16
+    for j, q_, l, r in [(0, 0, 0, 0), (1, 2, 7, 1), (0, 1, 3, 1), (1, 0, 5, 0)]:
+        assert p[j, q_, l, r] == wq[2 * q_ + r, 8 * j + l]
+    np.testing.assert_array_equal(pack.unpack_weight(p), wq)
+    assert pack.packable(6, 16) and not pack.packable(5, 16) and not pack.packable(6, 12)
+    with pytest.raises(ValueError, match="does not pack"):
+        pack.pack_weight(np.zeros((5, 16), np.int8))
+
+
+def test_packed_path_only_with_the_rule(int8_rule):
+    assert int8.use_packed(load_target("cpu"))
+
+
+def test_packed_path_off_without_the_rule(monkeypatch):
+    import tvm_autoglm.schedule_rules as rules
+
+    monkeypatch.setattr(rules.apply_default_schedules, "__defaults__", (tuple(r for r in rules.DEFAULT_RULES if type(r).__name__ != "Int8MatmulAVX2"),))
+    # without the rule the generic Matmul rule would schedule the packed kernel slower than plain int8
+    assert not int8.use_packed(load_target("cpu"))
+
+
+def test_packed_int8_mlp_equals_plain_int8_and_matches_fp32(int8_rule, monkeypatch):
+    model = deep_mlp(outlier_layer=-1)
+    x = {"x": np.random.default_rng(7).standard_normal((4, 32)).astype("float32")}
+    ref = ort_run(model, x)
+    packed = tvm_autoglm.compile(model, quantize="int8")
+    matmuls = [k for k in packed.kernels if "matmul" in k]
+    # every site took the packed kernel (4 hidden layers share one 32x32 kernel, the head has its own)
+    assert len(matmuls) == 2 and all("int16_packed_matmul" in k for k in matmuls)
+    monkeypatch.setattr(int8, "use_packed", lambda spec: False)
+    plain = tvm_autoglm.compile(model, quantize="int8")
+    assert not any("int16_packed_matmul" in k for k in plain.kernels)
+    got, want = packed.run(x)["y"], plain.run(x)["y"]
+    # same int8 integers, exact int32 sums, same float epilogue: identical outputs
+    np.testing.assert_array_equal(got, want)
+    assert cosine(ref["y"], got) >= 0.99  # the int8 tolerance of test_quantize_int8
+
+
+def test_packed_int8_tiny_bert_matches_fp32(int8_rule, zoo_build, caplog):
+    import logging
+
+    from tvm_autoglm import zoo
+
+    caplog.set_level(logging.DEBUG, logger="tvm_autoglm.schedule_rules")
+    path = zoo_build("bert", "torchscript")
+    inputs = zoo.example_inputs("bert", "tiny", seq=16, seed=1)
+    ref = ort_run(path, inputs)
+    q = tvm_autoglm.compile(path, quantize="int8")
+    matmuls = [k for k in q.kernels if "int16_packed_matmul" in k]
+    assert len(matmuls) >= 2  # [1, seq, H] activations: the batch axis is kept, the kernel still packs
+    for name in matmuls:  # ... and the vpmaddwd rule, not the generic Matmul rule, scheduled each one
+        assert f"{name} scheduled by Int8MatmulAVX2" in caplog.text
+    assert one_minus_cos(ref, q.run(inputs)) <= 0.01
+
+
+from zoo_fixtures import zoo_build, zoo_dir  # noqa: E402,F401  (fixtures)
