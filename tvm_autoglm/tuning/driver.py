@@ -325,7 +325,7 @@ def tune(
         callbacks = ms.measure_callback.MeasureCallback.create("default") + [_Control()]
         scheduler = _make_scheduler(weights, best, state, per_iter)
 
-        line.update(f"{n} kernels to tune ({len(skip)} negligible skipped), {records_before} records in {work_dir}, cost model warmed on {warm}", force=True)
+        line.update(f"{n} kernels to tune ({len(skip)} negligible skipped), {dbmod.count_records(work_dir)} records in {work_dir}, cost model warmed on {warm}", force=True)
         import signal
 
         def _on_sigint(signum, frame):
