@@ -24,6 +24,7 @@ def make_manifest(build, scheduled) -> dict:
     import onnx
     import tvm
 
+    ranges, unchecked = _index_checks(build)
     return {
         "format": FORMAT,
         "inputs": build.inputs,
@@ -37,10 +38,23 @@ def make_manifest(build, scheduled) -> dict:
         "versions": {"tvm": tvm.__version__, "onnx": onnx.__version__, "tvm_autoglm": __version__},
         "sha256": {"library": None, "model": build.source_sha256},
         "source": build.source_path,
-        "notes": list(build.notes),
+        "index_ranges": ranges,
+        "notes": list(build.notes) + unchecked,
         **({"quantization": build.quantization} if getattr(build, "quantization", None) else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _index_checks(build) -> tuple[dict, list[str]]:
+    """Ranges the runtime checks before each call (token ids vs. vocabulary), and a note for gathers it cannot cover."""
+    proto = getattr(build, "onnx_model", None)
+    if proto is None:
+        return {}, []
+    from .index_ranges import index_ranges, unchecked_gathers
+
+    unchecked = unchecked_gathers(proto)
+    note = [f"index check: {', '.join(unchecked[:5])} take indices computed from inputs; those are not range-checked"] if unchecked else []
+    return index_ranges(proto), note
 
 
 def _kernel_flops(mod) -> dict:

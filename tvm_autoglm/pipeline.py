@@ -194,7 +194,8 @@ def build_relax(
         pre_fusion = mod
         before = op_histogram(mod)
         start = time.perf_counter()
-        mod = fuse_module(mod, spec, opt_level)
+        with _quiet_take_warning():
+            mod = fuse_module(mod, spec, opt_level)
         name = "fuse_ops" if opt_level >= 1 else "legalize_ops"
         reports.append(PassReport(name, time.perf_counter() - start, before, op_histogram(mod)))
         applied.append(name)
@@ -226,6 +227,15 @@ def fuse_module(mod: tvm.IRModule, spec: TargetSpec, opt_level: int) -> tvm.IRMo
         return relax.transform.LegalizeOps()(mod)
 
 
+def _quiet_take_warning():
+    """Legalizing a Gather (FoldConstant, FuseOps, passes that legalize) prints TVM's "Fast mode
+    segfaults" warning once per take; the runtime range-checks index inputs instead (manifest
+    ``index_ranges``), so drop that line and replay every other native line."""
+    from .native_log import FAST_TAKE, quiet_native_stderr
+
+    return quiet_native_stderr(drop=FAST_TAKE)
+
+
 def _target_scope(spec: TargetSpec):
     """npu-sim passes read the machine description (cores, scratchpads) of this target file,
     unless the caller already chose a machine with ``npu.partition.machine_scope``."""
@@ -248,7 +258,7 @@ def _run_passes(mod, spec, opt_level, disabled_passes, print_ir_after, log, repo
         start = time.perf_counter()
         with log.stage(f"pass {pass_spec.name}"):
             try:
-                with spec.tvm_target():
+                with spec.tvm_target(), _quiet_take_warning():
                     mod = pass_spec.make()(mod)
             except Exception as err:
                 raise CompileError(f"pass '{pass_spec.name}' failed: {_first_line(err)} (skip it with --disable-pass {pass_spec.name})") from err

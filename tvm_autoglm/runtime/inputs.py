@@ -19,8 +19,8 @@ def _spec_text(spec: dict) -> str:
     return f"{spec['dtype']}[{'x'.join(str(d) for d in spec['shape'])}]"
 
 
-def validate_inputs(inputs: dict, specs: list[dict]) -> list[np.ndarray]:
-    """Check names, shapes and dtypes; return arrays in manifest order."""
+def validate_inputs(inputs: dict, specs: list[dict], index_ranges: dict | None = None) -> list[np.ndarray]:
+    """Check names, shapes, dtypes and (given the manifest's ``index_ranges``) index values; return arrays in manifest order."""
     expected = [s["name"] for s in specs]
     unknown = [name for name in inputs if name not in expected]
     if unknown:
@@ -42,7 +42,34 @@ def validate_inputs(inputs: dict, specs: list[dict]) -> list[np.ndarray]:
                 f"input '{spec['name']}' has shape {got}, expected {'x'.join(str(d) for d in want_shape)} ({spec['dtype']})"
             )
         arrays.append(np.ascontiguousarray(value))
+    if index_ranges:
+        check_index_ranges(dict(zip(expected, arrays)), index_ranges)
     return arrays
+
+
+def check_index_ranges(inputs: dict, index_ranges: dict | None) -> None:
+    """Refuse index inputs (token ids) outside the table they index.
+
+    The compiled Gather is an unchecked load (TVM's ``take`` in "fast" mode), so
+    an id past the vocabulary would read out of bounds or crash the process.
+    One vectorized min/max per checked input; the position is searched only on failure.
+    """
+    for name, valid in (index_ranges or {}).items():
+        value = inputs.get(name)
+        if value is None:
+            continue
+        value = np.asarray(value)
+        if value.size == 0 or value.dtype.kind not in "iu":
+            continue
+        low, high = int(valid["min"]), int(valid["max"])
+        if int(value.min()) >= low and int(value.max()) <= high:
+            continue
+        flat = np.flatnonzero((value < low) | (value > high))[0]
+        position = [int(i) for i in np.unravel_index(flat, value.shape)]
+        source = f" set by {valid['source']}" if valid.get("source") else ""
+        raise InputError(
+            f"input '{name}' has value {int(value.flat[flat])} at position {position}, outside the valid range [{low}, {high}]{source}"
+        )
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -92,8 +119,8 @@ def read_inputs(path: str | Path, specs: list[dict]) -> dict[str, np.ndarray]:
     raise InputError(f"input file {path} must be .npz (keyed by input name) or .bin (raw, manifest order)")
 
 
-def example_inputs(specs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
-    """Plausible inputs from specs alone: masks of ones, small token ids, N(0,1) floats."""
+def example_inputs(specs: list[dict], seed: int = 0, index_ranges: dict | None = None) -> dict[str, np.ndarray]:
+    """Plausible inputs from specs alone: masks of ones, small token ids (below the table size, given ``index_ranges``), N(0,1) floats."""
     rng = np.random.default_rng(seed)
     result = {}
     for spec in specs:
@@ -105,7 +132,8 @@ def example_inputs(specs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
             elif "type" in spec["name"].lower() or "position" in spec["name"].lower():
                 result[spec["name"]] = np.zeros(shape, dtype=dtype)
             else:
-                result[spec["name"]] = rng.integers(0, 100, size=shape).astype(dtype)
+                high = min(100, int((index_ranges or {}).get(spec["name"], {}).get("max", 99)) + 1)
+                result[spec["name"]] = rng.integers(0, max(1, high), size=shape).astype(dtype)
         elif dtype.kind == "b":
             result[spec["name"]] = np.ones(shape, dtype=dtype)
         else:

@@ -134,6 +134,11 @@ class Session:
         return self.manifest["inputs"]
 
     @property
+    def index_ranges(self) -> dict:
+        """Inputs used as indices into constant tables and their valid values (checked before every call)."""
+        return self.manifest.get("index_ranges") or {}
+
+    @property
     def output_specs(self) -> list[dict]:
         return self.manifest["outputs"]
 
@@ -143,7 +148,7 @@ class Session:
         return [tvm.runtime.tensor(a, self.device) for a in arrays]
 
     def run(self, inputs: dict | None = None, **kwargs) -> dict[str, np.ndarray]:
-        arrays = validate_inputs({**(inputs or {}), **kwargs}, self.input_specs)
+        arrays = validate_inputs({**(inputs or {}), **kwargs}, self.input_specs, self.index_ranges)
         result = self.vm["main"](*self._to_device(arrays))
         return self._outputs(result)
 
@@ -156,7 +161,7 @@ class Session:
 
     def latencies(self, inputs: dict, repeat: int = 10, warmup: int = 2) -> list[float]:
         """Wall-clock seconds of ``repeat`` runs of main (inputs already on the device)."""
-        arrays = self._to_device(validate_inputs(inputs, self.input_specs))
+        arrays = self._to_device(validate_inputs(inputs, self.input_specs, self.index_ranges))
         fn = self.vm["main"]
         for _ in range(warmup):
             fn(*arrays)

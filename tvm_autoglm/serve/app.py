@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import AutoGLMError, InputError
+from ..runtime.inputs import check_index_ranges
 from . import codec
 from .batching import Batcher, Layout, Overloaded
 from .config import ServeConfig
@@ -138,6 +139,7 @@ def create_app(config: ServeConfig, engine: Engine, layout: Layout) -> Starlette
             else:
                 arrays = codec.decode(body, content_type, layout.inputs)
             rows = layout.rows_of(arrays)
+            check_index_ranges(arrays, engine.manifest.get("index_ranges"))  # before batching: one bad id must fail only its own request
         except InputError as err:
             metrics.count_error("bad_request")
             return _json(400, {"error": err.one_line()})

@@ -48,7 +48,7 @@ class Engine:
             module = tvm.runtime.load_module(str(self.library))
         sessions = [Session(module, self.manifest, self.library) for _ in range(self.workers)]
         self.state = "warming up"
-        sample = example_inputs(self.manifest["inputs"], seed=0)
+        sample = example_inputs(self.manifest["inputs"], seed=0, index_ranges=self.manifest.get("index_ranges"))
         for session in sessions:
             for _ in range(self.warmup_runs):
                 session.run(sample)
