@@ -87,11 +87,12 @@ def int8_matmul(emit, x, wq: np.ndarray, sw: np.ndarray, simulate: bool = False,
     f32 = lambda v: relax.const(v, "float32")  # noqa: E731
     amax = emit(relax.op.max(relax.op.abs(x)))
     sx = emit(relax.op.divide(relax.op.maximum(amax, f32(1e-30)), f32(127.0)))
+    if not simulate and call_te is not None and _packed_shape(x, wq) is not None:
+        acc = emit(relax.op.astype(_packed_int_matmul(emit, call_te, x, sx, wq), "float32"))
+        return relax.op.multiply(acc, relax.op.multiply(sx, relax.const(sw, "float32")))
     grid = emit(relax.op.clip(relax.op.round(relax.op.divide(x, sx)), -127.0, 127.0))
     if simulate:
         acc = emit(relax.op.matmul(grid, relax.const(wq.astype(np.float32), "float32")))
-    elif call_te is not None and _packed_shape(x, wq) is not None:
-        acc = emit(relax.op.astype(_packed_int_matmul(emit, call_te, grid, wq), "float32"))
     else:
         acc = emit(relax.op.astype(relax.op.matmul(emit(relax.op.astype(grid, "int8")), relax.const(wq, "int8"), out_dtype="int32"), "float32"))
     return relax.op.multiply(acc, relax.op.multiply(sx, relax.const(sw, "float32")))
@@ -111,12 +112,11 @@ def _packed_shape(x, wq: np.ndarray) -> list[int] | None:
     return shape
 
 
-def _packed_int_matmul(emit, call_te, grid, wq: np.ndarray):
-    """int32 ``grid @ wq`` through the vpmaddwd layout: int16 [..., K] x packed W -> int32 [..., N]."""
-    from .pack import pack_weight, packed_matmul_te
+def _packed_int_matmul(emit, call_te, x, sx, wq: np.ndarray):
+    """int32 ``quantize(x, sx) @ wq`` in one kernel: int16 activations x weight packed for vpmaddwd, [..., K] -> [..., N]."""
+    from .pack import pack_weight, quantized_packed_matmul_te
 
-    x16 = emit(relax.op.astype(grid, "int16"))
-    return emit(call_te(packed_matmul_te, x16, relax.const(pack_weight(wq), "int16"), primfunc_name_hint="int16_packed_matmul"))
+    return emit(call_te(quantized_packed_matmul_te, x, sx, relax.const(pack_weight(wq), "int16"), primfunc_name_hint="int16_packed_matmul"))
 
 
 def fp16_matmul(emit, x, w: np.ndarray):

@@ -19,7 +19,7 @@ rule ``schedule_rules/int8_matmul.py`` tensorizes it with the intrinsic.
 from __future__ import annotations
 
 import numpy as np
-from tvm import te
+from tvm import te, tirx
 
 LANES = 8  # int32 lanes of one AVX2 register: output columns per vpmaddwd
 PAIR = 2  # reduction steps summed by one vpmaddwd lane
@@ -65,6 +65,23 @@ def packed_matmul_te(x: te.Tensor, wp: te.Tensor) -> te.Tensor:
         ),
         name="int16_packed_matmul",
     )
+
+
+def quantized_packed_matmul_te(x: te.Tensor, sx: te.Tensor, wp: te.Tensor) -> te.Tensor:
+    """float ``x`` quantized with the scalar scale ``sx`` to int16, times the packed weight: int32 ``[..., N]``.
+
+    The quantize step lives in the matmul's kernel (one kernel per site, not
+    two) and rounds with ``nearbyint`` (half to even, like ``np.rint`` on the
+    weights): it vectorizes to one ``vroundps``, where ``round`` (half away
+    from zero) has no AVX instruction and LLVM scalarizes it into ``roundf``
+    calls. The two differ only on exact .5 ties.
+    """
+    xq = te.compute(
+        x.shape,
+        lambda *idx: tirx.Cast("int16", tirx.max(tirx.min(tirx.nearbyint(x[idx] / sx[()]), tirx.const(127.0, "float32")), tirx.const(-127.0, "float32"))),
+        name="quantize_int16",
+    )
+    return packed_matmul_te(xq, wp)
 
 
 def target_has_avx2(target) -> bool:
