@@ -4,15 +4,20 @@
     .venv/bin/python benchmarks/bench_opt_levels.py --size tiny --seq 16 --models bert,gpt-neox,resnet50
 
 "Untuned" = the default schedules the pipeline applies without a tuning
-database. Kernels = distinct TIR kernels in the built module. Prints a table
-and writes JSON (--out). Zoo models are built once and cached.
+database. Kernels = distinct TIR kernels in the built module. All levels of a
+model (and onnxruntime, same thread count) are built first and then timed
+interleaved in one process (``tvm_autoglm.measure.timing.measure_interleaved``:
+round-robin, order rotated, rounds in which a thread waited for a CPU
+dropped and counted), so a drift of the shared machine hits every level
+alike. Prints a table and writes JSON (--out). Zoo models are built once and
+cached.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,23 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import tvm_autoglm  # noqa: E402
 from tvm_autoglm import zoo  # noqa: E402
-
-
-def ort_latency(path, inputs, repeat: int, warmup: int) -> tuple[float, list]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    for _ in range(warmup):
-        out = sess.run(None, inputs)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = sess.run(None, inputs)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000, out
+from tvm_autoglm.measure.machine import use_threads  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -47,38 +37,59 @@ def main(argv=None) -> int:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--exporter", default="dynamo", choices=zoo.EXPORTERS)
     ap.add_argument("--levels", default="0,1,2,3")
-    ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=10, help="clean interleaved rounds per model")
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="TVM and onnxruntime threads (default: physical cores)")
     ap.add_argument("--out", default="benchmarks/results/opt_levels.json")
     args = ap.parse_args(argv)
+    threads = use_threads(args.threads)  # before anything starts TVM's pool
+
+    import tvm_autoglm
+    from tvm_autoglm.measure.candidates import ort_candidate
+    from tvm_autoglm.measure.timing import Candidate, drop_note, measure_interleaved
 
     rows = []
     for name in args.models.split(","):
         path = zoo.cached(name, args.size, args.seq, 1, args.exporter)
         shapes = zoo.input_shapes(name, args.size, args.seq, 1)
         inputs = zoo.example_inputs(name, args.size, args.seq, 1)
-        ort_ms, expected = ort_latency(path, inputs, args.repeat, args.warmup)
-        rows.append(dict(model=name, level="onnxruntime", kernels=None, median_ms=ort_ms, max_abs_diff=0.0, compile_s=None))
-        print(f"{name:10s} onnxruntime      {ort_ms:10.2f} ms", flush=True)
+        ort = ort_candidate(str(path), inputs, threads)
+        expected = ort.outputs()
+        candidates, info = [ort.candidate], [dict(model=name, level="onnxruntime", kernels=None, max_abs_diff=0.0, compile_s=None, detail=ort.detail)]
         for level in (int(x) for x in args.levels.split(",")):
             start = time.perf_counter()
             model = tvm_autoglm.compile(path, target="cpu", opt_level=level, input_shapes=shapes)
             compile_s = time.perf_counter() - start
             actual = model.run(inputs)
-            diff = max(float(np.abs(np.asarray(a) - e).max()) for a, e in zip(actual.values(), expected))
-            times = model._session.latencies(inputs, repeat=args.repeat, warmup=args.warmup)
-            ms = statistics.median(times) * 1000
-            kernels = len(model.build.kernels)
-            rows.append(dict(model=name, level=f"O{level}", kernels=kernels, median_ms=ms, max_abs_diff=diff, compile_s=compile_s))
-            print(f"{name:10s} O{level}  kernels={kernels:4d} {ms:10.2f} ms  maxdiff={diff:.2e}  compile={compile_s:.1f}s", flush=True)
+            diff = max(float(np.abs(np.asarray(actual[k]) - expected[k]).max()) for k in expected)
+            session = model._session
+            arrays = session._to_device([inputs[spec["name"]] for spec in session.input_specs])
+            candidates.append(Candidate(f"O{level}", _runner(session.vm["main"], session.device, arrays)))
+            info.append(dict(model=name, level=f"O{level}", kernels=len(model.build.kernels), max_abs_diff=diff, compile_s=compile_s))
+        load = os.getloadavg()[0]
+        results = measure_interleaved(candidates, repeat=args.repeat, warmup=args.warmup)
+        for row, res in zip(info, results):
+            row.update(res.summary(), load1=load, threads=threads)
+            rows.append(row)
+            kernels = f"kernels={row['kernels']:4d}" if row["kernels"] is not None else " " * 12
+            print(f"{name:10s} {row['level']:12s} {kernels} {row['median_ms']:10.2f} ms  maxdiff={row['max_abs_diff']:.2e}", flush=True)
+        print(f"{name:10s} {drop_note(results)}; load before timing {load:.2f}", flush=True)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(size=args.size, seq=args.seq, exporter=args.exporter, repeat=args.repeat)
+    meta = dict(size=args.size, seq=args.seq, exporter=args.exporter, repeat=args.repeat, threads=threads, interleaved=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
     tmp.replace(out)
     return 0
+
+
+def _runner(fn, dev, arrays):
+    def run():
+        fn(*arrays)
+        dev.sync()
+
+    return run
 
 
 if __name__ == "__main__":
