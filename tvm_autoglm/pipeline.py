@@ -194,8 +194,7 @@ def build_relax(
         pre_fusion = mod
         before = op_histogram(mod)
         start = time.perf_counter()
-        with _quiet_take_warning():
-            mod = fuse_module(mod, spec, opt_level)
+        mod = fuse_module(mod, spec, opt_level)
         name = "fuse_ops" if opt_level >= 1 else "legalize_ops"
         reports.append(PassReport(name, time.perf_counter() - start, before, op_histogram(mod)))
         applied.append(name)
@@ -221,7 +220,7 @@ def build_relax(
 
 def fuse_module(mod: tvm.IRModule, spec: TargetSpec, opt_level: int) -> tvm.IRModule:
     """O1+: TVM's "zero" pipeline (LegalizeOps, FoldConstant, FuseOps, FuseTIR); O0: LegalizeOps only."""
-    with spec.tvm_target():
+    with spec.tvm_target(), _quiet_take_warning():
         if opt_level >= 1:
             return relax.get_pipeline("zero")(mod)
         return relax.transform.LegalizeOps()(mod)
