@@ -64,7 +64,9 @@ def ab(a: str, b: str, inputs: dict | None = None, repeat: int = 30, warmup: int
         raise InputError(f"--repeat must be at least 5 for a test to mean anything (got {repeat})")
     if inputs is None:
         with quiet_native_stderr():
-            inputs = example_inputs(Session.open(a).input_specs)
+            opened = Session.open(a)
+        inputs = example_inputs(opened.input_specs, index_ranges=opened.index_ranges)
+        del opened  # the candidates load their own copies; do not hold a third during timing
     pa = tvm_candidate(a, inputs, name="A")
     pb = tvm_candidate(b, inputs, name="B")
     idle = wait_for_idle(max_wait_s=idle_wait)

@@ -43,8 +43,9 @@ def bench(binary: str, vs: list[str], model: str | None = None, inputs: dict | N
         from ..runtime import Session
 
         with quiet_native_stderr():
-            specs = Session.open(binary).input_specs
-        inputs = example_inputs(specs)
+            opened = Session.open(binary)
+        inputs = example_inputs(opened.input_specs, index_ranges=opened.index_ranges)
+        del opened  # the candidate loads its own copy; do not hold a second during timing
         first = cands.tvm_candidate(binary, inputs)
     manifest = _manifest_of(binary, read_manifest, manifest_path_for)
     model = model or (manifest or {}).get("source")

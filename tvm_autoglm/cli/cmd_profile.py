@@ -34,7 +34,7 @@ def run(args) -> int:
         raise InputError(f"--repeat must be >= 1 (got {args.repeat})")
     with quiet_native_stderr():
         session = Session.open(args.binary)
-    inputs = read_inputs(args.input, session.input_specs) if args.input else example_inputs(session.input_specs)
+    inputs = read_inputs(args.input, session.input_specs) if args.input else example_inputs(session.input_specs, index_ranges=session.index_ranges)
     peak = None
     if not args.no_peak and session.manifest.get("target", {}).get("device", "cpu") == "cpu":  # the FMA kernel measures the CPU only
         peak = peak_gflops(threads)
