@@ -88,3 +88,21 @@ def test_packed_int8_tiny_bert_matches_fp32(int8_rule, zoo_build, caplog):
 
 
 from zoo_fixtures import zoo_build, zoo_dir  # noqa: E402,F401  (fixtures)
+
+
+def test_unpackable_weights_keep_the_plain_int8_matmul():
+    from tvm import relax
+
+    rng = np.random.default_rng(0)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4, 16), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            h = bb.emit(relax.op.matmul(x, relax.const(rng.standard_normal((16, 12)).astype("float32"))))  # N=12: not a multiple of 8
+            out = bb.emit_output(relax.op.matmul(h, relax.const(rng.standard_normal((12, 8)).astype("float32"))))  # K=12, N=8: packs
+        bb.emit_func_output(out)
+    mod, sites = int8.rewrite(bb.get(), packed=True)
+    text = mod.script()
+    assert len(sites) == 2
+    assert text.count('out_dtype="int32"') == 1  # the 16x12 site stays an int8 R.matmul
+    assert text.count("int16_packed_matmul") >= 1 and "T.nearbyint" in text  # the 12x8 site is the packed kernel
