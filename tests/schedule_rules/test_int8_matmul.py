@@ -84,3 +84,15 @@ def test_choose_tile_divides_the_extents():
     for rows, groups in [(6, 9), (1, 48), (12, 3)]:
         mr, nv = choose_tile(rows, groups)
         assert rows % mr == 0 and groups % nv == 0
+
+
+def test_schedule_trace_replays_exactly(avx2_target):
+    # the tuner commits each default schedule's trace as a baseline record; it must replay to the same kernel
+    from tvm import s_tir
+
+    func = _kernel((1, 32), 64, 32)
+    sch = Int8MatmulAVX2().apply(func, avx2_target, False)
+    assert sch is not None
+    replay = s_tir.Schedule(func)
+    sch.trace.apply_to_schedule(replay, remove_postproc=False)
+    tvm.ir.assert_structural_equal(replay.mod, sch.mod)
