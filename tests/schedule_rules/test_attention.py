@@ -134,3 +134,31 @@ def test_rows_per_task_do_not_change_results(target, rows):
     arrays = _inputs(*shape)
     got = _run(_schedule_kernel(mod, name, sch), target, arrays)
     np.testing.assert_allclose(got, _reference("causal", *arrays), rtol=1e-4, atol=1e-5)
+
+
+def test_vector_exp_is_within_two_ulp_and_keeps_nan(target):
+    """The polynomial exp the row-block schedule substitutes for libm's (which does not vectorize)."""
+    from tvm.script import tirx as T
+
+    from tvm_autoglm.schedule_rules.attention import vector_exp
+
+    n = 4096
+
+    @T.prim_func(s_tir=True)
+    def func(a: T.Buffer((n,), "float32"), b: T.Buffer((n,), "float32")):
+        for i in T.vectorized(n):
+            with T.sblock("e"):
+                vi = T.axis.spatial(n, i)
+                b[vi] = T.exp(a[vi])
+
+    fast = vector_exp(func)
+    assert "T.exp" not in fast.script() and "T.exp" in func.script()
+    x = np.concatenate([np.linspace(-100.0, 10.0, n - 4), [np.nan, -np.inf, MIN, 0.0]]).astype("float32")
+    lib = tvm.compile(tvm.IRModule({"main": fast.with_attr("global_symbol", "main")}), target).jit()
+    out = tvm.runtime.tensor(np.zeros_like(x))
+    lib["main"](tvm.runtime.tensor(x), out)
+    got, ref = out.numpy(), np.exp(x.astype("float64"))
+    normal = np.isfinite(x) & (ref > np.finfo(np.float32).tiny)
+    np.testing.assert_allclose(got[normal], ref[normal], rtol=2.4e-7)  # 2 ulp
+    assert np.all(np.abs(got[np.isfinite(x) & ~normal]) <= np.finfo(np.float32).tiny)  # underflow -> 0
+    assert np.isnan(got[n - 4]) and got[n - 3] == 0.0 and got[n - 2] == 0.0 and got[n - 1] == 1.0
