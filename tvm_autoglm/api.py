@@ -49,7 +49,7 @@ class CompiledModel:
         return self._session.run(inputs, **kwargs)
 
     def example_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
-        return example_inputs(self.inputs, seed)
+        return example_inputs(self.inputs, seed, index_ranges=self.manifest.get("index_ranges"))
 
     def benchmark(self, inputs: dict | None = None, repeat: int = 20, warmup: int = 3) -> dict:
         """Median/min/max/p90 latency in ms of ``repeat`` runs after ``warmup``."""

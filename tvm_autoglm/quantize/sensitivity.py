@@ -82,7 +82,10 @@ def calibration_inputs(build, calibration=None, samples: int = CALIBRATION_SAMPL
     from ..runtime.inputs import example_inputs
 
     if calibration is None:
-        return [example_inputs(build.inputs, seed) for seed in range(samples)], f"generated from input specs (runtime.example_inputs, seeds 0..{samples - 1})"
+        from ..index_ranges import index_ranges
+
+        ranges = index_ranges(build.onnx_model)  # token ids inside the embedding tables
+        return [example_inputs(build.inputs, seed, index_ranges=ranges) for seed in range(samples)], f"generated from input specs (runtime.example_inputs, seeds 0..{samples - 1})"
     if isinstance(calibration, (list, tuple)):
         return list(calibration), f"{len(calibration)} samples given in process"
     return load_calibration(calibration, build.inputs), f"{calibration}"
@@ -92,12 +95,12 @@ class Probe:
     """The probe module compiled for the host CPU; ``error(plan)`` runs it on every calibration sample."""
 
     def __init__(self, build, samples: list[dict]):
+        from ..pipeline import fuse_module
         from ..scheduling import schedule_module
         from ..targets import load_target
         mod, self.sites = int8.probe_module(int8.unfused_module(build))
         host = load_target("cpu")
-        with host.tvm_target():
-            mod = relax.get_pipeline("zero")(mod)
+        mod = fuse_module(mod, host, 1)  # the pipeline's own fusion (and its native-noise filter)
         try:
             mod, _ = schedule_module(mod, host, 1, None, False)
         except Exception:  # unscheduled kernels are slower but give the same numbers
