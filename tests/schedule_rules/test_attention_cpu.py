@@ -162,3 +162,14 @@ def test_vector_exp_is_within_two_ulp_and_keeps_nan(target):
     np.testing.assert_allclose(got[normal], ref[normal], rtol=2.4e-7)  # 2 ulp
     assert np.all(np.abs(got[np.isfinite(x) & ~normal]) <= np.finfo(np.float32).tiny)  # underflow -> 0
     assert np.isnan(got[n - 4]) and got[n - 3] == 0.0 and got[n - 2] == 0.0 and got[n - 1] == 1.0
+
+
+@pytest.mark.parametrize("form", ["plain", "sdpa", "causal"])
+def test_default_rules_give_the_fused_kernel_to_attention_cpu(target, form):
+    """No earlier rule in DEFAULT_RULES (Matmul, Reduction ...) claims it first, and the result lowers."""
+    from tvm_autoglm.schedule_rules import default_schedule
+
+    _, func = _attention_kernel(_fused_module(form, 1, 2, 16, 32))
+    sch, rule = default_schedule(func, target)
+    assert rule == "AttentionCPU"
+    assert _parallel_loops(sch.mod["main"]) == 1  # the row-block schedule, not the per-block fallback
