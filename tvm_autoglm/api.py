@@ -88,6 +88,10 @@ def compile(
 
     log = StageLog(enabled=verbose)
     spec = target if isinstance(target, TargetSpec) else load_target(target)
+    if quantize in ("fp16", "bf16", "auto") and "fast_math" not in disabled_passes:
+        # ToMixedPrecision cannot see through fast_math's call_tir kernels, and the
+        # approximations are float32 formulas: mixed precision keeps the named ops.
+        disabled_passes = tuple(disabled_passes) + ("fast_math",)
     records = contextlib.nullcontext()
     if tuning_db and spec.kind == "npu":
         # NPU tile choice happens inside build_relax (partitioning), so its records apply there.
