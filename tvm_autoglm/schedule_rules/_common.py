@@ -154,6 +154,37 @@ def vectorize_innermost(sch: s_tir.Schedule, block, lanes: int, min_depth: int =
             return
 
 
+class EpilogueNotExact(Exception):
+    """A fused epilogue's loop nest under its tile does not cover exactly that tile."""
+
+
+def epilogue_covers_tile(sch: s_tir.Schedule, block, anchor, elems: int) -> bool:
+    """True if ``block``'s loops below ``anchor`` have constant extents multiplying to ``elems``.
+
+    ``reverse_compute_at`` of a layout epilogue (reshape + permute, e.g. the
+    Q/K/V head split) relaxes the tile's column range through ``floordiv`` /
+    ``floormod``; when the tile straddles a head boundary TVM 0.27 answers a
+    wrong (non-covering) region: part of the tile is never written and the
+    rest reads uninitialised accumulator -- NaN in bert-base. A correct region
+    of a bijective epilogue has the tile's exact size, so anything else is
+    rejected and the caller picks another tile (or leaves the epilogue unfused).
+    """
+    loops = sch.get_loops(block)
+    target = sch.get(anchor)
+    for pos, loop in enumerate(loops):
+        if sch.get(loop).same_as(target):
+            break
+    else:
+        return False
+    product = 1
+    for loop in loops[pos + 1 :]:
+        extent = const_extent(sch, loop)
+        if extent is None:
+            return False
+        product *= extent
+    return product == elems
+
+
 def fuse_and_parallel(sch: s_tir.Schedule, loops: list, target: Target, min_work: int = 1):
     """Fuse the given outer loops into one parallel loop; return it (or None)."""
     if not loops:

@@ -150,21 +150,16 @@ def _is_pad(block) -> bool:
     return isinstance(value, Call) and str(getattr(value.op, "name", "")).endswith("if_then_else")
 
 
-def choose_tile(row_extent: int, vec_extent: int, lanes: int, nregs: int) -> tuple[int, int, int]:
-    """Pick (mr, nv, lanes): accumulator tile of ``mr`` rows x ``nv`` vectors.
-
-    Maximises FMAs per load (``mr*nv / (mr+nv)``) under the register budget
-    ``mr*nv`` accumulators + ``nv`` loads + 1 broadcast, using only exact
-    divisors so no predicate lands inside the vector loop.
-    """
+def tile_candidates(row_extent: int, vec_extent: int, lanes: int, nregs: int) -> list[tuple[int, int, int]]:
+    """Every (mr, nv, lanes) accumulator tile that fits, best first (see :func:`choose_tile`)."""
     lane = lanes
     while lane > 1 and vec_extent % lane:
         lane //= 2
     if lane < 4 and vec_extent >= 4:
         lane = 1  # leave odd widths to the scalar path; LLVM may still SLP them
-    best = (1, 1, max(lane, 1))
-    best_score = -1.0
-    n_vecs = vec_extent // max(lane, 1)
+    lane = max(lane, 1)
+    n_vecs = vec_extent // lane
+    scored = []
     for nv in range(1, 5):
         if n_vecs % nv:
             continue
@@ -173,10 +168,20 @@ def choose_tile(row_extent: int, vec_extent: int, lanes: int, nregs: int) -> tup
                 continue
             if mr * nv + nv + 1 > nregs:
                 continue
-            score = mr * nv / (mr + nv)
-            if score > best_score + 1e-9:
-                best, best_score = (mr, nv, max(lane, 1)), score
-    return best
+            scored.append((round(mr * nv / (mr + nv), 9), (mr, nv, lane)))
+    # Stable sort: among equal scores the first found (smallest nv, then mr) wins.
+    scored.sort(key=lambda item: -item[0])
+    return [tile for _, tile in scored] or [(1, 1, lane)]
+
+
+def choose_tile(row_extent: int, vec_extent: int, lanes: int, nregs: int) -> tuple[int, int, int]:
+    """Pick (mr, nv, lanes): accumulator tile of ``mr`` rows x ``nv`` vectors.
+
+    Maximises FMAs per load (``mr*nv / (mr+nv)``) under the register budget
+    ``mr*nv`` accumulators + ``nv`` loads + 1 broadcast, using only exact
+    divisors so no predicate lands inside the vector loop.
+    """
+    return tile_candidates(row_extent, vec_extent, lanes, nregs)[0]
 
 
 class Matmul(C.CPURule):
@@ -187,6 +192,20 @@ class Matmul(C.CPURule):
         self.conv = conv  # channels-last convolutions get the pixel-tiled schedule of .conv
 
     def _apply(self, func: tirx.PrimFunc, target: Target):
+        # A layout epilogue (reshape + permute to heads) only fuses into a tile
+        # whose columns do not straddle its split (see C.epilogue_covers_tile):
+        # try the tiles best first, then give up fusing and run it as its own nest.
+        rank = 0
+        while True:
+            try:
+                return self._schedule(func, target, rank, fuse_epilogue=True)
+            except C.EpilogueNotExact as exc:
+                rank += 1
+                if exc.args and exc.args[0] == "last":
+                    break
+        return self._schedule(func, target, 0, fuse_epilogue=False)
+
+    def _schedule(self, func: tirx.PrimFunc, target: Target, rank: int, fuse_epilogue: bool):
         sch = s_tir.Schedule(func)
         infos = normalize_prim_func(sch)
         if infos is None:
@@ -210,12 +229,22 @@ class Matmul(C.CPURule):
         ana = analyze_contraction(block, main.iters)
         if ana is None:
             return None
+        unfused = [] if fuse_epilogue else consumers
+        if not fuse_epilogue:
+            consumers = []
         if self.conv:
             from .conv import conv_rows, schedule_conv
 
             rows = conv_rows(block, ana)
-            if rows is not None and schedule_conv(sch, main.block_rv, consumers, ana, rows, target):
-                return sch
+            if rows is not None:
+                try:
+                    done = schedule_conv(sch, main.block_rv, consumers, ana, rows, target)
+                except C.EpilogueNotExact as exc:
+                    raise C.EpilogueNotExact("last") from exc  # conv has one tile: go unfused
+                if done:
+                    for epi in unfused:
+                        schedule_spatial_block(sch, epi.block_rv, target)
+                    return sch
 
         loops = sch.get_loops(main.block_rv)
         if len(loops) != len(block.iter_vars):
@@ -227,7 +256,9 @@ class Matmul(C.CPURule):
         lanes = C.vector_lanes(target, ana.dtype)
         nregs = C.num_vector_registers(target)
         row_extent = extents[ana.row] if ana.row is not None else 1
-        mr, nv, lane = choose_tile(row_extent, extents[ana.vec], lanes, nregs)
+        tiles = tile_candidates(row_extent, extents[ana.vec], lanes, nregs)
+        mr, nv, lane = tiles[min(rank, len(tiles) - 1)]
+        last_tile = rank >= len(tiles) - 1
 
         # Split the vector axis into (outer, nv, lane) and the row axis into (outer, mr).
         v_o, v_n, v_l = sch.split(loops[ana.vec], factors=[None, nv, lane])
@@ -261,11 +292,16 @@ class Matmul(C.CPURule):
             # Keep the accumulator tile-local so it lives in registers.
             sch.set_scope(main.block_rv, 0, "local")
             sch.reverse_compute_at(epi, anchor, preserve_unit_loops=True)
+            if not C.epilogue_covers_tile(sch, epi, anchor, (mr if r_i is not None else 1) * nv * lane):
+                raise C.EpilogueNotExact("last" if last_tile else "")
             self._vectorize_tail(sch, epi, lane)
         else:
             out = sch.cache_write(main.block_rv, 0, "local")
             sch.reverse_compute_at(out, anchor, preserve_unit_loops=True)
             self._vectorize_tail(sch, out, lane)
+
+        for epi in unfused:
+            schedule_spatial_block(sch, epi.block_rv, target)
 
         if r_i is not None:
             sch.unroll(r_i)
