@@ -274,14 +274,15 @@ class Scheduled:
     tuning: dict
 
 
-def schedule(build: RelaxBuild, tuning_db: str | None = None, use_shipped_schedules: bool = True, log: StageLog | None = None) -> Scheduled:
+def schedule(build: RelaxBuild, tuning_db: str | None = None, use_shipped_schedules: bool = True, log: StageLog | None = None,
+             honor_vetoes: bool = True) -> Scheduled:
     """Tuning records first, then our default rules for every kernel still unscheduled."""
     from .scheduling import schedule_module
 
     log = log or StageLog(enabled=False)
     with log.stage("schedule kernels"):
         try:
-            mod, tuning = schedule_module(build.mod, build.target, build.opt_level, tuning_db, use_shipped_schedules)
+            mod, tuning = schedule_module(build.mod, build.target, build.opt_level, tuning_db, use_shipped_schedules, honor_vetoes)
         except AutoGLMError:
             raise
         except Exception as err:

@@ -33,7 +33,7 @@ def count_scheduled(mod: tvm.IRModule) -> int:
     return sum(1 for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc) and is_scheduled(f) and not _is_npu_kernel(gv))
 
 
-def schedule_module(mod, spec: TargetSpec, opt_level: int, tuning_db, use_shipped_schedules: bool):
+def schedule_module(mod, spec: TargetSpec, opt_level: int, tuning_db, use_shipped_schedules: bool, honor_vetoes: bool = True):
     mod = copy_module(mod)
     target = spec.tvm_target()
     tuning = {"database": None, "records_applied": 0, "tuned_kernels": 0, "default_scheduled_kernels": 0, "plain_kernels": 0, "shipped_schedules": []}
@@ -45,7 +45,7 @@ def schedule_module(mod, spec: TargetSpec, opt_level: int, tuning_db, use_shippe
     if opt_level >= 1 or spec.device == "cuda":
         from .tuning.apply import apply_tuning_records
 
-        mod, applied = apply_tuning_records(mod, spec, tuning_db, use_shipped_schedules and opt_level >= 3)
+        mod, applied = apply_tuning_records(mod, spec, tuning_db, use_shipped_schedules and opt_level >= 3, honor_vetoes=honor_vetoes)
         tuning.update(applied)
         tuning["tuned_kernels"] = count_scheduled(mod)
 

@@ -42,8 +42,12 @@ def open_database(path: Path):
     return ms.database.JSONDatabase(work_dir=str(path), allow_missing=False, module_equality="structural")
 
 
-def apply_tuning_records(mod, spec, tuning_db, use_shipped: bool):
-    """Returns (module, info) with info: database, records_applied, shipped_schedules."""
+def apply_tuning_records(mod, spec, tuning_db, use_shipped: bool, honor_vetoes: bool = True):
+    """Returns (module, info) with info: database, records_applied, shipped_schedules, vetoed.
+
+    Kernels a database's in-model check vetoed (``in_model.VETO_FILE``) keep their
+    default schedule even though a record exists for them.
+    """
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
@@ -59,8 +63,22 @@ def apply_tuning_records(mod, spec, tuning_db, use_shipped: bool):
     database = databases[0] if len(databases) == 1 else ms.database.UnionDatabase(*databases)
     target = spec.tvm_target()
     before = _scheduled(mod)
+    original = mod
     with target, database, tvm.transform.PassContext(opt_level=3):
         mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+    if honor_vetoes:
+        from .in_model import read_vetoes, workload_key
+
+        vetoes = {}
+        for p in paths:
+            vetoes.update(read_vetoes(p))
+        if vetoes:
+            restored = 0
+            for gv, func in original.functions_items():
+                if isinstance(func, tvm.tirx.PrimFunc) and workload_key(func) in vetoes:
+                    mod[gv] = func  # back to unscheduled: the default rules take it
+                    restored += 1
+            info["vetoed"] = restored
     info["records_applied"] = _scheduled(mod) - before
     return mod, info
 

@@ -39,6 +39,7 @@ class TuneResult:
     skipped_tasks: list[dict] = field(default_factory=list)
     curve: list[dict] = field(default_factory=list)  # {trials, elapsed_s, estimated_ms}
     baselines: list[dict] = field(default_factory=list)  # default-rule schedule per task: {task, rule, us, status}
+    in_model: list[dict] = field(default_factory=list)  # per contending task: {task, default_ms, tuned_ms, vetoed}
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -127,6 +128,7 @@ def tune(
     on_batch=None,
     with_baselines: bool = True,
     remeasure_top: int = 2,
+    check_in_model: bool = True,
 ) -> TuneResult:
     """Tunes the kernels of one model into a MetaSchedule database; returns what it did.
 
@@ -137,7 +139,9 @@ def tune(
     Before searching, each kernel's default schedule is measured and recorded (``baseline``);
     after, the ``remeasure_top`` leading records of each kernel and its baseline are timed
     again side by side and their times replaced by the medians (``verify``), so compile
-    applies a record only where it beats the default in a fair comparison.
+    applies a record only where it beats the default in a fair comparison. Finally, kernels
+    whose best record is a search record are profiled inside the model against the default
+    schedule (``in_model``); a record that loses there is vetoed for compile.
     """
     with contextlib.ExitStack() as held_locks:
         from tvm.s_tir import meta_schedule as ms
@@ -403,6 +407,26 @@ def tune(
                 mods = {t.name: t.mod for t in keep}
                 baselines = [dataclasses.replace(b, seconds=baseline_seconds(database, mods[b.task]) or b.seconds)
                              if b.task in mods and b.seconds is not None else b for b in baselines]
+        in_model = []
+        if reason != "interrupted" and check_in_model and state["trials"] > 0 and spec.device == "cpu":
+            # Kernels whose best record is a search record: do they also win inside the model?
+            from . import in_model as in_model_mod
+            from .baseline import is_baseline_trace
+
+            contenders = []
+            for t in keep:
+                top = database.get_top_k(database.commit_workload(t.mod), 1) if database.has_workload(t.mod) else []
+                if top and not is_baseline_trace(top[0].trace):
+                    contenders.append(t.name)
+            if contenders:
+                try:
+                    in_model = in_model_mod.check(build, work_dir, contenders, progress=lambda text: line.update(text, force=True))
+                except KeyboardInterrupt:
+                    reason = "interrupted"
+                for row in in_model:
+                    if row["vetoed"]:
+                        line.update(f"{row['task'][:40]}: tuned {row['tuned_ms']:.3f} ms vs default {row['default_ms']:.3f} ms "
+                                    "in the model: record vetoed, the default schedule stays", force=True)
         elapsed = time.monotonic() - start_wall
         records_after = dbmod.count_records(work_dir)
         result = TuneResult(
@@ -419,6 +443,7 @@ def tune(
                    for i, t in enumerate(keep)],
             skipped_tasks=skipped,
             curve=state["curve"],
+            in_model=in_model,
             baselines=[{"task": b.task, "rule": b.rule, "us": None if b.seconds is None else round(b.seconds * 1e6, 3), "status": b.status}
                        for b in baselines],
         )

@@ -1,0 +1,99 @@
+"""Check tuned kernels in the model they were tuned for; veto records that lose there.
+
+Why: a kernel timed alone (even with caches flushed and re-measured side by
+side) can rank schedules differently from the same kernel inside the model,
+where it shares caches, memory bandwidth and the thread pool with its
+neighbours. Measured on bert-base: the FFN down-projection's search record beat
+the default schedule in isolation (4.79 vs 6.16 ms) and the tuned build was 16 %
+slower than the untuned one. After tuning, both builds are profiled per kernel
+(interleaved), and a kernel whose search record is slower in the model than the
+default schedule is vetoed: ``in_model_veto.json`` in the database folder lists
+it by workload, and compile keeps the default schedule for it. A later tune
+re-checks and lifts a veto whose kernel now wins.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+VETO_FILE = "in_model_veto.json"
+
+
+def workload_key(func) -> str:
+    """A kernel's identity across models: its structure, without its name."""
+    import tvm_ffi
+
+    for attr in ("global_symbol", "tirx.noalias", "tirx.is_scheduled"):
+        if func.attrs is not None and attr in func.attrs:
+            func = func.without_attr(attr)
+    return str(tvm_ffi.structural_hash(func))
+
+
+def read_vetoes(db_dir) -> dict:
+    path = Path(db_dir) / VETO_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return dict(data.get("vetoed", {}))
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _write_vetoes(db_dir, vetoed: dict) -> None:
+    from ..runtime.manifest import write_json_atomic
+
+    write_json_atomic(Path(db_dir) / VETO_FILE, {"format": 1, "vetoed": vetoed})
+
+
+def check(build, db_dir, task_names, rounds: int = 3, repeat: int = 5, margin: float = 0.02, progress=None) -> list[dict]:
+    """Profile the untuned and tuned builds per kernel; update the veto list; return one row per task.
+
+    A task is vetoed when its tuned kernel is more than ``margin`` slower in the model.
+    """
+    import tvm
+
+    from ..artifact import make_manifest
+    from ..index_ranges import index_ranges
+    from ..measure.profile import profile_session
+    from ..pipeline import build_executable, schedule
+    from ..runtime.inputs import example_inputs
+    from ..runtime.session import Session
+
+    if progress:
+        progress("checking the tuned kernels inside the model (two builds, per-kernel profile) ...")
+    sessions = {}
+    for label, db in (("default", None), ("tuned", str(db_dir))):
+        scheduled = schedule(build, db, use_shipped_schedules=False, honor_vetoes=False)
+        sessions[label] = (Session(build_executable(scheduled, build), make_manifest(build, scheduled)), scheduled)
+    inputs = example_inputs(build.inputs, 0, index_ranges=index_ranges(build.onnx_model))
+    per_kernel = {"default": {}, "tuned": {}}
+    for _ in range(rounds):
+        for label, (session, _) in sessions.items():
+            prof = profile_session(session, inputs, repeat=repeat, warmup=1)
+            for row in prof.kernels:
+                per_kernel[label].setdefault(row.name, []).append(row.ms)
+
+    def ms(label, name):
+        values = sorted(per_kernel[label].get(name, []))
+        return values[len(values) // 2] if values else None
+
+    names = {g.name_hint for g in build.mod.get_global_vars()}
+    vetoed = read_vetoes(db_dir)
+    rows = []
+    for name in task_names:
+        if name not in names or not isinstance(build.mod[name], tvm.tirx.PrimFunc):
+            continue
+        key = workload_key(build.mod[name])
+        default_ms, tuned_ms = ms("default", name), ms("tuned", name)
+        if default_ms is None or tuned_ms is None:
+            continue
+        lose = tuned_ms > default_ms * (1 + margin)
+        if lose:
+            vetoed[key] = {"task": name, "tuned_ms": round(tuned_ms, 4), "default_ms": round(default_ms, 4)}
+        else:
+            vetoed.pop(key, None)
+        rows.append({"task": name, "default_ms": round(default_ms, 4), "tuned_ms": round(tuned_ms, 4), "vetoed": lose})
+    _write_vetoes(db_dir, vetoed)
+    return rows
