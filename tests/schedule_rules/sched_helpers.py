@@ -8,15 +8,19 @@ import tvm
 from tvm import relax, tirx
 
 
-def build_fused(make_body, inputs: dict[str, tuple]) -> tvm.IRModule:
-    """Relax function of ``make_body(*vars)`` lowered by the 'zero' pipeline (FuseOps, FuseTIR)."""
+def build_fused(make_body, inputs: dict[str, tuple], before_fusion=None) -> tvm.IRModule:
+    """Relax function of ``make_body(*vars)`` lowered by the 'zero' pipeline (FuseOps, FuseTIR),
+    after ``before_fusion`` (a pass, e.g. fuse_epilogue) when given."""
     bb = relax.BlockBuilder()
     params = [relax.Var(name, relax.TensorType(shape, "float32")) for name, shape in inputs.items()]
     with bb.function("main", params):
         with bb.dataflow():
             out = bb.emit_output(make_body(*params))
         bb.emit_func_output(out)
-    return relax.get_pipeline("zero")(bb.get())
+    mod = bb.get()
+    if before_fusion is not None:
+        mod = before_fusion(mod)
+    return relax.get_pipeline("zero")(mod)
 
 
 def run(mod: tvm.IRModule, target, arrays: list[np.ndarray]) -> np.ndarray:

@@ -22,20 +22,15 @@ from tvm_autoglm.schedule_rules import _common as C
 
 from tvm_autoglm.passes.fuse_epilogue import fuse_epilogue
 
+import sched_helpers
 from sched_helpers import assert_parallel_vectorized, prim_funcs, run
 
 RTOL = ATOL = 1e-4
 
 
 def build_fused(make_body, inputs):
-    """Like sched_helpers.build_fused, with the O2 fuse_epilogue grouping (reshape/permute join the matmul)."""
-    bb = relax.BlockBuilder()
-    params = [relax.Var(name, relax.TensorType(shape, "float32")) for name, shape in inputs.items()]
-    with bb.function("main", params):
-        with bb.dataflow():
-            out = bb.emit_output(make_body(*params))
-        bb.emit_func_output(out)
-    return relax.get_pipeline("zero")(fuse_epilogue()(bb.get()))
+    """sched_helpers.build_fused with the O2 fuse_epilogue grouping (reshape/permute join the matmul)."""
+    return sched_helpers.build_fused(make_body, inputs, before_fusion=fuse_epilogue())
 
 
 def _heads_model(batch, m, k, n, head_dim, perm):

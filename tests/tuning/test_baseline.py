@@ -6,6 +6,8 @@ from collections import Counter
 
 import pytest
 
+from tiny import same_structure, scheduled_bodies
+
 from tvm_autoglm.tuning import database as dbmod
 from tvm_autoglm.tuning.baseline import baseline_seconds, is_baseline_trace
 
@@ -15,15 +17,8 @@ def _records(db_dir):
 
 
 def _kernel_bodies(model, db_dir):
-    """{kernel name: scheduled PrimFunc body} after applying ``db_dir`` (None: default rules only)."""
-    import tvm
-
-    from tvm_autoglm.pipeline import build_relax, schedule
-
-    build = build_relax(model, "cpu", 3)
-    scheduled = schedule(build, str(db_dir) if db_dir else None, use_shipped_schedules=False)
-    bodies = {gv.name_hint: f.body for gv, f in scheduled.mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
-    return bodies, scheduled.tuning
+    _, bodies, tuning = scheduled_bodies(model, db_dir)
+    return bodies, tuning
 
 
 def _db_with(tmp_path, name, records):
@@ -94,18 +89,8 @@ def test_a_search_record_applies_only_when_it_beats_the_default(tuned, tiny_mode
             assert baseline_seconds(database, rec.workload.mod) == pytest.approx(secs)
     bodies, tuning = _kernel_bodies(tiny_model, db_dir)
     assert tuning["records_applied"] == 2
-    same_as_default = [_same(bodies[name], body) for name, body in default_bodies.items()]
+    same_as_default = [same_structure(bodies[name], body) for name, body in default_bodies.items()]
     assert same_as_default == [not search_wins] * len(default_bodies)
-
-
-def _same(a, b) -> bool:
-    import tvm
-
-    try:
-        tvm.ir.assert_structural_equal(a, b)
-        return True
-    except (AssertionError, ValueError):
-        return False
 
 
 def test_same_seed_and_database_give_the_same_choices(tuned, tiny_model, tmp_path):

@@ -8,23 +8,9 @@ import numpy as np
 import onnxruntime as ort
 import tvm
 
+from tiny import same_structure, scheduled_bodies
+
 from tvm_autoglm.tuning import in_model
-
-
-def _bodies(model, db_dir):
-    from tvm_autoglm.pipeline import build_relax, schedule
-
-    build = build_relax(model, "cpu", 3)
-    scheduled = schedule(build, str(db_dir) if db_dir else None, use_shipped_schedules=False)
-    return build, {gv.name_hint: f.body for gv, f in scheduled.mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}, scheduled.tuning
-
-
-def _same(a, b) -> bool:
-    try:
-        tvm.ir.assert_structural_equal(a, b)
-        return True
-    except (AssertionError, ValueError):
-        return False
 
 
 def test_vetoed_kernel_keeps_the_default_schedule(tuned, tiny_model, tmp_path):
@@ -33,16 +19,16 @@ def test_vetoed_kernel_keeps_the_default_schedule(tuned, tiny_model, tmp_path):
 
     db = tmp_path / "db"
     shutil.copytree(tuned[1], db, ignore=shutil.ignore_patterns("logs", in_model.VETO_FILE))
-    build, default_bodies, _ = _bodies(tiny_model, None)
-    _, applied_bodies, tuning = _bodies(tiny_model, db)
+    build, default_bodies, _ = scheduled_bodies(tiny_model, None)
+    _, applied_bodies, tuning = scheduled_bodies(tiny_model, db)
     assert tuning["records_applied"] == 2 and "vetoed" not in tuning
     kernels = sorted(default_bodies)
     name = next(n for n in kernels if n.startswith("fused_matmul"))
     write_json_atomic(db / in_model.VETO_FILE, {"format": 1, "vetoed": {in_model.workload_key(build.mod[name]): {"task": name}}})
 
-    _, vetoed_bodies, tuning = _bodies(tiny_model, db)
+    _, vetoed_bodies, tuning = scheduled_bodies(tiny_model, db)
     assert tuning["vetoed"] == 1 and tuning["records_applied"] == 1
-    assert _same(vetoed_bodies[name], default_bodies[name])  # the default rule's schedule, not the record's
+    assert same_structure(vetoed_bodies[name], default_bodies[name])  # the default rule's schedule, not the record's
     # A veto is a scheduling choice only: the answers stay the same.
     model = tvm_autoglm.compile(tiny_model, tuning_db=str(db), use_shipped_schedules=False)
     x = np.random.default_rng(0).standard_normal((32, 64)).astype(np.float32)

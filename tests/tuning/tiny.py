@@ -34,3 +34,25 @@ def tiny_mlp(path, m: int = 32, k: int = 64, n: int = 64, seed: int = 0) -> str:
     model.ir_version = 8
     onnx.save(model, str(path))
     return str(path)
+
+
+def scheduled_bodies(model, db_dir):
+    """(build, {kernel name: scheduled PrimFunc body}, tuning info) after applying ``db_dir`` (None: default rules only)."""
+    import tvm
+
+    from tvm_autoglm.pipeline import build_relax, schedule
+
+    build = build_relax(model, "cpu", 3)
+    scheduled = schedule(build, str(db_dir) if db_dir else None, use_shipped_schedules=False)
+    bodies = {gv.name_hint: f.body for gv, f in scheduled.mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+    return build, bodies, scheduled.tuning
+
+
+def same_structure(a, b) -> bool:
+    import tvm
+
+    try:
+        tvm.ir.assert_structural_equal(a, b)
+        return True
+    except (AssertionError, ValueError):
+        return False

@@ -42,7 +42,9 @@ def remeasure(work_dir: Path, mods, tvm_target, builder, runner, top_k: int = 2,
     rlines, rvals, _ = dbmod._read_lines(work_dir / dbmod.RECORDS)
     database = dbmod.open_db(work_dir, create=False)
     index_of = {str(v[0]): i for i, v in enumerate(wvals)}
-    device = "cuda" if tvm_target.kind.name == "cuda" else "cpu"
+    from .baseline import _device_type
+
+    device = _device_type(tvm_target)
 
     groups = {}  # shash -> (workload, [record line indices])
     for mod in mods:
