@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import onnxruntime as ort
-import tvm
 
 from tiny import same_structure, scheduled_bodies
 
