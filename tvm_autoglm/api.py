@@ -92,6 +92,9 @@ def compile(
         # ToMixedPrecision cannot see through fast_math's call_tir kernels, and the
         # approximations are float32 formulas: mixed precision keeps the named ops.
         disabled_passes = tuple(disabled_passes) + ("fast_math",)
+    if quantize and quantize != "none" and "pack_dense_weights" not in disabled_passes:
+        # The precision rewrites look for R.matmul with a constant [K, N] weight; packed matmuls are call_tir.
+        disabled_passes = tuple(disabled_passes) + ("pack_dense_weights",)
     records = contextlib.nullcontext()
     if tuning_db and spec.kind == "npu":
         # NPU tile choice happens inside build_relax (partitioning), so its records apply there.

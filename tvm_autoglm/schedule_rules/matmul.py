@@ -47,6 +47,7 @@ class Contraction:
     reduce: list[int]  # all reduction iters in block order
     dtype: str
     pack_operand: int | None = None  # read-buffer index of the vector-side operand, if packable
+    panel: int | None = None  # width W of a vector-side operand pre-packed as w[n // W, .., n % W] (passes/pack_dense_weights.py)
 
 
 def _is_load(expr) -> bool:
@@ -137,8 +138,12 @@ def analyze_contraction(block, iter_vars: list) -> Contraction | None:
         for pos, region in enumerate(block.reads):
             if region.source.same_as(vec_load.source):
                 pack = pos
+    panel = None
+    last_index = vec_load.indices[-1]
+    if isinstance(last_index, tirx.FloorMod) and last_index.a.same_as(vec_var) and isinstance(last_index.b, tirx.IntImm):
+        panel = int(last_index.b.value)
     return Contraction(
-        vec=vec, row=row, spatial=spatial, reduce=reduce, dtype=str(body.buffer.dtype), pack_operand=pack
+        vec=vec, row=row, spatial=spatial, reduce=reduce, dtype=str(body.buffer.dtype), pack_operand=pack, panel=panel
     )
 
 
@@ -257,6 +262,9 @@ class Matmul(C.CPURule):
         nregs = C.num_vector_registers(target)
         row_extent = extents[ana.row] if ana.row is not None else 1
         tiles = tile_candidates(row_extent, extents[ana.vec], lanes, nregs)
+        if ana.panel is not None:
+            # Pre-packed panels: keep to tiles inside one panel so the vector loads stay contiguous.
+            tiles = [t for t in tiles if ana.panel % (t[1] * t[2]) == 0] or tiles
         mr, nv, lane = tiles[min(rank, len(tiles) - 1)]
         last_tile = rank >= len(tiles) - 1
 

@@ -1,0 +1,281 @@
+"""Pre-pack constant fp32 matmul weights into column panels at compile time.
+
+The CPU Matmul rule (``schedule_rules/matmul.py``) computes an ``mr x width``
+register tile and walks the whole reduction for it, so each step loads
+``width = nv * lanes`` consecutive floats of the weight row ``W[k, :]``. Rows
+are ``N`` floats apart (3 KiB to 12 KiB in bert-base: a power-of-two-ish stride
+that aliases in L1/L2), so without help the rule copies that ``K x width``
+panel into a contiguous buffer inside the kernel, once per column tile, on
+every call.
+
+The weights are constants, so this pass does that copy once, at compile time:
+``W[K, N]`` is stored as ``Wp[N / width, K, width]`` and the matmul becomes an
+equivalent TE compute reading ``Wp[n // width, k, n % width]``. ``width`` is
+the column width of the tile the Matmul rule will choose for that kernel
+(:func:`..schedule_rules.matmul.choose_tile` with the target's lanes and
+register count, rows = the largest leading extent of ``x``), so one column
+tile reads exactly one contiguous panel; the rule recognises the packed read,
+skips its in-kernel copy and keeps its tile to widths dividing the panel.
+
+Where: ``relax.matmul(x, W)`` with a 2-D float32 constant ``W``, static shapes
+and float32 ``x``, in graph-level functions; and the same matmul inside an
+``autoglm.epilogue_layout`` composite (``fuse_epilogue``: matmul + bias +
+head-split reshape/permute), where ``W`` arrives as a parameter bound to a
+constant at the call site -- the composite is specialised to take the packed
+constant. Anything else (activation x activation, batched 3-D weights, widths
+that do not divide ``N``) is left as it was. Quantization (``--quantize``)
+looks for plain ``R.matmul`` sites, so ``api.compile`` disables this pass
+whenever a quantize mode is chosen.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tvm
+from tvm import relax, te
+from tvm.ir.expr import Constant
+
+from .registry import register_pass
+
+COMPOSITES = ("autoglm.epilogue_layout",)
+
+
+def _target_params() -> tuple[int, int]:
+    """(fp32 lanes, vector registers) of the current target; AVX2 (8, 16) without one."""
+    from ..schedule_rules import _common as C
+
+    target = tvm.target.Target.current(allow_none=True)
+    if target is None or target.kind.name != "llvm":
+        return 8, 16
+    return C.vector_lanes(target, "float32"), C.num_vector_registers(target)
+
+
+def _static_shape(expr) -> tuple[int, ...] | None:
+    sinfo = expr.ty
+    if not isinstance(sinfo, relax.TensorType) or sinfo.shape is None or sinfo.dtype != "float32":
+        return None
+    try:
+        return tuple(int(d) for d in sinfo.shape.values)
+    except (TypeError, AttributeError):
+        return None
+
+
+def panel_width(x_shape: tuple[int, ...], n: int, lanes: int, nregs: int, segment: int | None = None) -> int | None:
+    """Columns of the Matmul rule's register tile for ``x[..., K] @ W[K, n]``, or None (no vector tile).
+
+    ``segment``: the head width of a fused reshape-to-heads epilogue. The rule
+    only fuses such an epilogue into a tile inside one head
+    (``C.epilogue_covers_tile``), so it takes the best tile whose width divides it.
+    """
+    from ..schedule_rules.matmul import tile_candidates
+
+    rows = [d for d in x_shape[:-1] if d > 1]
+    for _, nv, lane in tile_candidates(max(rows) if rows else 1, n, lanes, nregs):
+        width = nv * lane
+        if lane >= 4 and n % width == 0 and (segment is None or segment % width == 0):
+            return width
+    return None
+
+
+def packed_weight(weight: np.ndarray, width: int) -> np.ndarray:
+    """``W[K, N]`` -> ``Wp[N / width, K, width]`` with ``Wp[j, k, i] = W[k, j * width + i]``."""
+    k, n = weight.shape
+    return np.ascontiguousarray(weight.reshape(k, n // width, width).transpose(1, 0, 2))
+
+
+def matmul_packed_te(x: te.Tensor, wp: te.Tensor) -> te.Tensor:
+    """``x[..., K] @ W[K, N]`` reading the panel-packed ``wp[N / width, K, width]``."""
+    blocks, k_extent, width = (int(d) for d in wp.shape)
+    k = te.reduce_axis((0, k_extent), name="k")
+    lead = [int(d) for d in x.shape[:-1]]
+    return te.compute(
+        (*lead, blocks * width),
+        lambda *i: te.sum(x[(*i[:-1], k)] * wp[i[-1] // width, k, i[-1] % width], axis=k),
+        name="matmul",
+    )
+
+
+def _packed_call(builder: relax.BlockBuilder, x, wp) -> relax.Call:
+    """``call_tir`` of the packed matmul kernel (added to the module once per shape)."""
+    return builder.call_te(matmul_packed_te, x, wp, primfunc_name_hint="matmul_packed")
+
+
+def _is_matmul(call) -> bool:
+    return isinstance(call, relax.Call) and getattr(call.op, "name", "") == "relax.matmul"
+
+
+def _fp32_out(call) -> bool:
+    out_dtype = call.attrs.out_dtype
+    return out_dtype is None or str(out_dtype) in ("", "void", "float32")
+
+
+@relax.expr_functor.mutator
+class _InnerPacker(relax.PyExprMutator):
+    """Inside one composite: ``matmul(x, param)`` -> the packed kernel reading ``new_param``."""
+
+    def __init__(self, mod, builder, param, new_param, lanes, nregs):
+        super().__init__(mod)
+        self.outer = builder
+        self.param, self.new_param = param, new_param
+        self.lanes, self.nregs = lanes, nregs
+
+    def visit_call_(self, call):  # noqa: D102 - visitor hook
+        call = super().visit_call_(call)
+        if _is_matmul(call) and call.args[1].same_as(self.param):
+            return _packed_call(self.outer, call.args[0], self.new_param)
+        return call
+
+
+@relax.expr_functor.mutator
+class _Packer(relax.PyExprMutator):
+    def __init__(self, mod, lanes: int, nregs: int):
+        super().__init__(mod)
+        self.source = mod
+        self.lanes, self.nregs = lanes, nregs
+        self.packed = 0
+        self.constants: dict = {}  # (weight Constant, width) -> packed Constant: a shared weight is packed once
+        self.specialised: dict = {}  # (composite gv, arg index, width) -> specialised gv
+        self.replaced: set = set()
+
+    def _width(self, x_shape, weight, segment=None) -> int | None:
+        if x_shape is None or len(x_shape) < 2 or weight is None or x_shape[-1] != weight.shape[0]:
+            return None
+        return panel_width(x_shape, int(weight.shape[1]), self.lanes, self.nregs, segment)
+
+    def _packed_const(self, const: Constant, width: int) -> Constant:
+        key = (const, width)
+        if key not in self.constants:
+            self.constants[key] = relax.const(packed_weight(const.value.numpy(), width), "float32")
+        return self.constants[key]
+
+    def visit_call_(self, call):  # noqa: D102 - visitor hook
+        call = super().visit_call_(call)
+        if _is_matmul(call):
+            return self._rewrite_matmul(call)
+        if isinstance(call, relax.Call) and isinstance(call.op, relax.GlobalVar):
+            return self._rewrite_composite_call(call)
+        return call
+
+    def _rewrite_matmul(self, call):
+        weight = _weight(call.args[1])
+        if weight is None or not _fp32_out(call):
+            return call
+        x_shape = _static_shape(call.args[0])
+        width = self._width(x_shape, weight)
+        if width is None:
+            return call
+        wp = self._packed_const(call.args[1], width)
+        self.packed += 1
+        return _packed_call(self.builder_, call.args[0], wp)
+
+    def _rewrite_composite_call(self, call):
+        gv = call.op
+        try:
+            func = self.source[gv]
+        except Exception:  # pylint: disable=broad-except  (not a function of this module)
+            return call
+        if not isinstance(func, relax.Function) or func.attrs is None:
+            return call
+        if "Primitive" not in func.attrs or str(func.attrs.get("Composite", "")) not in COMPOSITES:
+            return call
+        args = list(call.args)
+        for i, (arg, param) in enumerate(zip(args, func.params)):
+            weight = _weight(arg)
+            if weight is None:
+                continue
+            uses = _uses(func, param)
+            if not uses or not all(_is_matmul(u) and u.args[1].same_as(param) and not u.args[0].same_as(param) and _fp32_out(u) for u in uses):
+                continue
+            shapes = {_static_shape(u.args[0]) for u in uses}
+            segment = _head_width(func, int(weight.shape[1]))
+            widths = {self._width(s, weight, segment) for s in shapes}
+            if len(widths) != 1 or None in widths:
+                continue
+            width = widths.pop()
+            key = (gv, i, width)
+            if key not in self.specialised:
+                new_param = relax.Var(param.name, relax.TensorType([weight.shape[1] // width, weight.shape[0], width], "float32"))
+                inner = _InnerPacker(self.source, self.builder_, param, new_param, self.lanes, self.nregs)
+                body = inner.visit_expr(func.body)
+                params = [new_param if j == i else p for j, p in enumerate(func.params)]
+                new_func = relax.Function(params, body, func.ret_ty, func.is_pure, func.attrs)
+                self.specialised[key] = self.builder_.add_func(new_func, f"{gv.name_hint}_packed")
+            self.replaced.add(gv)
+            args[i] = self._packed_const(arg, width)
+            self.packed += len(uses)
+            return relax.Call(self.specialised[key], args, call.attrs, call.ty_args)
+        return call
+
+
+def _weight(expr) -> np.ndarray | None:
+    """The 2-D float32 constant value of a matmul's right operand, else None."""
+    if not isinstance(expr, Constant):
+        return None
+    value = expr.value
+    if len(value.shape) != 2 or str(value.dtype) != "float32":
+        return None
+    return value.numpy()
+
+
+def _head_width(func: relax.Function, n: int) -> int | None:
+    """The inner width of a reshape in ``func`` that splits a last axis of ``n`` (heads), else None."""
+    widths = []
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.reshape":
+                src, dst = _static_shape(value.args[0]), _static_shape(value)
+                if src and dst and src[-1] == n and dst[-1] != n:
+                    widths.append(dst[-1])
+    return math.gcd(*widths) if widths else None
+
+
+def _uses(func: relax.Function, var: relax.Var) -> list:
+    """The bound values in ``func`` that mention ``var``; a None stands for a use outside a binding."""
+    found: list = []
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            if any(v.same_as(var) for v in relax.analysis.free_vars(binding.value)):
+                found.append(binding.value)
+    if any(v.same_as(var) for v in relax.analysis.free_vars(func.body.body)):
+        found.append(None)
+    return found
+
+
+@tvm.transform.module_pass(opt_level=0, name="AutoGLMPackDenseWeights")
+def pack_dense_weights_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    lanes, nregs = _target_params()
+    packer = _Packer(mod, lanes, nregs)
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function) and not (func.attrs and "Primitive" in func.attrs):
+            packer.builder_.update_func(gv, packer.visit_expr(func))
+    out = packer.builder_.get()
+    if not packer.replaced:
+        return out
+    # A composite specialised at every call site is dead now; FuseOps would still lower it.
+    used = _called(out)
+    for gv in packer.replaced:
+        if gv not in used:
+            out = tvm.IRModule({g: f for g, f in out.functions.items() if not g.same_as(gv)}, attrs=out.attrs)
+    return out
+
+
+def _called(mod: tvm.IRModule) -> set:
+    seen: set = set()
+
+    def visit(expr):
+        if isinstance(expr, relax.GlobalVar):
+            seen.add(expr)
+
+    for _, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, visit)
+    return seen
+
+
+@register_pass("pack_dense_weights", opt_level=3, stage=77, target_kinds=("cpu",))
+def pack_dense_weights():
+    """matmul with a constant fp32 [K, N] weight -> weight pre-packed as [N/width, K, width] panels (O3, CPU)."""
+    return pack_dense_weights_pass
