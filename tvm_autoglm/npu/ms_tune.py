@@ -405,6 +405,10 @@ def best_record(db, shape: MatmulShape, machine: Machine) -> tuple[TileConfig, f
     return None
 
 
+def best_block_record(db, shape, machine):
+    return None
+
+
 # ---------------------------------------------------------------- using the records when compiling
 
 _RECORDS: contextvars.ContextVar = contextvars.ContextVar("npu_tile_records", default=None)
@@ -426,6 +430,14 @@ class TileRecords:
 
     def lookup(self, shape: MatmulShape, machine: Machine) -> TileConfig | None:
         found = best_record(self.db, shape, machine)
+        if found is None:
+            return None
+        self.used += 1
+        return found[0]
+
+    def lookup_block(self, shape: MatmulShape, machine: Machine):
+        """The best block-route (tensorize) record of a shape, or None."""
+        found = best_block_record(self.db, shape, machine)
         if found is None:
             return None
         self.used += 1

@@ -27,9 +27,14 @@ from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from .codegen import MatmulShape, matmul_program
 from .config import Machine, machine_from
+from .tensorize import best_block_config, block_intrin_name, block_kernel, config_words, time_blocks
 from .tiling import choose
 
 _MACHINE: contextvars.ContextVar = contextvars.ContextVar("npu_machine", default=None)
+_ROUTE: contextvars.ContextVar = contextvars.ContextVar("npu_route", default=None)
+ROUTES = ("tensorize", "program")
+# when targets/npu-sim.json has no "route": the measured better one (docs/npu.md, "The TensorIntrin route")
+DEFAULT_ROUTE = "tensorize"
 ATTR = "npu_op"
 INFO_ATTR = "npu_info"
 # Relax activations the vector unit applies before the store (gelu = erf form, as ONNX Gelu)
@@ -44,6 +49,30 @@ def machine_scope(machine: Machine):
         yield machine
     finally:
         _MACHINE.reset(token)
+
+
+@contextlib.contextmanager
+def route_scope(route: str):
+    """Compile with this route ("tensorize": block intrinsic + sch.tensorize; "program": one npu_exec program per op)."""
+    if route not in ROUTES:
+        raise ValueError(f"npu route must be one of {ROUTES} (got {route!r})")
+    token = _ROUTE.set(route)
+    try:
+        yield route
+    finally:
+        _ROUTE.reset(token)
+
+
+def current_route() -> str:
+    route = _ROUTE.get()
+    if route is None:
+        from ..errors import TargetError
+        from ..targets import load_target
+
+        route = (load_target("npu-sim").extra.get("npu") or {}).get("route", DEFAULT_ROUTE)
+        if route not in ROUTES:
+            raise TargetError(f"npu-sim: \"route\" must be one of {', '.join(ROUTES)} (got {route!r})")
+    return route
 
 
 def current_machine() -> Machine:
@@ -70,8 +99,9 @@ def _dtype(expr) -> str:
 
 
 class _Offloader:
-    def __init__(self, machine: Machine, builder: relax.BlockBuilder):
+    def __init__(self, machine: Machine, builder: relax.BlockBuilder, route: str = "program"):
         self.machine = machine
+        self.route = route
         self.builder = builder
         self.funcs: dict[str, tirx.PrimFunc] = {}
         self.gvars: dict[str, tvm.ir.GlobalVar] = {}
@@ -122,27 +152,54 @@ class _Offloader:
         n = fields["n"]
         shape = MatmulShape(**fields, bias=bias is not None, activation=activation)
         op_id = len(self.ops)
-        cfg, cycles, tried, source = choose(shape, self.machine)
-        words = matmul_program(shape, cfg, self.machine, op_id).array()
         out_shape = list(a_shape[:-1]) + [n]
         name = f"npu_{kind}{'_bias' if bias is not None else ''}{'_' + activation if activation else ''}_{op_id}"
-        args = [a, b] + ([bias] if bias is not None else []) + [relax.const(words)]
         specs = [(list(a_shape), fields["a_dtype"]), (list(b_shape), fields["b_dtype"])]
         if bias is not None:
             specs.append(([n], _dtype(bias)))
-        specs += [(list(words.shape), "int32"), (out_shape, fields["out_dtype"])]
         info = {
             "op_id": op_id, "kernel": name, "kind": kind, "batch": shape.batch, "m": shape.m, "n": shape.n, "k": shape.k,
             "macs": shape.macs, "bias": shape.bias, "activation": activation, "dtype": fields["a_dtype"],
-            "tile": cfg.to_json(), "tile_source": source, "estimated_cycles": cycles, "configs_tried": tried, "instructions": int(words.shape[0]),
             "cores": self.machine.cores, "workload": dataclasses.asdict(shape),  # what ms_tune tunes
         }
-        func = _prim_func(name, specs, words.shape[0], op_id)
-        func = func.with_attr(INFO_ATTR, json.dumps(info, sort_keys=True))
+        block = self._block_route(shape) if self.route == "tensorize" else None
+        if block is not None:
+            cfg, cycles, tried, source = block
+            words = config_words(shape, cfg, self.machine, op_id)
+            func = block_kernel(name, list(a_shape), list(b_shape), out_shape, shape, cfg, bias is not None, op_id)
+            info.update(route="tensorize", intrinsic=block_intrin_name(cfg.bm, cfg.bn, cfg.bk, shape.a_dtype, shape.b_dtype, shape.out_dtype),
+                        instructions=0)
+        else:
+            cfg, cycles, tried, source = choose(shape, self.machine)
+            words = matmul_program(shape, cfg, self.machine, op_id).array()
+            func = _prim_func(name, specs + [(list(words.shape), "int32"), (out_shape, fields["out_dtype"])], words.shape[0], op_id)
+            info.update(route="program", instructions=int(words.shape[0]))
+            if self.route == "tensorize":
+                info["route_note"] = "activation epilogue: program route" if activation else "no block size fits: program route"
+        info.update(tile=cfg.to_json(), tile_source=source, estimated_cycles=cycles, configs_tried=tried)
+        args = [a, b] + ([bias] if bias is not None else []) + [relax.const(words)]
+        func = _finish(func, name, op_id).with_attr(INFO_ATTR, json.dumps(info, sort_keys=True))
         self.funcs[name] = func
         self.gvars[name] = self.builder.add_func(func, name)
         self.ops.append(info)
         return relax.call_tir(self.gvars[name], args, relax.TensorType(out_shape, fields["out_dtype"])), None
+
+    def _block_route(self, shape):
+        """(BlockConfig, cycles, tried, source) for the tensorize route, or None where it does not apply.
+
+        An activation epilogue is not a multiply-accumulate, so the block intrinsic cannot
+        express it: those ops keep the program route (its VALU epilogue before the store)."""
+        if shape.activation:
+            return None
+        from .ms_tune import current_records
+
+        records = current_records()
+        if records is not None:
+            cfg = records.lookup_block(shape, self.machine)
+            if cfg is not None:
+                return cfg, time_blocks(shape, cfg, self.machine), 0, "metaschedule"
+        found = best_block_config(shape, self.machine)
+        return None if found is None else (*found, "search")
 
     def rewrite_conv(self, conv, bias=None, activation=None):
         """conv2d (NCHW/OIHW, groups 1, no dilation, fp32) as im2col on the host + an NPU matmul.
@@ -202,15 +259,20 @@ def _prim_func(name, specs, n_insns, op_id):
     )
     from tvm.script import tirx as T
 
-    func = tvm.script.from_source(source, extra_vars={"T": T})
+    return tvm.script.from_source(source, extra_vars={"T": T})
+
+
+def _finish(func, name, op_id):
+    """Attributes every NPU kernel carries: born scheduled, opaque to FuseOps, its op id."""
     return func.with_attrs({"global_symbol": name, "tir.noalias": True, "tir.is_scheduled": True, "tirx.is_scheduled": True, "op_pattern": 8, ATTR: op_id})
 
 
-def offload(mod: tvm.IRModule, machine: Machine | None = None, offload_convs: bool = True) -> tuple[tvm.IRModule, dict]:
+def offload(mod: tvm.IRModule, machine: Machine | None = None, offload_convs: bool = True, route: str | None = None) -> tuple[tvm.IRModule, dict]:
     """Rewrite every Relax function; returns the module and the partition summary."""
     machine = machine or current_machine()
+    route = route or current_route()
     builder = relax.BlockBuilder(mod)
-    off = _Offloader(machine, builder)
+    off = _Offloader(machine, builder, route)
     reasons: dict = {}
 
     a, b, bias = wildcard(), wildcard(), is_const()
@@ -258,6 +320,7 @@ def offload(mod: tvm.IRModule, machine: Machine | None = None, offload_convs: bo
     mod = relax.transform.DeadCodeElimination()(mod) if off.ops else mod
     summary = {
         "machine": {"cores": machine.cores, "clock_mhz": machine.clock_mhz},
+        "route": route,
         "npu_ops": off.ops,
         "kept_on_host": [{"reason": r, "count": c} for r, c in sorted(Counter(reasons.values()).items())],
     }
@@ -291,7 +354,8 @@ def partition_notes(mod: tvm.IRModule) -> list[str]:
         epilogue = "".join(["+bias" if op["bias"] else "", f"+{op['activation']}" if op["activation"] else ""])
         lines.append(
             f"npu-sim: NPU  {op['kernel']}: {op.get('kind', 'matmul')}{epilogue}{' (im2col matmul)' if op.get('kind') == 'conv2d' else ''} {op['batch']}x{op['m']}x{op['n']}x{op['k']} {op['dtype']}, "
-            f"tile {tile['mb']}x{tile['nb']}x{tile['kb']} depth {tile['depth']} ({op.get('tile_source', 'search')}), {op['cores']} core(s), ~{op['estimated_cycles']} cycles"
+            f"tile {tile['mb']}x{tile['nb']}x{tile['kb']} depth {tile['depth']} ({op.get('tile_source', 'search')}), {op['cores']} core(s), ~{op['estimated_cycles']} cycles, "
+            + (f"tensorized ({op['intrinsic']})" if op.get("route") == "tensorize" else f"program route{' (' + op['route_note'] + ')' if op.get('route_note') else ''}")
         )
     for name in summary["host_kernels"]:
         lines.append(f"npu-sim: HOST {name}")

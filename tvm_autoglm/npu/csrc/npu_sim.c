@@ -535,6 +535,214 @@ NPU_INTERNAL int32_t npu_gemm_tile(const void *a, const void *b, void *c, int32_
   return npu_exec(&prog[0][0], 6, (void *)a, (void *)b, c, c);
 }
 
+/* ---------- the block route (tvm_autoglm/npu/tensorize.py) ----------
+ * A model kernel tensorized with the block intrinsic npu_gemm_{bm}x{bn}x{bk} calls
+ *   npu_block_begin(cfg)            once per op: machine + op header, timelines reset
+ *   npu_gemm_block(A, B, C, ...)    once per (output block, k step): C[bm,bn] += A[bm,bk] x B[bk,bn]
+ *   npu_block_end(op_id)            once per op: final SYNC, the op's cycles counted
+ * Between the calls of one op the per-core engine timelines and the scoreboard persist,
+ * so the loads of the next block overlap the GEMM of the previous one exactly as
+ * asynchronous DMA hardware does: each call becomes LOAD C (first k step: C += A x B
+ * reads the C that is in DRAM), LOAD A, LOAD B into the next of `depth` rotating
+ * input/weight buffers, one GEMM (mt x nt x kt tiles, accumulating), and STORE C on the
+ * last k step; C stays in one of two accumulator buffers across k. The block's core is
+ * a fixed function of its output coordinates: blocks are numbered n-major (batch, n, m)
+ * and split into contiguous runs, one per core (the program route's split).
+ * cfg: 32 words = a CONFIG instruction (as isa.Program.config) and its extension
+ * {CONFIG, 0, batch, bm, bn, bk, depth}. The session holds the simulator lock from
+ * begin to end, so concurrent model threads take turns per op. */
+typedef struct {
+  int active, error, timing_only;
+  npu_cfg cfg;
+  int64_t bm, bn, bk, depth, mt, nt, kt, n_m, n_n, nblocks, insns;
+  int64_t inp_slot, wgt_slot, acc_slot;
+  int a_dt, b_dt, c_dt; /* DRAM dtypes of A, B and C (isa.DT_*) */
+  int inp_next[NPU_MAX_CORES], wgt_next[NPU_MAX_CORES], acc_next[NPU_MAX_CORES], acc_cur[NPU_MAX_CORES];
+  npu_op_stats *st, scratch;
+  npu_counters saved;
+} npu_session;
+
+static npu_session g_sess;
+
+static int64_t block_begin_locked(const int32_t *w, int timing_only) {
+  npu_session *s = &g_sess;
+  memset(s, 0, offsetof(npu_session, saved));
+  s->st = &s->scratch;
+  if (w[0] != OP_CONFIG || w[NPU_WORDS] != OP_CONFIG) return -1;
+  npu_cfg cfg = {
+      .op_id = w[1], .mode = w[2], .cores = w[3], .gemm_lat = w[4], .vec_lat = w[5], .dma_setup = w[6],
+      .sync_lat = w[7], .bpc = w[8], .total_bpc = w[9], .sp_bytes = {w[10], w[11], w[12]},
+      .m = w[13], .n = w[14], .k = w[15], .batch = w[NPU_WORDS + 2],
+  };
+  const int32_t *x = w + NPU_WORDS;
+  s->cfg = cfg;
+  s->bm = x[3]; s->bn = x[4]; s->bk = x[5]; s->depth = x[6];
+  s->a_dt = x[7]; s->b_dt = x[8]; s->c_dt = x[9];
+  if (cfg.cores < 1 || cfg.cores > NPU_MAX_CORES || s->bm <= 0 || s->bn <= 0 || s->bk <= 0 || s->depth < 1 ||
+      cfg.m % s->bm || cfg.n % s->bn || cfg.k % s->bk || cfg.batch < 1)
+    return -2;
+  s->mt = ceil_div(s->bm, NPU_TILE); s->nt = ceil_div(s->bn, NPU_TILE); s->kt = ceil_div(s->bk, NPU_TILE);
+  s->inp_slot = s->mt * s->kt * NPU_TILE * NPU_TILE;
+  s->wgt_slot = s->kt * s->nt * NPU_TILE * NPU_TILE;
+  s->acc_slot = s->mt * s->nt * NPU_TILE * NPU_TILE;
+  int64_t esz = cfg.mode == MODE_INT8 ? 1 : 2;
+  if (s->depth * s->inp_slot * esz > cfg.sp_bytes[SP_INP] || s->depth * s->wgt_slot * esz > cfg.sp_bytes[SP_WGT] ||
+      2 * s->acc_slot * 4 > cfg.sp_bytes[SP_ACC])
+    return -3; /* the block does not fit the scratchpads at this depth */
+  if (ensure_alloc(&s->cfg)) return -4;
+  reset_timelines();
+  s->n_m = cfg.m / s->bm; s->n_n = cfg.n / s->bn;
+  s->nblocks = cfg.batch * s->n_m * s->n_n;
+  s->timing_only = timing_only;
+  if (timing_only) {
+    memcpy(&s->saved, &npu_g_counters, offsetof(npu_counters, ops));
+  } else {
+    s->st = op_stats(cfg.op_id);
+  }
+  s->insns = 2;
+  s->active = 1;
+  return 0;
+}
+
+static int block_core(const npu_session *s, int64_t idx) {
+  for (int c = 0; c < s->cfg.cores; ++c)
+    if (idx < s->nblocks * (c + 1) / s->cfg.cores) return c;
+  return s->cfg.cores - 1;
+}
+
+/* One block call: a_off / c_off are the element offsets of the A and C blocks in their tensors. */
+static int block_step(npu_session *s, void *a, void *b, void *c, int64_t a_off, int64_t c_off, int64_t lda, int64_t ldb,
+                      int64_t ldc, int64_t bm, int64_t bn, int64_t bk) {
+  const npu_cfg *cfg = &s->cfg;
+  if (!s->active) return -1;
+  if (bm != s->bm || bn != s->bn || bk != s->bk || lda != cfg->k || ldc != cfg->n || ldb != cfg->n) return -2;
+  int64_t ki = a_off % cfg->k;
+  int64_t ni = c_off % cfg->n, mi = (c_off / cfg->n) % cfg->m, bi = c_off / (cfg->n * cfg->m);
+  if (mi % bm || ni % bn || ki % bk || bi >= cfg->batch) return -3;
+  int core_id = block_core(s, (bi * s->n_n + ni / bn) * s->n_m + mi / bm);
+  npu_core *core = &g_cores[core_id];
+  int first = ki == 0, last = ki + bk >= cfg->k;
+  int a_dt = s->a_dt, b_dt = s->b_dt, acc_dt = s->c_dt;
+  void *dram[4] = {a, b, c, c};
+  int64_t MP = s->mt * NPU_TILE, NP = s->nt * NPU_TILE, KP = s->kt * NPU_TILE;
+  int32_t w[NPU_WORDS];
+  if (first) {
+    /* C += A x B: the C in DRAM (zero, or the bias) comes into the accumulator */
+    s->acc_cur[core_id] = s->acc_next[core_id];
+    s->acc_next[core_id] ^= 1;
+    int32_t ld_c[NPU_WORDS] = {OP_LOAD, core_id, SP_ACC, (int32_t)(s->acc_cur[core_id] * s->acc_slot), 2, 0,
+                               (int32_t)MP, (int32_t)NP, (int32_t)ldc, (int32_t)bm, (int32_t)bn, (int32_t)NP, acc_dt};
+    memcpy(w, ld_c, sizeof w);
+    if (exec_load(cfg, core, w, dram, s->timing_only, s->st)) return -4;
+    s->insns++;
+  }
+  int64_t acc_off = s->acc_cur[core_id] * s->acc_slot;
+  int64_t inp_off = s->inp_next[core_id] * s->inp_slot, wgt_off = s->wgt_next[core_id] * s->wgt_slot;
+  s->inp_next[core_id] = (int)((s->inp_next[core_id] + 1) % s->depth);
+  s->wgt_next[core_id] = (int)((s->wgt_next[core_id] + 1) % s->depth);
+  int32_t ld_a[NPU_WORDS] = {OP_LOAD, core_id, SP_INP, (int32_t)inp_off, 0, 0, (int32_t)MP, (int32_t)KP, (int32_t)lda,
+                             (int32_t)bm, (int32_t)bk, (int32_t)KP, a_dt};
+  memcpy(w, ld_a, sizeof w);
+  if (exec_load(cfg, core, w, dram, s->timing_only, s->st)) return -5;
+  int32_t ld_b[NPU_WORDS] = {OP_LOAD, core_id, SP_WGT, (int32_t)wgt_off, 1, 0, (int32_t)KP, (int32_t)NP, (int32_t)ldb,
+                             (int32_t)bk, (int32_t)bn, (int32_t)NP, b_dt};
+  memcpy(w, ld_b, sizeof w);
+  if (exec_load(cfg, core, w, dram, s->timing_only, s->st)) return -6;
+  int32_t gemm[NPU_WORDS] = {OP_GEMM, core_id, (int32_t)acc_off, (int32_t)inp_off, (int32_t)wgt_off, (int32_t)s->mt,
+                             (int32_t)s->nt, (int32_t)s->kt, 0, (int32_t)KP, (int32_t)NP, (int32_t)NP,
+                             (int32_t)bm, (int32_t)bn, (int32_t)bk};
+  memcpy(w, gemm, sizeof w);
+  if (exec_gemm(cfg, core, w, s->timing_only, s->st)) return -7;
+  s->insns += 3;
+  if (last) {
+    int32_t st_c[NPU_WORDS] = {OP_STORE, core_id, SP_ACC, (int32_t)acc_off, 3, 0, (int32_t)bm, (int32_t)bn, (int32_t)ldc,
+                               (int32_t)NP, acc_dt};
+    memcpy(w, st_c, sizeof w);
+    if (exec_store(cfg, core, w, dram, s->timing_only, s->st)) return -8;
+    s->insns++;
+  }
+  return 0;
+}
+
+static int64_t block_end_locked(void) {
+  npu_session *s = &g_sess;
+  if (!s->active) return -1;
+  s->active = 0;
+  if (s->timing_only && s->st == &s->scratch) memcpy(&npu_g_counters, &s->saved, offsetof(npu_counters, ops));
+  if (s->error) return s->error;
+  exec_sync(&s->cfg);
+  int64_t cycles = core_time(&g_cores[0]);
+  if (s->timing_only) return cycles;
+  npu_op_stats *st = s->st;
+  st->calls += 1;
+  st->cycles += cycles;
+  st->m = s->cfg.m; st->n = s->cfg.n; st->k = s->cfg.k; st->batch = s->cfg.batch; st->cores = s->cfg.cores;
+  npu_g_counters.total_cycles += cycles;
+  npu_g_counters.ops_executed += 1;
+  npu_g_counters.insns += s->insns;
+  return cycles;
+}
+
+/* Entry points called by compiled models (T.call_extern). The lock is held from begin to end. */
+NPU_INTERNAL int32_t npu_block_begin(const int32_t *cfg) {
+  pthread_mutex_lock(&g_lock);
+  int64_t rc = block_begin_locked(cfg, 0);
+  if (rc < 0) {
+    g_sess.active = 1; /* keep the session so npu_block_end releases the lock and reports */
+    g_sess.error = (int)rc;
+  }
+  return (int32_t)rc;
+}
+
+NPU_INTERNAL int32_t npu_gemm_block(void *a, void *b, void *c, int64_t a_off, int64_t c_off, int32_t lda, int32_t ldb,
+                                    int32_t ldc, int32_t bm, int32_t bn, int32_t bk) {
+  if (g_sess.error) return g_sess.error;
+  int rc = block_step(&g_sess, a, b, c, a_off, c_off, lda, ldb, ldc, bm, bn, bk);
+  if (rc) g_sess.error = -200 + rc;
+  return rc;
+}
+
+NPU_INTERNAL int32_t npu_block_end(int32_t op_id) {
+  int64_t rc = block_end_locked();
+  if (rc < 0) npu_g_counters.errors += 1;
+  pthread_mutex_unlock(&g_lock);
+  if (rc < 0) {
+    fprintf(stderr, "npu-sim: block op error %lld (op %d)\n", (long long)rc, op_id);
+    return (int32_t)rc;
+  }
+  return 0;
+}
+
+/* Cycles of a whole block-route op, replaying the tensorized kernel's call order (batch, n
+ * blocks, m blocks, k steps) in timing-only mode: the block route's tile search and tuner
+ * cost (tests check it equals the cycles a compiled tensorized kernel counts). */
+NPU_EXPORT int64_t npu_time_blocks(const int32_t *cfg) {
+  pthread_mutex_lock(&g_lock);
+  int64_t rc = block_begin_locked(cfg, 1);
+  if (rc == 0) {
+    npu_session *s = &g_sess;
+    int64_t M = s->cfg.m, N = s->cfg.n, K = s->cfg.k;
+    for (int64_t bi = 0; bi < s->cfg.batch && !rc; ++bi)
+      for (int64_t ni = 0; ni < N && !rc; ni += s->bn)
+        for (int64_t mi = 0; mi < M && !rc; mi += s->bm)
+          for (int64_t ki = 0; ki < K && !rc; ki += s->bk)
+            rc = block_step(s, NULL, NULL, NULL, bi * M * K + mi * K + ki, bi * M * N + mi * N + ni, K, N, N, s->bm, s->bn, s->bk);
+    if (rc) { s->error = (int)(-200 + rc); }
+    rc = block_end_locked();
+  }
+  g_sess.active = 0;
+  pthread_mutex_unlock(&g_lock);
+  return rc;
+}
+
+/* Direct block-route entry points for tests (the model's own are hidden in an exported .so). */
+NPU_EXPORT int32_t npu_block_begin_exported(const int32_t *cfg) { return npu_block_begin(cfg); }
+NPU_EXPORT int32_t npu_gemm_block_exported(void *a, void *b, void *c, int64_t a_off, int64_t c_off, int32_t lda, int32_t ldb,
+                                           int32_t ldc, int32_t bm, int32_t bn, int32_t bk) {
+  return npu_gemm_block(a, b, c, a_off, c_off, lda, ldb, ldc, bm, bn, bk);
+}
+NPU_EXPORT int32_t npu_block_end_exported(int32_t op_id) { return npu_block_end(op_id); }
+
 /* Cycle count of a program without touching data or counters: the tile search's cost. */
 NPU_EXPORT int64_t npu_time_program(const int32_t *prog, int32_t n_insns) {
   void *dram[4] = {0, 0, 0, 0};
