@@ -429,6 +429,12 @@ def tune(
                                     "in the model: record vetoed, the default schedule stays", force=True)
         elapsed = time.monotonic() - start_wall
         records_after = dbmod.count_records(work_dir)
+        if reason == "interrupted":
+            # A Ctrl-C that lands while MetaSchedule's own callbacks run (the database
+            # already holds the batch, the cost-model update is still going) skips our
+            # counting callback: count what was recorded, not what was called back.
+            recorded = records_after - records_before - sum(1 for b in baselines if b.status == "measured")
+            state["trials"] = max(state["trials"], recorded)
         result = TuneResult(
             database=str(work_dir),
             target=spec.name,
