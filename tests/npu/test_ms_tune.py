@@ -98,7 +98,7 @@ def test_compile_uses_records_and_run_counts_their_cycles(tmp_path):
     best_by_task = {name: b for name, b in result.best.items()}
     for op in from_records:
         shape = MatmulShape(**op["workload"])
-        best = best_by_task[ms_tune.task_name(shape)]
+        best = best_by_task[ms_tune.task_name(shape, op["route"])]
         assert op["tile"] == best["tile"]
         assert ran[op["op_id"]] == best["cycles"] == op["estimated_cycles"]
     plain = tvm_autoglm.compile(model, target="npu-sim", opt_level=3)
@@ -135,3 +135,28 @@ def test_tune_api_dispatches_npu_targets(tmp_path):
     assert result.target == "npu-sim" and result.trials == 4
     records = dbmod.open_db(tmp_path / "db", create=False).get_all_tuning_records()
     assert len(records) == 4 and all(float(r.run_secs[0]) > 0 for r in records)
+
+
+def test_block_route_tuning_tensorizes_and_records_replayed_cycles(tmp_path):
+    """The tensorize route's design space: sample_perfect_tile, then sch.tensorize with the block intrinsic of
+    the sampled size (in a postprocessor, so mutated sizes re-tensorize); run_secs = block-call cycles / clock."""
+    from tvm.s_tir import Schedule
+
+    from tvm_autoglm.npu.tensorize import time_blocks
+
+    shape = MatmulShape(1, 64, 128, 256, False, "int8", "int8", "int32")
+    result = ms_tune.tune_shapes([shape], MACHINE, tmp_path / "db", trials=6, seed=0, trials_per_iter=6, routes=["tensorize"])
+    assert result.trials == 6
+    best = result.best[ms_tune.task_name(shape, "tensorize")]
+    assert all(ms_tune.valid_block(shape, cfg, MACHINE) for cfg, _ in result.measured)
+    assert all(cycles == time_blocks(shape, cfg, MACHINE) for cfg, cycles in result.measured)
+    assert best["cycles"] == min(c for _, c in result.measured)
+    cfg = ms_tune.TileRecords(tmp_path / "db").lookup_block(shape, MACHINE)
+    assert cfg.to_json() == best["tile"]
+    # the measured candidates really were tensorized: replaying a record with its postprocessors
+    # yields the block intrinsic's extern call
+    db = ms_tune.TileRecords(tmp_path / "db").db
+    rec = db.get_top_k(db.commit_workload(ms_tune.workload(shape, MACHINE, "tensorize")), 1)[0]
+    sch = Schedule(ms_tune.workload(shape, MACHINE, "tensorize"))
+    rec.trace.apply_to_schedule(sch, remove_postproc=True)
+    assert ms_tune._plugins()[4]().apply(sch) and "npu_gemm_block" in sch.mod.script()

@@ -43,6 +43,7 @@ from .sim import time_program
 
 ATTR = "npu.workload"
 BLOCK = "C"
+UPDATE = "C_update"  # the update block once decompose_reduction split the init off
 DEPTHS = (1, 2, 3)
 MAX_INSNS = 6000  # same program-length cap as the exhaustive search (tiling / codegen.candidate_configs)
 MAX_TILES = {"m": 16, "n": 16, "k": 32}  # largest block, in 16-tiles: 256 x 256 x 512, as the exhaustive search
@@ -51,12 +52,16 @@ _KEYS = {"m": "npu.m_tiles", "n": "npu.n_tiles", "k": "npu.k_tiles", "depth": "n
 
 # ---------------------------------------------------------------- workloads
 
-def workload_key(shape: MatmulShape, machine: Machine) -> str:
-    """What the cycles of a program depend on, beyond the loop nest: epilogue and machine."""
-    return json.dumps({"shape": dataclasses.asdict(shape), "machine": dataclasses.asdict(machine)}, sort_keys=True)
+def workload_key(shape: MatmulShape, machine: Machine, route: str = "program") -> str:
+    """What the cycles of a program depend on, beyond the loop nest: epilogue, machine (and route when it is not
+    the program route, so block-route records are other workloads)."""
+    data = {"shape": dataclasses.asdict(shape), "machine": dataclasses.asdict(machine)}
+    if route != "program":
+        data["route"] = route
+    return json.dumps(data, sort_keys=True)
 
 
-def workload(shape: MatmulShape, machine: Machine):
+def workload(shape: MatmulShape, machine: Machine, route: str = "program"):
     """The matmul as a TIR PrimFunc (the MetaSchedule workload of one NPU op)."""
     import tvm
     from tvm import te
@@ -71,18 +76,23 @@ def workload(shape: MatmulShape, machine: Machine):
         return te.sum(a[bi, i, r].astype(acc) * rhs.astype(acc), axis=r)
 
     c = te.compute((shape.batch, shape.m, shape.n), body, name=BLOCK)
-    func = te.create_prim_func([a, b, c]).with_attr(ATTR, workload_key(shape, machine))
+    func = te.create_prim_func([a, b, c]).with_attr(ATTR, workload_key(shape, machine, route))
     return tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
 
 
-def task_name(shape: MatmulShape) -> str:
+def task_name(shape: MatmulShape, route: str = "program") -> str:
     epi = ("_bias" if shape.bias else "") + (f"_{shape.activation}" if shape.activation else "")
-    return f"npu_matmul{epi}_{shape.batch}x{shape.m}x{shape.n}x{shape.k}_{shape.a_dtype}"
+    kind = "npu_matmul" if route == "program" else "npu_gemm_block"
+    return f"{kind}{epi}_{shape.batch}x{shape.m}x{shape.n}x{shape.k}_{shape.a_dtype}"
 
 
 def _shape_machine(mod) -> tuple[MatmulShape, Machine]:
     data = json.loads(str(mod["main"].attrs[ATTR]))
     return MatmulShape(**data["shape"]), Machine(**data["machine"])
+
+
+def _route(mod) -> str:
+    return json.loads(str(mod["main"].attrs[ATTR])).get("route", "program")
 
 
 def schedule_fn(sch) -> None:
@@ -103,6 +113,66 @@ def schedule_fn(sch) -> None:
     b, _, _, m_t, _, _, n_t, _, _, k_t = sch.get_loops(blk)
     (mo, mi), (no, ni), (ko, ki) = outer["m"], outer["n"], outer["k"]
     sch.reorder(b, no, mo, ko, mi, ni, ki, m_t, n_t, k_t)
+
+
+_BLOCK_KEYS = {"m": "npu.bm", "n": "npu.bn", "k": "npu.bk", "depth": "npu.depth"}
+
+
+def block_schedule_fn(sch) -> None:
+    """The block route's design space: bm, bn, bk by ``sample_perfect_tile`` (over the 16-tile counts where
+    a dimension is a multiple of 16, else over the dimension), depth categorical, loops in the kernel's
+    block order (batch, n, m, k steps). ``TensorizeBlocks`` (a postprocessor, so a mutated tile decision
+    re-tensorizes with the intrinsic of its new size) then calls ``sch.tensorize``."""
+    blk = sch.get_sblock(BLOCK)
+    loops = sch.get_loops(blk)
+    batch, dims = loops[:-3], dict(zip("mnk", loops[-3:]))
+    shape, _ = _shape_machine(sch.mod)
+    extent = {"m": shape.m, "n": shape.n, "k": shape.k}
+    caps = {"m": 256, "n": 256, "k": 512}
+    outer, inner = {}, {}
+    for name, loop in dims.items():
+        if extent[name] % 16 == 0:
+            count, t16 = sch.split(loop, [None, 16])
+            tile = sch.sample_perfect_tile(count, n=2, max_innermost_factor=caps[name] // 16)
+            outer[name], mid = sch.split(count, tile)
+            inner[name] = sch.fuse(mid, t16)
+        else:
+            tile = sch.sample_perfect_tile(loop, n=2, max_innermost_factor=caps[name])
+            outer[name], inner[name] = sch.split(loop, tile)
+        sch.annotate(blk, _BLOCK_KEYS[name], tile[1])  # in 16-tiles where the dimension is a multiple of 16
+    sch.annotate(blk, _BLOCK_KEYS["depth"], sch.sample_categorical(list(DEPTHS), [1.0 / len(DEPTHS)] * len(DEPTHS)))
+    sch.reorder(*batch, outer["n"], outer["m"], outer["k"], inner["m"], inner["n"], inner["k"])
+    sch.decompose_reduction(blk, outer["k"])  # the zero init on the host, the update block is the intrinsic's C += A x B
+
+
+def block_config_of(mod):
+    """The BlockConfig a scheduled block-route workload carries (annotations of C, or of C_o once tensorized)."""
+    from tvm.s_tir import Schedule
+
+    from .tensorize import BlockConfig
+
+    shape, _ = _shape_machine(mod)
+    sch = Schedule(mod)
+    for name in (UPDATE + "_o", UPDATE, BLOCK):
+        try:
+            ann = sch.get(sch.get_sblock(name)).annotations
+        except Exception:  # noqa: BLE001 - that block does not exist in this stage of the schedule
+            continue
+        if _BLOCK_KEYS["m"] in ann:
+            if name == UPDATE + "_o":  # TensorizeBlocks wrote the sizes themselves
+                return BlockConfig(*(int(ann[_BLOCK_KEYS[key]]) for key in ("m", "n", "k", "depth")))
+            size = {key: int(ann[_BLOCK_KEYS[key]]) * (16 if dim % 16 == 0 else 1)
+                    for key, dim in (("m", shape.m), ("n", shape.n), ("k", shape.k))}
+            return BlockConfig(size["m"], size["n"], size["k"], int(ann[_BLOCK_KEYS["depth"]]))
+    raise ValueError("not an npu-sim block schedule: block annotations missing")
+
+
+def valid_block(shape: MatmulShape, cfg, machine: Machine) -> bool:
+    """Fits the scratchpads and is one of the sizes the search would try (no sub-16 slivers of a big dim)."""
+    from .tensorize import MAX_BLOCK, _sizes, fits_block
+
+    return (fits_block(shape, cfg, machine) and cfg.bm in _sizes(shape.m, MAX_BLOCK["m"])
+            and cfg.bn in _sizes(shape.n, MAX_BLOCK["n"]) and cfg.bk in _sizes(shape.k, MAX_BLOCK["k"]))
 
 
 def config_of(mod) -> TileConfig:
@@ -182,8 +252,16 @@ def _plugins():
             for inp in build_inputs:
                 try:
                     shape, machine = _shape_machine(inp.mod)
-                    cfg = config_of(inp.mod)
-                    program = matmul_program(shape, cfg, machine).array()
+                    if _route(inp.mod) == "tensorize":
+                        # the candidate is the tensorized matmul; its cost is the replay of its block calls
+                        # (tensorize.time_blocks, equal to what the compiled kernel counts: tests/npu/test_tensorize.py)
+                        if "npu_gemm_block" not in inp.mod.script():
+                            raise ValueError("candidate is not tensorized")
+                        cfg = block_config_of(inp.mod)
+                        program = ("blocks", shape)
+                    else:
+                        cfg = config_of(inp.mod)
+                        program = matmul_program(shape, cfg, machine).array()
                     results.append(ms.builder.BuilderResult(self.store.put(program, machine, cfg), None))
                 except Exception as err:  # noqa: BLE001 - a bad candidate is a failed build, not a crash
                     results.append(ms.builder.BuilderResult(None, f"npu-sim codegen: {err}"))
@@ -212,7 +290,12 @@ def _plugins():
             for inp in runner_inputs:
                 try:
                     program, machine, cfg = self.store.pop(inp.artifact_path)
-                    cycles = time_program(program)
+                    if isinstance(program, tuple):
+                        from .tensorize import time_blocks
+
+                        cycles = time_blocks(program[1], cfg, machine)
+                    else:
+                        cycles = time_program(program)
                     self.store.measured.append((cfg, cycles))
                     res = ms.runner.RunnerResult([cycles_to_seconds(cycles, machine)], None)
                 except Exception as err:  # noqa: BLE001
@@ -220,7 +303,31 @@ def _plugins():
                 futures.append(DoneFuture(res))
             return futures
 
-    return FitsScratchpad, MutateDepth, ProgramBuilder, SimulatorRunner
+    @derived_object
+    class TensorizeBlocks(ms.postproc.PyPostproc):
+        """Rejects block sizes that do not fit; tensorizes the rest with the block intrinsic of their size."""
+
+        def _initialize_with_tune_context(self, context) -> None:
+            pass
+
+        def apply(self, sch) -> bool:
+            from .tensorize import register_block
+
+            shape, machine = _shape_machine(sch.mod)
+            cfg = block_config_of(sch.mod)
+            if not valid_block(shape, cfg, machine):
+                return False
+            blk = sch.get_sblock(UPDATE)
+            outer = sch.blockize(sch.get_loops(blk)[-3])
+            sch.tensorize(outer, register_block(cfg.bm, cfg.bn, cfg.bk, shape.a_dtype, shape.b_dtype, shape.out_dtype))
+            for key, value in zip(("m", "n", "k", "depth"), (cfg.bm, cfg.bn, cfg.bk, cfg.depth)):
+                sch.annotate(outer, _BLOCK_KEYS[key], value)
+            return True
+
+        def clone(self):
+            return TensorizeBlocks()
+
+    return FitsScratchpad, MutateDepth, ProgramBuilder, SimulatorRunner, TensorizeBlocks
 
 
 @dataclass
@@ -283,6 +390,7 @@ def tune_shapes(
     seed: int = 0,
     trials_per_iter: int = 16,
     weights=None,
+    routes=None,
 ) -> NpuTuneResult:
     """Tunes the tile configuration of each NPU matmul shape into a JSONDatabase folder.
 
@@ -294,8 +402,9 @@ def tune_shapes(
     from ..tuning.fastimport import preload_tensor_intrin
 
     preload_tensor_intrin()  # TuneContext imports it; minutes on a loaded box without this
-    shapes = list(dict.fromkeys(shapes))
-    if not shapes:
+    routes = list(routes) if routes is not None else ["program"] * len(list(shapes))
+    pairs = list(dict.fromkeys(zip(shapes, routes)))
+    if not pairs:
         raise AutoGLMError("npu-sim tune: the model has no NPU matmuls to tune")
     if trials < 1:
         raise AutoGLMError(f"--trials must be >= 1 (got {trials})")
@@ -303,27 +412,28 @@ def tune_shapes(
     work_dir.mkdir(parents=True, exist_ok=True)
     db = ms.database.JSONDatabase(work_dir=str(work_dir))
     before = len(db)
-    FitsScratchpad, MutateDepth, ProgramBuilder, SimulatorRunner = _plugins()
+    FitsScratchpad, MutateDepth, ProgramBuilder, SimulatorRunner, TensorizeBlocks = _plugins()
     store = _Store()
     target = _target()
     tasks = []
-    for n, shape in enumerate(shapes):
+    for n, (shape, route) in enumerate(pairs):
+        block = route == "tensorize"
         tasks.append(ms.TuneContext(
-            mod=workload(shape, machine),
+            mod=workload(shape, machine, route),
             target=target,
             space_generator=ms.space_generator.ScheduleFn(
-                schedule_fn,
+                block_schedule_fn if block else schedule_fn,
                 sch_rules=[],
-                postprocs=[FitsScratchpad()],
+                postprocs=[TensorizeBlocks() if block else FitsScratchpad()],
                 mutator_probs={ms.mutator.MutateTileSize(): 0.7, MutateDepth(seed): 0.3},
             ),
             search_strategy=ms.search_strategy.EvolutionarySearch(
                 population_size=64, init_min_unmeasured=16, genetic_num_iters=3, eps_greedy=0.1,
             ),
-            task_name=task_name(shape),
+            task_name=task_name(shape, route),
             rand_state=seed * 1000 + n + 1,
             num_threads=1,  # deterministic sampling for a given seed; the simulator is the cheap part
-            logger=_quiet_logger(task_name(shape)),
+            logger=_quiet_logger(task_name(shape, route)),
         ))
     cost_model = ms.cost_model.XGBModel(
         extractor=ms.feature_extractor.PerStoreFeature(),
@@ -352,16 +462,17 @@ def tune_shapes(
     finally:
         np.random.set_state(rng_state)
     best = {}
-    for shape in shapes:
-        rec = best_record(db, shape, machine)
+    for shape, route in pairs:
+        rec = best_block_record(db, shape, machine) if route == "tensorize" else best_record(db, shape, machine)
         if rec is not None:
             cfg, secs = rec
-            best[task_name(shape)] = {"tile": cfg.to_json(), "run_secs": secs, "cycles": round(secs * machine.clock_mhz * 1e6)}
+            best[task_name(shape, route)] = {"tile": cfg.to_json(), "run_secs": secs, "cycles": round(secs * machine.clock_mhz * 1e6)}
     return NpuTuneResult(str(work_dir), len(store.measured), before, len(db), list(store.measured), best)
 
 
-def model_shapes(model, target="npu-sim", opt_level: int = 3, input_shapes=None) -> tuple[list, dict, Machine]:
-    """(NPU matmul shapes, how many ops have each, the machine) of a model compiled for an npu target."""
+def model_shapes(model, target="npu-sim", opt_level: int = 3, input_shapes=None, with_routes: bool = False):
+    """(NPU matmul shapes, how many ops have each, the machine) of a model compiled for an npu target;
+    with ``with_routes`` the shapes are (shape, route) pairs (the route each op was placed with)."""
     from collections import Counter
 
     from ..pipeline import build_relax
@@ -375,16 +486,19 @@ def model_shapes(model, target="npu-sim", opt_level: int = 3, input_shapes=None)
     machine = machine_from(spec.extra)
     with machine_scope(machine):
         build = build_relax(model, spec, opt_level, input_shapes)
-    counts = Counter(MatmulShape(**op["workload"]) for op in npu_ops(build.mod))
+    if with_routes:
+        counts = Counter((MatmulShape(**op["workload"]), op.get("route", "program")) for op in npu_ops(build.mod))
+    else:
+        counts = Counter(MatmulShape(**op["workload"]) for op in npu_ops(build.mod))
     return list(counts), dict(counts), machine
 
 
 def tune(model, database, target="npu-sim", opt_level: int = 3, input_shapes=None, trials: int = 64,
          seed: int = 0, trials_per_iter: int = 16) -> NpuTuneResult:
     """Tunes every NPU matmul of a model (weights: how often each shape occurs) into ``database``."""
-    shapes, counts, machine = model_shapes(model, target, opt_level, input_shapes)
-    return tune_shapes(shapes, machine, database, trials=trials, seed=seed, trials_per_iter=trials_per_iter,
-                       weights=[float(counts[s]) for s in shapes])
+    pairs, counts, machine = model_shapes(model, target, opt_level, input_shapes, with_routes=True)
+    return tune_shapes([p[0] for p in pairs], machine, database, trials=trials, seed=seed, trials_per_iter=trials_per_iter,
+                       weights=[float(counts[p]) for p in pairs], routes=[p[1] for p in pairs])
 
 
 def best_record(db, shape: MatmulShape, machine: Machine) -> tuple[TileConfig, float] | None:
@@ -405,7 +519,26 @@ def best_record(db, shape: MatmulShape, machine: Machine) -> tuple[TileConfig, f
     return None
 
 
-def best_block_record(db, shape, machine):
+def best_block_record(db, shape: MatmulShape, machine: Machine):
+    """(BlockConfig, run_secs) of a shape's best valid block-route record, replayed from its trace; None if none."""
+    from tvm.s_tir import Schedule
+
+    from .tensorize import register_block  # noqa: F401 - replaying a trace needs its intrinsics registered
+
+    mod = workload(shape, machine, "tensorize")
+    if not db.has_workload(mod):
+        return None
+    for rec in db.get_top_k(db.commit_workload(mod), 8):
+        if not rec.run_secs:
+            continue
+        sch = Schedule(mod)
+        try:
+            rec.trace.apply_to_schedule(sch, remove_postproc=True)
+            cfg = block_config_of(sch.mod)
+        except Exception:  # noqa: BLE001 - a record this version cannot replay is skipped
+            continue
+        if valid_block(shape, cfg, machine):
+            return cfg, float(rec.run_secs[0])
     return None
 
 
@@ -475,19 +608,21 @@ def tune_for_driver(model, spec, opt_level: int = 3, input_shapes=None, trials: 
     if rpc_tracker:
         raise AutoGLMError(f"target {spec.name} is measured by the simulator in-process; --rpc-tracker does not apply")
     start = time.monotonic()
-    shapes, counts, machine = model_shapes(model, spec, opt_level, input_shapes)
+    pairs, counts, machine = model_shapes(model, spec, opt_level, input_shapes, with_routes=True)
+    shapes = pairs
     if not shapes:
         raise AutoGLMError(f"{spec.name}: the model has no NPU matmuls to tune")
     trials = 32 * len(shapes) if trials is None else trials
     work_dir = Path(tuning_db) if tuning_db else dbmod.default_dir(spec.name)
     if progress:
         print(f"npu tune: {len(shapes)} NPU matmul shapes, {trials} simulator trials -> {work_dir}", file=sys.stderr, flush=True)
-    res = tune_shapes(shapes, machine, work_dir, trials=trials, seed=seed, weights=[float(counts[s]) for s in shapes])
+    res = tune_shapes([p[0] for p in pairs], machine, work_dir, trials=trials, seed=seed,
+                      weights=[float(counts[p]) for p in pairs], routes=[p[1] for p in pairs])
     tasks = []
-    for shape in shapes:
-        best = res.best.get(task_name(shape))
+    for shape, route in pairs:
+        best = res.best.get(task_name(shape, route))
         tasks.append({
-            "name": task_name(shape), "count": counts[shape], "tile": best["tile"] if best else None,
+            "name": task_name(shape, route), "count": counts[(shape, route)], "tile": best["tile"] if best else None,
             "cycles": best["cycles"] if best else None, "best_us": best["run_secs"] * 1e6 if best else None,
         })
     total = [t["best_us"] * t["count"] for t in tasks if t["best_us"] is not None]
