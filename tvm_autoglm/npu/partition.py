@@ -34,7 +34,7 @@ _MACHINE: contextvars.ContextVar = contextvars.ContextVar("npu_machine", default
 _ROUTE: contextvars.ContextVar = contextvars.ContextVar("npu_route", default=None)
 ROUTES = ("tensorize", "program")
 # when targets/npu-sim.json has no "route": the measured better one (docs/npu.md, "The TensorIntrin route")
-DEFAULT_ROUTE = "tensorize"
+DEFAULT_ROUTE = "program"
 ATTR = "npu_op"
 INFO_ATTR = "npu_info"
 # Relax activations the vector unit applies before the store (gelu = erf form, as ONNX Gelu)
