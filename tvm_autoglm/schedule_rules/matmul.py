@@ -263,8 +263,9 @@ class Matmul(C.CPURule):
         row_extent = extents[ana.row] if ana.row is not None else 1
         tiles = tile_candidates(row_extent, extents[ana.vec], lanes, nregs)
         if ana.panel is not None:
-            # Pre-packed panels: keep to tiles inside one panel so the vector loads stay contiguous.
-            tiles = [t for t in tiles if ana.panel % (t[1] * t[2]) == 0] or tiles
+            # Pre-packed operand: tile columns that nest with its panels keep the packed
+            # index affine (n // W, n % W fold away), so the vector loads stay contiguous.
+            tiles = [t for t in tiles if ana.panel % (t[1] * t[2]) == 0 or (t[1] * t[2]) % ana.panel == 0] or tiles
         mr, nv, lane = tiles[min(rank, len(tiles) - 1)]
         last_tile = rank >= len(tiles) - 1
 
