@@ -81,20 +81,46 @@ def compile(
     verbose: bool = False,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ``onnx.ModelProto``) for ``target``."""
+    from .progress import StageLog
+
+    build, scheduled, executable, manifest = compile_parts(
+        model, target, opt_level, input_shapes, tuning_db, disabled_passes=disabled_passes,
+        use_shipped_schedules=use_shipped_schedules, quantize=quantize, accuracy_budget=accuracy_budget,
+        calibration=calibration, log=StageLog(enabled=verbose),
+    )
+    session = Session(executable, manifest) if build.target.device == "cpu" else _lazy_session(executable, manifest)
+    return CompiledModel(session, executable, build)
+
+
+def compile_parts(
+    model,
+    target,
+    opt_level: int,
+    input_shapes,
+    tuning_db,
+    *,
+    disabled_passes: tuple[str, ...] = (),
+    print_ir_after: tuple[str, ...] = (),
+    use_shipped_schedules: bool = True,
+    quantize: str = "none",
+    accuracy_budget: float | None = None,
+    calibration=None,
+    log=None,
+):
+    """(build, scheduled, executable, manifest): the one compile flow behind ``compile`` and ``auto-glm compile``.
+
+    Kept in one place because the flow has policy that both front ends must share:
+    the passes a precision mode turns off, and NPU tile records applying during
+    partitioning (inside ``build_relax``) rather than at scheduling.
+    """
     from .artifact import make_manifest
     from .pipeline import build_executable, build_relax, schedule
-    from .progress import StageLog
+    from .quantize import passes_off_for
     from .targets import TargetSpec, load_target
 
-    log = StageLog(enabled=verbose)
     spec = target if isinstance(target, TargetSpec) else load_target(target)
-    if quantize in ("fp16", "bf16", "auto") and "fast_math" not in disabled_passes:
-        # ToMixedPrecision cannot see through fast_math's call_tir kernels, and the
-        # approximations are float32 formulas: mixed precision keeps the named ops.
-        disabled_passes = tuple(disabled_passes) + ("fast_math",)
-    if quantize and quantize != "none" and "pack_dense_weights" not in disabled_passes:
-        # The precision rewrites look for R.matmul with a constant [K, N] weight; packed matmuls are call_tir.
-        disabled_passes = tuple(disabled_passes) + ("pack_dense_weights",)
+    disabled = tuple(disabled_passes)
+    disabled += tuple(p for p in passes_off_for(quantize) if p not in disabled)
     records = contextlib.nullcontext()
     if tuning_db and spec.kind == "npu":
         # NPU tile choice happens inside build_relax (partitioning), so its records apply there.
@@ -102,16 +128,14 @@ def compile(
 
         records = records_scope(tuning_db)
     with records:
-        build = build_relax(model, spec, opt_level, input_shapes, tuple(disabled_passes), log=log)
+        build = build_relax(model, spec, opt_level, input_shapes, disabled, tuple(print_ir_after), log=log)
     if quantize and quantize != "none":
         from .quantize import apply_quantization
 
         build = apply_quantization(build, quantize, budget=accuracy_budget, calibration=calibration, log=log)
     scheduled = schedule(build, tuning_db, use_shipped_schedules, log=log)
     executable = build_executable(scheduled, build, log=log)
-    manifest = make_manifest(build, scheduled)
-    session = Session(executable, manifest) if build.target.device == "cpu" else _lazy_session(executable, manifest)
-    return CompiledModel(session, executable, build)
+    return build, scheduled, executable, make_manifest(build, scheduled)
 
 
 def _lazy_session(executable, manifest):

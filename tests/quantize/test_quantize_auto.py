@@ -67,9 +67,9 @@ def test_error_within_budget_on_held_back_inputs(model, builds, budget):
 
 def test_manifest_records_every_layer(builds, tmp_path):
     from tvm_autoglm.pipeline import build_relax
-    from tvm_autoglm.quantize import int8
+    from tvm_autoglm.quantize import int8, passes_off_for
 
-    sites = int8.count_sites(int8.unfused_module(build_relax(deep_mlp(), "cpu", 3)))
+    sites = int8.count_sites(int8.unfused_module(build_relax(deep_mlp(), "cpu", 3, disabled_passes=passes_off_for("auto"))))
     path = builds[2e-3].export(tmp_path / "auto.so")
     quant = json.loads(path.with_suffix(".json").read_text())["quantization"]
     assert len(quant["layers"]) == len(sites) == 5

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tvm_autoglm  # noqa: E402
 from helpers import mlp_model, ort_run  # noqa: E402
 from quantize_models import deep_mlp, one_minus_cos  # noqa: E402
-from tvm_autoglm.quantize import int8  # noqa: E402
+from tvm_autoglm.quantize import int8, passes_off_for  # noqa: E402
 from tvm_autoglm.quantize.sensitivity import cosine  # noqa: E402
 
 
@@ -62,7 +62,7 @@ def test_weight_quantization_is_symmetric_per_output_channel():
 
 def test_rewrite_finds_constant_weight_matmuls_only():
     from tvm_autoglm.pipeline import build_relax
-    mod = int8.unfused_module(build_relax(mlp_model(), "cpu", 3))
+    mod = int8.unfused_module(build_relax(mlp_model(), "cpu", 3, disabled_passes=passes_off_for("int8")))
     rewritten, sites = int8.rewrite(mod)
     assert [s["weight_shape"] for s in sites] == [[16, 32], [32, 8]]
     text = rewritten.script()
@@ -110,3 +110,28 @@ def test_int8_tiny_bert_matches_fp32(zoo_build):
 
 
 from zoo_fixtures import zoo_build, zoo_dir  # noqa: E402,F401  (fixtures)
+
+
+def test_cli_compile_int8_quantizes_the_same_layers_as_the_api(tmp_path):
+    """`auto-glm compile --quantize int8` goes through the API's compile flow: the passes that
+    hide matmuls from the rewrite are turned off there too (both constant-weight matmuls quantized)."""
+    import json
+
+    import onnx
+    from helpers import cli
+
+    onnx.save(mlp_model(), tmp_path / "m.onnx")
+    cli("compile", "--model", tmp_path / "m.onnx", "--output", tmp_path / "m.so", "--quantize", "int8", "--quiet", check=True)
+    quant = json.loads((tmp_path / "m.json").read_text())["quantization"]
+    assert quant["counts"] == {"int8": 2, "fp16": 0, "fp32": 0}
+
+
+def test_quantizing_a_build_with_packed_weights_is_a_clear_error():
+    from tvm_autoglm.errors import AutoGLMError
+    from tvm_autoglm.pipeline import build_relax
+    from tvm_autoglm.quantize import apply_quantization
+
+    build = build_relax(mlp_model(), "cpu", 3)
+    assert "pack_dense_weights" in build.passes
+    with pytest.raises(AutoGLMError, match="pack_dense_weights.*hides the matmuls"):
+        apply_quantization(build, "int8")

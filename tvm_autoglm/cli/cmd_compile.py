@@ -21,28 +21,26 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from ..artifact import export, make_manifest
+    from ..api import compile_parts
+    from ..artifact import export
     from ..native_log import quiet_native_stderr
-    from ..pipeline import build_executable, build_relax, schedule
     from ..progress import StageLog
 
     log = StageLog("compile", enabled=not args.quiet)
-    build = build_relax(
+    build, _, executable, manifest = compile_parts(
         args.model,
         args.target,
         args.optimize_level,
         parse_shapes(args),
-        tuple(args.disable_pass),
-        tuple(args.print_ir_after),
+        args.tuning_db,
+        disabled_passes=tuple(args.disable_pass),
+        print_ir_after=tuple(args.print_ir_after),
+        use_shipped_schedules=not args.no_shipped_schedules,
+        quantize=args.quantize,
+        accuracy_budget=args.accuracy_budget,
+        calibration=args.calibration,
         log=log,
     )
-    if args.quantize != "none":
-        from ..quantize import apply_quantization
-
-        build = apply_quantization(build, args.quantize, budget=args.accuracy_budget, calibration=args.calibration, log=log)
-    scheduled = schedule(build, args.tuning_db, not args.no_shipped_schedules, log=log)
-    executable = build_executable(scheduled, build, log=log)
-    manifest = make_manifest(build, scheduled)
     with log.stage("export"), quiet_native_stderr():
         from ..npu import export_options_for
 

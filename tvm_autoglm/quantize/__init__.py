@@ -15,11 +15,35 @@ from ..errors import AutoGLMError
 MODES = ("none", "fp16", "bf16", "int8", "auto")
 
 
+def passes_off_for(mode: str | None) -> tuple[str, ...]:
+    """Graph passes a precision mode needs turned off before ``apply_quantization``.
+
+    Every mode rewrites ``R.matmul`` with a constant [K, N] weight, which
+    ``pack_dense_weights`` has already turned into a packed kernel call. fp16/bf16
+    also go through ToMixedPrecision, which cannot see through ``fast_math``'s
+    call_tir kernels (and its approximations are float32 formulas), so they keep
+    the named GELU/erf/tanh ops; int8 and auto rewrite matmuls per layer without
+    ToMixedPrecision, so their GELU stays the vectorized float32 one.
+    """
+    mode = (mode or "none").lower()
+    if mode == "none":
+        return ()
+    if mode in ("fp16", "bf16"):
+        return ("pack_dense_weights", "fast_math")
+    return ("pack_dense_weights",)
+
+
 def apply_quantization(build, mode: str, budget: float | None = None, calibration=None, log=None):
     """RelaxBuild -> RelaxBuild at the requested precision (``build.notes`` says which)."""
     mode = (mode or "none").lower()
     if mode == "none":
         return build
+    clash = [p for p in passes_off_for(mode) if p in build.passes]
+    if clash:
+        raise AutoGLMError(
+            f"--quantize {mode}: the build ran {', '.join(clash)}, which hides the matmuls this mode rewrites",
+            hint=f"build with disabled_passes={passes_off_for(mode)!r} (tvm_autoglm.compile does this itself)",
+        )
     if mode in ("fp16", "bf16"):
         from .mixed_precision import apply_mixed_precision
 
@@ -35,4 +59,4 @@ def apply_quantization(build, mode: str, budget: float | None = None, calibratio
     raise AutoGLMError(f"--quantize {mode}: unknown mode; choose one of {', '.join(MODES)}")
 
 
-__all__ = ["MODES", "apply_quantization"]
+__all__ = ["MODES", "apply_quantization", "passes_off_for"]
