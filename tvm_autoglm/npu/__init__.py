@@ -2,8 +2,10 @@
 
 Pipeline hooks:
   * graph level: the ``npu_offload`` pass (tvm_autoglm/passes/npu_offload.py,
-    target kind "npu") rewrites matmul(+bias)(+relu) to ``npu_exec`` calls
-    before legalization;
+    target kind "npu") rewrites matmul(+bias)(+relu/gelu) and convs (im2col) to
+    NPU kernels before legalization: by default tensorized block loop nests whose
+    intrinsics call the simulator (``npu_acc_*``, ``npu_gemm_block``,
+    ``npu_block_act``), or one ``npu_exec`` program per op (route "program");
   * scheduling: ``lower_for_npu(mod, spec)`` is called by
     ``scheduling.schedule_module`` for spec.kind == "npu": it loads the
     simulator for in-process runs and says which kernels are where;
@@ -23,7 +25,7 @@ def lower_for_npu(mod, spec):
     from . import build
     from .partition import partition_notes, summary_from_module
 
-    build.global_library()  # JIT-run models resolve npu_exec through it
+    build.global_library()  # JIT-run models resolve the simulator's externs through it
     summary = summary_from_module(mod)
     notes = [
         f"npu-sim: {len(summary['npu_kernels'])} kernels on the NPU, {len(summary['host_kernels'])} on the host CPU"

@@ -142,7 +142,7 @@ def block_schedule_fn(sch) -> None:
         sch.annotate(blk, _BLOCK_KEYS[name], tile[1])  # in 16-tiles where the dimension is a multiple of 16
     sch.annotate(blk, _BLOCK_KEYS["depth"], sch.sample_categorical(list(DEPTHS), [1.0 / len(DEPTHS)] * len(DEPTHS)))
     sch.reorder(*batch, outer["n"], outer["m"], outer["k"], inner["m"], inner["n"], inner["k"])
-    sch.decompose_reduction(blk, outer["k"])  # the zero init on the host, the update block is the intrinsic's C += A x B
+    sch.decompose_reduction(blk, outer["k"])  # init block: the zero-init intrinsic; update block: the block intrinsic's C += A x B
 
 
 def block_config_of(mod):
@@ -311,12 +311,14 @@ def _plugins():
             pass
 
         def apply(self, sch) -> bool:
-            from .tensorize import register_block
+            from .tensorize import register_block, register_init
 
             shape, machine = _shape_machine(sch.mod)
             cfg = block_config_of(sch.mod)
             if not valid_block(shape, cfg, machine):
                 return False
+            # decompose_reduction's init block: the zero-init intrinsic (the accumulator reset on chip)
+            sch.tensorize(sch.get_loops(sch.get_sblock(BLOCK + "_init"))[-2], register_init(cfg.bm, cfg.bn, shape.out_dtype, False))
             blk = sch.get_sblock(UPDATE)
             outer = sch.blockize(sch.get_loops(blk)[-3])
             sch.tensorize(outer, register_block(cfg.bm, cfg.bn, cfg.bk, shape.a_dtype, shape.b_dtype, shape.out_dtype))

@@ -1,11 +1,14 @@
-"""Placing matmul(+bias)(+relu) on the NPU; everything else stays on the host.
+"""Placing matmul(+bias)(+relu/gelu) on the NPU; everything else stays on the host.
 
 Runs on the Relax graph before legalization, so it sees ops, not loops: each
-supported ``R.matmul`` (with a constant bias ``add`` and a ``relu`` folded in
-when present) becomes ``call_tir`` of a small PrimFunc whose body is one
-``npu_exec`` call, given the op's instruction program as a constant. The
-tile configuration of each program is chosen by simulated cycles
-(``tiling.choose``: a MetaSchedule record, else the exhaustive search). Constant fp32 weights are stored as fp16, the
+supported ``R.matmul`` (with a constant bias ``add`` and an activation folded in
+when present) becomes ``call_tir`` of a small PrimFunc. On the tensorize route
+(the default, targets/npu-sim.json ``"route"``) that PrimFunc is the op's block
+loop nest tensorized with the init, block-GEMM and epilogue intrinsics
+(tensorize.py); on the program route its body is one ``npu_exec`` call, given
+the op's instruction program as a constant. Block sizes / the tile
+configuration are chosen by simulated cycles (a MetaSchedule record, else the
+exhaustive search). Constant fp32 weights are stored as fp16, the
 format the weight scratchpad holds anyway, halving their DMA bytes.
 Unsupported matmuls (dynamic shapes, broadcast batch dims, other dtypes)
 stay on the host and are listed with the reason.
@@ -27,14 +30,14 @@ from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from .codegen import MatmulShape, matmul_program
 from .config import Machine, machine_from
-from .tensorize import best_block_config, block_intrin_name, block_kernel, config_words, time_blocks
+from .tensorize import act_intrin_name, best_block_config, block_intrin_name, block_kernel, config_words, init_intrin_name, time_blocks
 from .tiling import choose
 
 _MACHINE: contextvars.ContextVar = contextvars.ContextVar("npu_machine", default=None)
 _ROUTE: contextvars.ContextVar = contextvars.ContextVar("npu_route", default=None)
 ROUTES = ("tensorize", "program")
 # when targets/npu-sim.json has no "route": the measured better one (docs/npu.md, "The TensorIntrin route")
-DEFAULT_ROUTE = "program"
+DEFAULT_ROUTE = "tensorize"
 ATTR = "npu_op"
 INFO_ATTR = "npu_info"
 # Relax activations the vector unit applies before the store (gelu = erf form, as ONNX Gelu)
@@ -167,15 +170,18 @@ class _Offloader:
             cfg, cycles, tried, source = block
             words = config_words(shape, cfg, self.machine, op_id)
             func = block_kernel(name, list(a_shape), list(b_shape), out_shape, shape, cfg, bias is not None, op_id)
-            info.update(route="tensorize", intrinsic=block_intrin_name(cfg.bm, cfg.bn, cfg.bk, shape.a_dtype, shape.b_dtype, shape.out_dtype),
-                        instructions=0)
+            intrinsics = [init_intrin_name(cfg.bm, cfg.bn, shape.out_dtype, shape.bias),
+                          block_intrin_name(cfg.bm, cfg.bn, cfg.bk, shape.a_dtype, shape.b_dtype, shape.out_dtype)]
+            if activation:
+                intrinsics.append(act_intrin_name(cfg.bm, cfg.bn, shape.out_dtype, activation))
+            info.update(route="tensorize", intrinsic=intrinsics[1], intrinsics=intrinsics, instructions=0)
         else:
             cfg, cycles, tried, source = choose(shape, self.machine)
             words = matmul_program(shape, cfg, self.machine, op_id).array()
             func = _prim_func(name, specs + [(list(words.shape), "int32"), (out_shape, fields["out_dtype"])], words.shape[0], op_id)
             info.update(route="program", instructions=int(words.shape[0]))
             if self.route == "tensorize":
-                info["route_note"] = "activation epilogue: program route" if activation else "no block size fits: program route"
+                info["route_note"] = "no block size fits: program route"
         info.update(tile=cfg.to_json(), tile_source=source, estimated_cycles=cycles, configs_tried=tried)
         args = [a, b] + ([bias] if bias is not None else []) + [relax.const(words)]
         func = _finish(func, name, op_id).with_attr(INFO_ATTR, json.dumps(info, sort_keys=True))
@@ -185,12 +191,11 @@ class _Offloader:
         return relax.call_tir(self.gvars[name], args, relax.TensorType(out_shape, fields["out_dtype"])), None
 
     def _block_route(self, shape):
-        """(BlockConfig, cycles, tried, source) for the tensorize route, or None where it does not apply.
+        """(BlockConfig, cycles, tried, source) for the tensorize route, or None where no block size fits.
 
-        An activation epilogue is not a multiply-accumulate, so the block intrinsic cannot
-        express it: those ops keep the program route (its VALU epilogue before the store)."""
-        if shape.activation:
-            return None
+        Bias and activation are intrinsics of their own (init: the bias row broadcast into the
+        accumulator; epilogue: the activation on the vector unit before the store), so every op
+        the NPU takes can use this route."""
         from .ms_tune import current_records
 
         records = current_records()
@@ -355,7 +360,7 @@ def partition_notes(mod: tvm.IRModule) -> list[str]:
         lines.append(
             f"npu-sim: NPU  {op['kernel']}: {op.get('kind', 'matmul')}{epilogue}{' (im2col matmul)' if op.get('kind') == 'conv2d' else ''} {op['batch']}x{op['m']}x{op['n']}x{op['k']} {op['dtype']}, "
             f"tile {tile['mb']}x{tile['nb']}x{tile['kb']} depth {tile['depth']} ({op.get('tile_source', 'search')}), {op['cores']} core(s), ~{op['estimated_cycles']} cycles, "
-            + (f"tensorized ({op['intrinsic']})" if op.get("route") == "tensorize" else f"program route{' (' + op['route_note'] + ')' if op.get('route_note') else ''}")
+            + (f"tensorized ({', '.join(op.get('intrinsics') or [op['intrinsic']])})" if op.get("route") == "tensorize" else f"program route{' (' + op['route_note'] + ')' if op.get('route_note') else ''}")
         )
     for name in summary["host_kernels"]:
         lines.append(f"npu-sim: HOST {name}")

@@ -1,20 +1,26 @@
-"""The TensorIntrin route: NPU matmuls reached through ``sch.tensorize``.
+"""The TensorIntrin route (npu-sim's default): NPU matmuls reached through ``sch.tensorize``.
 
-Two intrinsics live here:
+An op's kernel is its block loop nest (batch, n blocks, m blocks; k steps inside), with three
+blocks per output block, each tensorized by an intrinsic whose impl calls the simulator:
 
-* the **block intrinsic** ``npu_gemm_{bm}x{bn}x{bk}_{a}{b}{c}`` (registered on demand per
-  size): desc = a (bm x bn x bk) multiply-accumulate block ``C += A x B``, impl = one
-  ``T.call_extern("npu_gemm_block", ...)`` that the simulator executes as LOAD A/B sub-panels
-  into rotating buffers, one GEMM of ceil(bm/16) x ceil(bn/16) x ceil(bk/16) 16x16x16 tiles
-  accumulating in the accumulator scratchpad, and STORE C on the last k step. A kernel
-  (``block_kernel``) brackets the tensorized loop nest with ``npu_block_begin`` /
-  ``npu_block_end``, and the simulator keeps the per-core engine timelines between the
-  block calls of one op, so the loads of the next block overlap the GEMM of the previous
-  one (``depth`` rotating buffers). This is the route models take when
-  ``route == "tensorize"`` (partition.py); docs/npu.md has the cycle rule and the numbers.
-* the original **tile intrinsic** ``npu_tile_gemm_16x16x16_*`` (``tensorize_matmul``): every
-  16x16x16 step is its own NPU op with nothing to overlap; kept as the measured
-  lower bound of what a tile-sized intrinsic can do.
+* the **init intrinsic** ``npu_init_{zero|bias}_{bm}x{bn}_{c}``: desc ``C = 0`` or
+  ``C[i, j] = Bias[j]``; impl ``npu_acc_zero`` (no instruction: the first GEMM of the block
+  resets the accumulator) or ``npu_acc_bias`` (one LOAD broadcasting the bias row into the
+  accumulator scratchpad) -- C is never loaded from DRAM;
+* the **block intrinsic** ``npu_gemm_{bm}x{bn}x{bk}_{a}{b}{c}`` (one per k step): desc
+  ``C += A x B``; impl ``npu_gemm_block``: LOAD A and B sub-panels into rotating buffers (a B
+  panel still resident is not loaded again), one GEMM of ceil(bm/16) x ceil(bn/16) x
+  ceil(bk/16) 16x16x16 tiles, and the STORE of C after the last k step when the op has no
+  epilogue;
+* the **epilogue intrinsic** ``npu_act_{relu|gelu|gelu_tanh}_{bm}x{bn}_{c}``: desc
+  ``D = act(C)``; impl ``npu_block_act``: the activation on the vector unit, then the STORE.
+
+``npu_block_begin`` / ``npu_block_end`` bracket the nest; the simulator keeps the per-core
+engine timelines between the calls of one op, so the loads of the next block overlap the
+GEMM of the previous one (``depth`` rotating buffers). docs/npu.md has the cycle rules and
+the numbers. The original **tile intrinsic** ``npu_tile_gemm_16x16x16_*``
+(``tensorize_matmul``), where every 16x16x16 step is its own NPU op, is kept as the measured
+lower bound of what a tile-sized intrinsic can do.
 """
 
 from __future__ import annotations
@@ -144,7 +150,7 @@ def _block_pair(bm, bn, bk, a_dtype, b_dtype, c_dtype):
             T.writes(C[0:bm, 0:bn])
             T.evaluate(T.call_extern(
                 "int32", "npu_gemm_block", A.access_ptr("r"), B.access_ptr("r"), C.access_ptr("rw"),
-                T.Cast("int64", A.elem_offset), T.Cast("int64", C.elem_offset),
+                T.Cast("int64", A.elem_offset), T.Cast("int64", B.elem_offset), T.Cast("int64", C.elem_offset),
                 T.Cast("int32", sa0), T.Cast("int32", sb0), T.Cast("int32", sc0),
                 T.int32(bm), T.int32(bn), T.int32(bk)))
 
@@ -156,6 +162,114 @@ def register_block(bm: int, bn: int, bk: int, a_dtype: str = "int8", b_dtype: st
     name = block_intrin_name(bm, bn, bk, a_dtype, b_dtype, c_dtype)
     if TensorIntrin.get(name, allow_missing=True) is None:
         TensorIntrin.register(name, *_block_pair(bm, bn, bk, a_dtype, b_dtype, c_dtype))
+    return name
+
+
+# ---------------------------------------------------------------- init and epilogue intrinsics
+
+def _act_expr(act: str, x: str, acc: str) -> str:
+    """TVMScript of the activation on ``x``: the same text in the kernel and in the epilogue intrinsic's desc
+    (tensorize matches them structurally); the simulator's VALU computes it (erf / tanh form, as ONNX)."""
+    c = lambda v: f"T.{acc}({v})"  # noqa: E731
+    if act == "relu":
+        return f"T.max({x}, {c(0)})"
+    if act == "gelu":
+        return f"{c(0.5)} * {x} * ({c(1)} + T.erf({x} * {c(0.7071067811865476)}))"
+    if act == "gelu_tanh":
+        return f"{c(0.5)} * {x} * ({c(1)} + T.tanh({c(0.7978845608028654)} * ({x} + {c(0.044715)} * {x} * {x} * {x})))"
+    raise ValueError(f"no NPU epilogue for activation {act!r}")
+
+
+def _from_source(src: str) -> tvm.tirx.PrimFunc:
+    return tvm.script.from_source(src, extra_vars={"T": T})
+
+
+def _strided(name: str, shape: str, dtype: str, strides: list[str]) -> str:
+    return f"    {name} = T.match_buffer({name.lower()}, ({shape}), \"{dtype}\", offset_factor=1, strides=[{', '.join(strides)}])\n"
+
+
+def init_intrin_name(bm: int, bn: int, c_dtype: str, bias: bool) -> str:
+    return f"npu_init_{'bias' if bias else 'zero'}_{bm}x{bn}_{_SHORT[c_dtype]}"
+
+
+def register_init(bm: int, bn: int, c_dtype: str, bias: bool) -> str:
+    """The init intrinsic of decompose_reduction's init block: desc ``C = 0`` or ``C[i, j] = Bias[j]``; impl one
+    ``npu_acc_zero`` (no instruction: the block's first GEMM resets the accumulator) or ``npu_acc_bias`` (one
+    LOAD broadcasting the bias row over the block in the accumulator scratchpad). C is never loaded from DRAM."""
+    name = init_intrin_name(bm, bn, c_dtype, bias)
+    if TensorIntrin.get(name, allow_missing=True) is not None:
+        return name
+    args = "c: T.handle, bias: T.handle" if bias else "c: T.handle"
+    value = "Bias[vj]" if bias else f"T.{c_dtype}(0)"
+    reads = f"T.reads(Bias[0:{bn}])" if bias else "T.reads()"
+    bias_buf = f'    Bias = T.match_buffer(bias, ({bn},), "{c_dtype}", offset_factor=1)\n' if bias else ""
+    desc = (
+        "@T.prim_func(s_tir=True)\n"
+        f"def desc({args}) -> None:\n"
+        f'    C = T.match_buffer(c, ({bm}, {bn}), "{c_dtype}", offset_factor=1)\n'
+        + bias_buf
+        + '    with T.sblock("root"):\n'
+        f"        {reads}\n"
+        f"        T.writes(C[0:{bm}, 0:{bn}])\n"
+        f"        for i, j in T.grid({bm}, {bn}):\n"
+        '            with T.sblock("init"):\n'
+        '                vi, vj = T.axis.remap("SS", [i, j])\n'
+        f"                T.reads({'Bias[vj]' if bias else ''})\n"
+        "                T.writes(C[vi, vj])\n"
+        f"                C[vi, vj] = {value}\n"
+    )
+    offs = f'T.Cast("int64", C.elem_offset), T.Cast("int32", sc0), T.int32({bm}), T.int32({bn})'
+    call = (f'T.call_extern("int32", "npu_acc_bias", Bias.access_ptr("r"), {offs})' if bias
+            else f'T.call_extern("int32", "npu_acc_zero", {offs})')
+    impl = (
+        "@T.prim_func(s_tir=True)\n"
+        f"def impl({args}) -> None:\n"
+        "    sc0 = T.int32()\n    sc1 = T.int32()\n"
+        + _strided("C", f"{bm}, {bn}", c_dtype, ["sc0", "sc1"])
+        + bias_buf
+        + '    with T.sblock("root"):\n'
+        f"        {reads}\n"
+        f"        T.writes(C[0:{bm}, 0:{bn}])\n"
+        f"        T.evaluate({call})\n"
+    )
+    TensorIntrin.register(name, _from_source(desc), _from_source(impl))
+    return name
+
+
+def act_intrin_name(bm: int, bn: int, c_dtype: str, act: str) -> str:
+    return f"npu_act_{act}_{bm}x{bn}_{_SHORT[c_dtype]}"
+
+
+def register_act(bm: int, bn: int, c_dtype: str, act: str) -> str:
+    """The epilogue intrinsic, placed on the output block after its last k step: desc ``D = act(C)``; impl one
+    ``npu_block_act``: a VALU of the activation on the block still in the accumulator, then its STORE into D."""
+    name = act_intrin_name(bm, bn, c_dtype, act)
+    if TensorIntrin.get(name, allow_missing=True) is not None:
+        return name
+    code = isa.ALU[act]
+    rw = (f"        T.reads(C[0:{bm}, 0:{bn}])\n"
+          f"        T.writes(D[0:{bm}, 0:{bn}])\n")
+    desc = (
+        "@T.prim_func(s_tir=True)\n"
+        "def desc(c: T.handle, d: T.handle) -> None:\n"
+        f'    C = T.match_buffer(c, ({bm}, {bn}), "{c_dtype}", offset_factor=1)\n'
+        f'    D = T.match_buffer(d, ({bm}, {bn}), "{c_dtype}", offset_factor=1)\n'
+        '    with T.sblock("root"):\n' + rw
+        + f"        for i, j in T.grid({bm}, {bn}):\n"
+        '            with T.sblock("act"):\n'
+        '                vi, vj = T.axis.remap("SS", [i, j])\n'
+        f"                D[vi, vj] = {_act_expr(act, 'C[vi, vj]', c_dtype)}\n"
+    )
+    impl = (
+        "@T.prim_func(s_tir=True)\n"
+        "def impl(c: T.handle, d: T.handle) -> None:\n"
+        "    sc0 = T.int32()\n    sc1 = T.int32()\n    sd0 = T.int32()\n    sd1 = T.int32()\n"
+        + _strided("C", f"{bm}, {bn}", c_dtype, ["sc0", "sc1"]) + _strided("D", f"{bm}, {bn}", c_dtype, ["sd0", "sd1"])
+        + '    with T.sblock("root"):\n' + rw
+        + f'        T.evaluate(T.call_extern("int32", "npu_block_act", D.access_ptr("w"), T.Cast("int64", D.elem_offset), '
+        f'T.Cast("int32", sd0), T.int32({bm}), T.int32({bn}), T.int32({code})))\n'
+    )
+    TensorIntrin.register(name, _from_source(desc), _from_source(impl))
     return name
 
 
@@ -174,11 +288,14 @@ def fits_block(shape, cfg: BlockConfig, machine: Machine) -> bool:
 
 
 def config_words(shape, cfg: BlockConfig, machine: Machine, op_id: int = 0) -> np.ndarray:
-    """The (2, 16) int32 header ``npu_block_begin`` reads: CONFIG + {CONFIG, 0, batch, bm, bn, bk, depth, dtypes}."""
+    """The (2, 16) int32 header ``npu_block_begin`` reads: CONFIG + {CONFIG, 0, batch, bm, bn, bk, depth, dtypes,
+    bias, activation ALU code (0: none), B batched} -- the epilogue flags tell the simulator whether the last k
+    step stores C or leaves it for the epilogue intrinsic, and let ``time_blocks`` replay the op exactly."""
     prog = isa.Program()
     prog.config(op_id, shape.mode, machine.cores, machine, shape.m, shape.n, shape.k, batch=shape.batch)
     words = prog.array()
     words[1, 3:10] = [cfg.bm, cfg.bn, cfg.bk, cfg.depth] + [isa.DTYPE_CODES[d] for d in (shape.a_dtype, shape.b_dtype, shape.out_dtype)]
+    words[1, 10:13] = [int(shape.bias), isa.ALU[shape.activation] if shape.activation else 0, int(shape.b_batched)]
     return words
 
 
@@ -248,57 +365,79 @@ def best_block_config(shape, machine: Machine):
 
 # ---------------------------------------------------------------- kernels
 
-def kernel_source(name: str, a_shape, b_shape, out_shape, shape, bias: bool, op_id: int) -> str:
-    """TVMScript of the op before scheduling: begin, Out = bias (or 0) on the host, Out += A x B, end.
+def kernel_source(name: str, a_shape, b_shape, out_shape, shape, bias: bool, op_id: int, cfg: BlockConfig) -> str:
+    """TVMScript of the op in its block loop nest (batch, n blocks, m blocks): per output block the init (0 or
+    the bias row), the k steps of ``C += A x B``, and the activation epilogue into Out when the op has one (the
+    matmul then accumulates into ``Acc``, the tensor the accumulator scratchpad holds); begin / end around it.
 
-    The init is its own block (not ``T.init``) so the update block's read regions are
-    exactly the intrinsic's: C, A, B."""
+    The nest is written out rather than made by split + decompose_reduction because
+    decompose_reduction leaves the init block without read regions (TVM assumes a constant init),
+    and tensorize must bind the bias buffer from them."""
     nb = len(out_shape) - 2
-    bv = [f"b{i}" for i in range(nb)]
-    vb = [f"v{i}" for i in range(nb)]
+    bat = [int(d) for d in out_shape[:-2]]
     buf = lambda n, shp, dt: f"{n}: T.Buffer(({', '.join(map(str, shp))},), \"{dt}\")"  # noqa: E731
     params = [buf("A", a_shape, shape.a_dtype), buf("B", b_shape, shape.b_dtype)]
     if bias:
         params.append(buf("Bias", [shape.n], shape.out_dtype))
     params += [buf("P", [2, 16], "int32"), buf("Out", out_shape, shape.out_dtype)]
+    vb = [f"v{i}" for i in range(nb)]
     a_idx = ", ".join(vb + ["vi", "vk"])
     b_idx = ", ".join((vb if len(b_shape) > 2 else []) + ["vk", "vj"])
     o_idx = ", ".join(vb + ["vi", "vj"])
     acc = shape.out_dtype
-    init = "Bias[vj]" if bias else f"T.{acc}(0)"
-    grid = ", ".join(map(str, list(out_shape[:-2]) + [shape.m, shape.n, shape.k]))
-    ob = [f"o{i}" for i in range(nb)]
-    return (
-        "@T.prim_func(s_tir=True)\n"
-        f"def {name}({', '.join(params)}):\n"
-        "    T.evaluate(T.call_extern(\"int32\", \"npu_block_begin\", P.data))\n"
-        f"    for {', '.join(ob + ['i', 'j'])} in T.grid({', '.join(map(str, out_shape))}):\n"
-        "        with T.sblock(\"C_init\"):\n"
-        f"            {', '.join(vb + ['vi', 'vj'])} = T.axis.remap(\"{'S' * nb}SS\", [{', '.join(ob + ['i', 'j'])}])\n"
-        f"            Out[{o_idx}] = {init}\n"
-        f"    for {', '.join(bv + ['i', 'j', 'k'])} in T.grid({grid}):\n"
-        "        with T.sblock(\"C\"):\n"
-        f"            {', '.join(vb + ['vi', 'vj', 'vk'])} = T.axis.remap(\"{'S' * nb}SSR\", [{', '.join(bv + ['i', 'j', 'k'])}])\n"
-        f"            Out[{o_idx}] = Out[{o_idx}] + T.Cast(\"{acc}\", A[{a_idx}]) * T.Cast(\"{acc}\", B[{b_idx}])\n"
-        f"    T.evaluate(T.call_extern(\"int32\", \"npu_block_end\", {op_id}))\n"
-    )
+    dst = "Acc" if shape.activation else "Out"
+    bm, bn, bk = cfg.bm, cfg.bn, cfg.bk
+    ind = " " * 8
+
+    def axes(reduce: bool) -> list[str]:
+        out = [f"{ind}    v{i} = T.axis.spatial({d}, b{i})" for i, d in enumerate(bat)]
+        out += [f"{ind}    vi = T.axis.spatial({shape.m}, io * {bm} + ii)", f"{ind}    vj = T.axis.spatial({shape.n}, jo * {bn} + ji)"]
+        if reduce:
+            out.append(f"{ind}    vk = T.axis.reduce({shape.k}, ko * {bk} + ki)")
+        return out
+
+    outer = [f"b{i}" for i in range(nb)] + ["jo", "io"]
+    extents = bat + [shape.n // bn, shape.m // bm]
+    lines = [
+        "@T.prim_func(s_tir=True)",
+        f"def {name}({', '.join(params)}):",
+        "    T.evaluate(T.call_extern(\"int32\", \"npu_block_begin\", P.data))",
+    ]
+    if shape.activation:
+        lines.append(f"    Acc = T.alloc_buffer(({', '.join(map(str, out_shape))},), \"{acc}\")")
+    lines += [
+        f"    for {', '.join(outer)} in T.grid({', '.join(map(str, extents))}):",
+        f"        for ii, ji in T.grid({bm}, {bn}):",
+        f"{ind}    with T.sblock(\"C_init\"):",
+        *[f"    {x}" for x in axes(False)],
+        f"{ind}        {dst}[{o_idx}] = {'Bias[vj]' if bias else f'T.{acc}(0)'}",
+        f"        for ko, ii, ji, ki in T.grid({shape.k // bk}, {bm}, {bn}, {bk}):",
+        f"{ind}    with T.sblock(\"C\"):",
+        *[f"    {x}" for x in axes(True)],
+        f"{ind}        {dst}[{o_idx}] = {dst}[{o_idx}] + T.Cast(\"{acc}\", A[{a_idx}]) * T.Cast(\"{acc}\", B[{b_idx}])",
+    ]
+    if shape.activation:
+        lines += [
+            f"        for ii, ji in T.grid({bm}, {bn}):",
+            f"{ind}    with T.sblock(\"C_act\"):",
+            *[f"    {x}" for x in axes(False)],
+            f"{ind}        Out[{o_idx}] = {_act_expr(shape.activation, f'Acc[{o_idx}]', acc)}",
+        ]
+    lines.append(f"    T.evaluate(T.call_extern(\"int32\", \"npu_block_end\", {op_id}))")
+    return "\n".join(lines) + "\n"
 
 
-def schedule_blocks(sch: Schedule, shape, cfg: BlockConfig, block: str = "C") -> None:
-    """Block loop nest of the op (batch, n blocks, m blocks, k steps), then ``sch.tensorize`` of the block."""
-    blk = sch.get_sblock(block)
-    loops = sch.get_loops(blk)
-    batch, (i, j, k) = loops[:-3], loops[-3:]
-    io, ii = sch.split(i, [None, cfg.bm])
-    jo, ji = sch.split(j, [None, cfg.bn])
-    ko, ki = sch.split(k, [None, cfg.bk])
-    sch.reorder(*batch, jo, io, ko, ii, ji, ki)
-    sch.tensorize(ii, register_block(cfg.bm, cfg.bn, cfg.bk, shape.a_dtype, shape.b_dtype, shape.out_dtype))
+def schedule_blocks(sch: Schedule, shape, cfg: BlockConfig) -> None:
+    """``sch.tensorize`` of the three blocks of every output block: init, multiply-accumulate (per k step), epilogue."""
+    sch.tensorize(sch.get_loops(sch.get_sblock("C_init"))[-2], register_init(cfg.bm, cfg.bn, shape.out_dtype, shape.bias))
+    sch.tensorize(sch.get_loops(sch.get_sblock("C"))[-3], register_block(cfg.bm, cfg.bn, cfg.bk, shape.a_dtype, shape.b_dtype, shape.out_dtype))
+    if shape.activation:
+        sch.tensorize(sch.get_loops(sch.get_sblock("C_act"))[-2], register_act(cfg.bm, cfg.bn, shape.out_dtype, shape.activation))
 
 
 def block_kernel(name: str, a_shape, b_shape, out_shape, shape, cfg: BlockConfig, bias: bool, op_id: int) -> tvm.tirx.PrimFunc:
     """The scheduled, tensorized PrimFunc of one NPU op (args: A, B, [Bias], P = config_words, Out)."""
-    func = tvm.script.from_source(kernel_source(name, a_shape, b_shape, out_shape, shape, bias, op_id), extra_vars={"T": T})
+    func = _from_source(kernel_source(name, a_shape, b_shape, out_shape, shape, bias, op_id, cfg))
     sch = Schedule(func.with_attr("global_symbol", name))
     schedule_blocks(sch, shape, cfg)
     return sch.mod["main"]

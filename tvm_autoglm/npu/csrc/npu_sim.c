@@ -34,6 +34,7 @@
 #define NPU_MAX_OPS 4096
 #define NPU_TILE 16
 #define NPU_GRANULE 256 /* scoreboard granularity in bytes */
+#define NPU_MAX_DEPTH 8 /* block route: rotating input/weight buffers */
 
 enum { SP_INP = 0, SP_WGT = 1, SP_ACC = 2, SP_COUNT = 3 };
 enum { OP_CONFIG = 1, OP_LOAD = 2, OP_STORE = 3, OP_GEMM = 4, OP_VALU = 5, OP_SYNC = 6 };
@@ -536,28 +537,40 @@ NPU_INTERNAL int32_t npu_gemm_tile(const void *a, const void *b, void *c, int32_
 }
 
 /* ---------- the block route (tvm_autoglm/npu/tensorize.py) ----------
- * A model kernel tensorized with the block intrinsic npu_gemm_{bm}x{bn}x{bk} calls
- *   npu_block_begin(cfg)            once per op: machine + op header, timelines reset
- *   npu_gemm_block(A, B, C, ...)    once per (output block, k step): C[bm,bn] += A[bm,bk] x B[bk,bn]
- *   npu_block_end(op_id)            once per op: final SYNC, the op's cycles counted
+ * A model kernel tensorized with the block route's intrinsics calls
+ *   npu_block_begin(cfg)                 once per op: machine + op header, timelines reset
+ *   per output block (n-major: batch, n, m):
+ *     npu_acc_zero / npu_acc_bias(...)   init intrinsic: the block's accumulator on chip -- zero (no
+ *                                        instruction: its first GEMM resets) or the bias row broadcast (one LOAD)
+ *     npu_gemm_block(A, B, C, ...)       once per k step: C[bm,bn] += A[bm,bk] x B[bk,bn]
+ *     npu_block_act(D, ...)              epilogue intrinsic (ops with an activation): VALU + STORE
+ *   npu_block_end(op_id)                 once per op: final SYNC, the op's cycles counted
  * Between the calls of one op the per-core engine timelines and the scoreboard persist,
  * so the loads of the next block overlap the GEMM of the previous one exactly as
- * asynchronous DMA hardware does: each call becomes LOAD C (first k step: C += A x B
- * reads the C that is in DRAM), LOAD A, LOAD B into the next of `depth` rotating
- * input/weight buffers, one GEMM (mt x nt x kt tiles, accumulating), and STORE C on the
- * last k step; C stays in one of two accumulator buffers across k. The block's core is
- * a fixed function of its output coordinates: blocks are numbered n-major (batch, n, m)
- * and split into contiguous runs, one per core (the program route's split).
+ * asynchronous DMA hardware does: each block call becomes LOAD A, LOAD B into the next of
+ * `depth` rotating input/weight buffers (B skipped when that panel is still resident), one
+ * GEMM (mt x nt x kt tiles, accumulating), and STORE C on the last k step unless the op has
+ * an epilogue; C stays in one of two accumulator buffers across k. A first k step whose block
+ * no init intrinsic set up loads C from DRAM (the intrinsic's C += A x B taken literally).
+ * The block's core is a fixed function of its output coordinates: blocks are split into
+ * contiguous runs, one per core (the program route's split).
  * cfg: 32 words = a CONFIG instruction (as isa.Program.config) and its extension
- * {CONFIG, 0, batch, bm, bn, bk, depth}. The session holds the simulator lock from
- * begin to end, so concurrent model threads take turns per op. */
+ * {CONFIG, 0, batch, bm, bn, bk, depth, a/b/c dtypes, bias, activation ALU code, B batched}.
+ * The session holds the simulator lock from begin to end, so concurrent model threads take
+ * turns per op. */
 typedef struct {
   int active, error, timing_only;
   npu_cfg cfg;
   int64_t bm, bn, bk, depth, mt, nt, kt, n_m, n_n, nblocks, insns;
   int64_t inp_slot, wgt_slot, acc_slot;
   int a_dt, b_dt, c_dt; /* DRAM dtypes of A, B and C (isa.DT_*) */
+  int has_bias, act, b_batched; /* op epilogue: bias init, activation (ALU code, 0 = none) */
   int inp_next[NPU_MAX_CORES], wgt_next[NPU_MAX_CORES], acc_next[NPU_MAX_CORES], acc_cur[NPU_MAX_CORES];
+  /* accumulator state per core: the output block (C element offset) the init intrinsic set up on chip, whether
+   * its first GEMM resets it (zero init), and whether its result still waits for the epilogue intrinsic */
+  int64_t acc_block[NPU_MAX_CORES];
+  int reset_pending[NPU_MAX_CORES], epi_pending[NPU_MAX_CORES];
+  int64_t wgt_key[NPU_MAX_CORES][NPU_MAX_DEPTH]; /* B element offset of the panel resident in each weight buffer */
   npu_op_stats *st, scratch;
   npu_counters saved;
 } npu_session;
@@ -578,7 +591,14 @@ static int64_t block_begin_locked(const int32_t *w, int timing_only) {
   s->cfg = cfg;
   s->bm = x[3]; s->bn = x[4]; s->bk = x[5]; s->depth = x[6];
   s->a_dt = x[7]; s->b_dt = x[8]; s->c_dt = x[9];
-  if (cfg.cores < 1 || cfg.cores > NPU_MAX_CORES || s->bm <= 0 || s->bn <= 0 || s->bk <= 0 || s->depth < 1 ||
+  s->has_bias = x[10]; s->act = x[11]; s->b_batched = x[12];
+  if (s->act && s->act != ALU_RELU && s->act != ALU_GELU && s->act != ALU_GELU_TANH) return -2;
+  if ((s->act == ALU_GELU || s->act == ALU_GELU_TANH) && cfg.mode != MODE_FP16) return -2;
+  for (int c = 0; c < NPU_MAX_CORES; ++c) {
+    s->acc_block[c] = -1;
+    for (int d = 0; d < NPU_MAX_DEPTH; ++d) s->wgt_key[c][d] = -1;
+  }
+  if (cfg.cores < 1 || cfg.cores > NPU_MAX_CORES || s->bm <= 0 || s->bn <= 0 || s->bk <= 0 || s->depth < 1 || s->depth > NPU_MAX_DEPTH ||
       cfg.m % s->bm || cfg.n % s->bn || cfg.k % s->bk || cfg.batch < 1)
     return -2;
   s->mt = ceil_div(s->bm, NPU_TILE); s->nt = ceil_div(s->bn, NPU_TILE); s->kt = ceil_div(s->bk, NPU_TILE);
@@ -610,51 +630,106 @@ static int block_core(const npu_session *s, int64_t idx) {
   return s->cfg.cores - 1;
 }
 
-/* One block call: a_off / c_off are the element offsets of the A and C blocks in their tensors. */
-static int block_step(npu_session *s, void *a, void *b, void *c, int64_t a_off, int64_t c_off, int64_t lda, int64_t ldb,
+/* The output block's core, from its element offset in C (blocks n-major: batch, n, m). */
+static int block_core_of(const npu_session *s, int64_t c_off, int64_t bm, int64_t bn) {
+  const npu_cfg *cfg = &s->cfg;
+  int64_t ni = c_off % cfg->n, mi = (c_off / cfg->n) % cfg->m, bi = c_off / (cfg->n * cfg->m);
+  if (mi % bm || ni % bn || bi >= cfg->batch) return -1;
+  return block_core(s, (bi * s->n_n + ni / bn) * s->n_m + mi / bm);
+}
+
+/* Init intrinsic: the output block at c_off starts on chip. bias == NULL (and not timing-only with a bias
+ * op): zero, no instruction -- the block's first GEMM runs with reset. Otherwise one LOAD of the bias row
+ * broadcast over the block's rows (DRAM row stride 0), the program route's bias load. */
+static int block_init(npu_session *s, const void *bias, int64_t c_off, int64_t ldc, int64_t bm, int64_t bn, int with_bias) {
+  const npu_cfg *cfg = &s->cfg;
+  if (!s->active) return -1;
+  if (bm != s->bm || bn != s->bn || ldc != cfg->n || with_bias != s->has_bias) return -2;
+  int core_id = block_core_of(s, c_off, bm, bn);
+  if (core_id < 0) return -3;
+  npu_core *core = &g_cores[core_id];
+  s->acc_cur[core_id] = s->acc_next[core_id];
+  s->acc_next[core_id] ^= 1;
+  s->acc_block[core_id] = c_off;
+  s->epi_pending[core_id] = 0;
+  int64_t MP = s->mt * NPU_TILE, NP = s->nt * NPU_TILE;
+  if (!with_bias) {
+    s->reset_pending[core_id] = 1;
+    return 0;
+  }
+  s->reset_pending[core_id] = 0;
+  void *dram[4] = {NULL, NULL, (void *)bias, NULL};
+  int32_t w[NPU_WORDS] = {OP_LOAD, core_id, SP_ACC, (int32_t)(s->acc_cur[core_id] * s->acc_slot), 2, 0, (int32_t)MP, (int32_t)NP, 0,
+                          (int32_t)MP, (int32_t)bn, (int32_t)NP, s->c_dt};
+  if (exec_load(cfg, core, w, dram, s->timing_only, s->st)) return -4;
+  s->insns++;
+  return 0;
+}
+
+/* One block call: a_off / b_off / c_off are the element offsets of the A, B and C blocks in their tensors. */
+static int block_step(npu_session *s, void *a, void *b, void *c, int64_t a_off, int64_t b_off, int64_t c_off, int64_t lda, int64_t ldb,
                       int64_t ldc, int64_t bm, int64_t bn, int64_t bk) {
   const npu_cfg *cfg = &s->cfg;
   if (!s->active) return -1;
   if (bm != s->bm || bn != s->bn || bk != s->bk || lda != cfg->k || ldc != cfg->n || ldb != cfg->n) return -2;
   int64_t ki = a_off % cfg->k;
-  int64_t ni = c_off % cfg->n, mi = (c_off / cfg->n) % cfg->m, bi = c_off / (cfg->n * cfg->m);
-  if (mi % bm || ni % bn || ki % bk || bi >= cfg->batch) return -3;
-  int core_id = block_core(s, (bi * s->n_n + ni / bn) * s->n_m + mi / bm);
+  if (ki % bk) return -3;
+  int core_id = block_core_of(s, c_off, bm, bn);
+  if (core_id < 0) return -3;
   npu_core *core = &g_cores[core_id];
   int first = ki == 0, last = ki + bk >= cfg->k;
   int a_dt = s->a_dt, b_dt = s->b_dt, acc_dt = s->c_dt;
   void *dram[4] = {a, b, c, c};
   int64_t MP = s->mt * NPU_TILE, NP = s->nt * NPU_TILE, KP = s->kt * NPU_TILE;
   int32_t w[NPU_WORDS];
-  if (first) {
-    /* C += A x B: the C in DRAM (zero, or the bias) comes into the accumulator */
+  int reset = 0;
+  if (first && s->acc_block[core_id] == c_off) {
+    reset = s->reset_pending[core_id]; /* the init intrinsic set this block up on chip */
+    s->reset_pending[core_id] = 0;
+  } else if (first) {
+    /* no init intrinsic ran for this block: C += A x B reads the C that is in DRAM */
     s->acc_cur[core_id] = s->acc_next[core_id];
     s->acc_next[core_id] ^= 1;
+    s->acc_block[core_id] = c_off;
     int32_t ld_c[NPU_WORDS] = {OP_LOAD, core_id, SP_ACC, (int32_t)(s->acc_cur[core_id] * s->acc_slot), 2, 0,
                                (int32_t)MP, (int32_t)NP, (int32_t)ldc, (int32_t)bm, (int32_t)bn, (int32_t)NP, acc_dt};
     memcpy(w, ld_c, sizeof w);
     if (exec_load(cfg, core, w, dram, s->timing_only, s->st)) return -4;
     s->insns++;
+  } else if (s->acc_block[core_id] != c_off) {
+    return -9; /* a later k step of a block that is not the one in the accumulator */
   }
   int64_t acc_off = s->acc_cur[core_id] * s->acc_slot;
-  int64_t inp_off = s->inp_next[core_id] * s->inp_slot, wgt_off = s->wgt_next[core_id] * s->wgt_slot;
+  int64_t inp_off = s->inp_next[core_id] * s->inp_slot;
   s->inp_next[core_id] = (int)((s->inp_next[core_id] + 1) % s->depth);
-  s->wgt_next[core_id] = (int)((s->wgt_next[core_id] + 1) % s->depth);
   int32_t ld_a[NPU_WORDS] = {OP_LOAD, core_id, SP_INP, (int32_t)inp_off, 0, 0, (int32_t)MP, (int32_t)KP, (int32_t)lda,
                              (int32_t)bm, (int32_t)bk, (int32_t)KP, a_dt};
   memcpy(w, ld_a, sizeof w);
   if (exec_load(cfg, core, w, dram, s->timing_only, s->st)) return -5;
-  int32_t ld_b[NPU_WORDS] = {OP_LOAD, core_id, SP_WGT, (int32_t)wgt_off, 1, 0, (int32_t)KP, (int32_t)NP, (int32_t)ldb,
-                             (int32_t)bk, (int32_t)bn, (int32_t)NP, b_dt};
-  memcpy(w, ld_b, sizeof w);
-  if (exec_load(cfg, core, w, dram, s->timing_only, s->st)) return -6;
+  /* weight reuse: a B panel still resident in one of the weight buffers is not loaded again */
+  int hit = -1;
+  for (int d = 0; d < s->depth; ++d)
+    if (s->wgt_key[core_id][d] == b_off) hit = d;
+  if (hit < 0) {
+    hit = s->wgt_next[core_id];
+    s->wgt_next[core_id] = (int)((s->wgt_next[core_id] + 1) % s->depth);
+    int32_t ld_b[NPU_WORDS] = {OP_LOAD, core_id, SP_WGT, (int32_t)(hit * s->wgt_slot), 1, 0, (int32_t)KP, (int32_t)NP, (int32_t)ldb,
+                               (int32_t)bk, (int32_t)bn, (int32_t)NP, b_dt};
+    memcpy(w, ld_b, sizeof w);
+    if (exec_load(cfg, core, w, dram, s->timing_only, s->st)) return -6;
+    s->wgt_key[core_id][hit] = b_off;
+    s->insns++;
+  }
+  int64_t wgt_off = hit * s->wgt_slot;
   int32_t gemm[NPU_WORDS] = {OP_GEMM, core_id, (int32_t)acc_off, (int32_t)inp_off, (int32_t)wgt_off, (int32_t)s->mt,
-                             (int32_t)s->nt, (int32_t)s->kt, 0, (int32_t)KP, (int32_t)NP, (int32_t)NP,
+                             (int32_t)s->nt, (int32_t)s->kt, reset, (int32_t)KP, (int32_t)NP, (int32_t)NP,
                              (int32_t)bm, (int32_t)bn, (int32_t)bk};
   memcpy(w, gemm, sizeof w);
   if (exec_gemm(cfg, core, w, s->timing_only, s->st)) return -7;
-  s->insns += 3;
-  if (last) {
+  s->insns += 2;
+  if (last && s->act) {
+    s->epi_pending[core_id] = 1; /* the epilogue intrinsic applies the activation and stores */
+  } else if (last) {
     int32_t st_c[NPU_WORDS] = {OP_STORE, core_id, SP_ACC, (int32_t)acc_off, 3, 0, (int32_t)bm, (int32_t)bn, (int32_t)ldc,
                                (int32_t)NP, acc_dt};
     memcpy(w, st_c, sizeof w);
@@ -664,12 +739,35 @@ static int block_step(npu_session *s, void *a, void *b, void *c, int64_t a_off, 
   return 0;
 }
 
+/* Epilogue intrinsic: D = act(C) for the output block at c_off, whose C is still in the accumulator:
+ * one VALU (the program route's activation) and the STORE into D. */
+static int block_epilogue(npu_session *s, void *d, int64_t c_off, int64_t ldd, int64_t bm, int64_t bn, int act) {
+  const npu_cfg *cfg = &s->cfg;
+  if (!s->active) return -1;
+  if (bm != s->bm || bn != s->bn || ldd != cfg->n || act != s->act || !act) return -2;
+  int core_id = block_core_of(s, c_off, bm, bn);
+  if (core_id < 0) return -3;
+  if (s->acc_block[core_id] != c_off || !s->epi_pending[core_id]) return -4; /* its last k step has not run */
+  s->epi_pending[core_id] = 0;
+  npu_core *core = &g_cores[core_id];
+  int64_t acc_off = s->acc_cur[core_id] * s->acc_slot, MP = s->mt * NPU_TILE, NP = s->nt * NPU_TILE;
+  void *dram[4] = {NULL, NULL, NULL, d};
+  int32_t valu[NPU_WORDS] = {OP_VALU, core_id, act, (int32_t)acc_off, (int32_t)acc_off, (int32_t)MP, (int32_t)NP, (int32_t)NP, 0, 0, (int32_t)NP};
+  if (exec_valu(cfg, core, valu, s->timing_only, s->st)) return -5;
+  int32_t st_c[NPU_WORDS] = {OP_STORE, core_id, SP_ACC, (int32_t)acc_off, 3, 0, (int32_t)bm, (int32_t)bn, (int32_t)ldd, (int32_t)NP, s->c_dt};
+  if (exec_store(cfg, core, st_c, dram, s->timing_only, s->st)) return -6;
+  s->insns += 2;
+  return 0;
+}
+
 static int64_t block_end_locked(void) {
   npu_session *s = &g_sess;
   if (!s->active) return -1;
   s->active = 0;
   if (s->timing_only && s->st == &s->scratch) memcpy(&npu_g_counters, &s->saved, offsetof(npu_counters, ops));
   if (s->error) return s->error;
+  for (int c = 0; c < s->cfg.cores; ++c)
+    if (s->epi_pending[c]) return -5; /* a block's epilogue (activation + store) never ran: its output was not stored */
   exec_sync(&s->cfg);
   int64_t cycles = core_time(&g_cores[0]);
   if (s->timing_only) return cycles;
@@ -694,11 +792,34 @@ NPU_INTERNAL int32_t npu_block_begin(const int32_t *cfg) {
   return (int32_t)rc;
 }
 
-NPU_INTERNAL int32_t npu_gemm_block(void *a, void *b, void *c, int64_t a_off, int64_t c_off, int32_t lda, int32_t ldb,
+NPU_INTERNAL int32_t npu_gemm_block(void *a, void *b, void *c, int64_t a_off, int64_t b_off, int64_t c_off, int32_t lda, int32_t ldb,
                                     int32_t ldc, int32_t bm, int32_t bn, int32_t bk) {
   if (g_sess.error) return g_sess.error;
-  int rc = block_step(&g_sess, a, b, c, a_off, c_off, lda, ldb, ldc, bm, bn, bk);
+  int rc = block_step(&g_sess, a, b, c, a_off, b_off, c_off, lda, ldb, ldc, bm, bn, bk);
   if (rc) g_sess.error = -200 + rc;
+  return rc;
+}
+
+/* Init intrinsics (decompose_reduction's init block): zero, or the bias row broadcast. */
+NPU_INTERNAL int32_t npu_acc_zero(int64_t c_off, int32_t ldc, int32_t bm, int32_t bn) {
+  if (g_sess.error) return g_sess.error;
+  int rc = block_init(&g_sess, NULL, c_off, ldc, bm, bn, 0);
+  if (rc) g_sess.error = -300 + rc;
+  return rc;
+}
+
+NPU_INTERNAL int32_t npu_acc_bias(const void *bias, int64_t c_off, int32_t ldc, int32_t bm, int32_t bn) {
+  if (g_sess.error) return g_sess.error;
+  int rc = block_init(&g_sess, bias, c_off, ldc, bm, bn, 1);
+  if (rc) g_sess.error = -300 + rc;
+  return rc;
+}
+
+/* Epilogue intrinsic: activation (ALU code) on the accumulator block, then its STORE. */
+NPU_INTERNAL int32_t npu_block_act(void *d, int64_t c_off, int32_t ldd, int32_t bm, int32_t bn, int32_t act) {
+  if (g_sess.error) return g_sess.error;
+  int rc = block_epilogue(&g_sess, d, c_off, ldd, bm, bn, act);
+  if (rc) g_sess.error = -400 + rc;
   return rc;
 }
 
@@ -724,9 +845,14 @@ NPU_EXPORT int64_t npu_time_blocks(const int32_t *cfg) {
     int64_t M = s->cfg.m, N = s->cfg.n, K = s->cfg.k;
     for (int64_t bi = 0; bi < s->cfg.batch && !rc; ++bi)
       for (int64_t ni = 0; ni < N && !rc; ni += s->bn)
-        for (int64_t mi = 0; mi < M && !rc; mi += s->bm)
+        for (int64_t mi = 0; mi < M && !rc; mi += s->bm) {
+          int64_t c_off = bi * M * N + mi * N + ni;
+          rc = block_init(s, NULL, c_off, N, s->bm, s->bn, s->has_bias);
           for (int64_t ki = 0; ki < K && !rc; ki += s->bk)
-            rc = block_step(s, NULL, NULL, NULL, bi * M * K + mi * K + ki, bi * M * N + mi * N + ni, K, N, N, s->bm, s->bn, s->bk);
+            rc = block_step(s, NULL, NULL, NULL, bi * M * K + mi * K + ki, (s->b_batched ? bi * K * N : 0) + ki * N + ni, c_off, K, N, N,
+                            s->bm, s->bn, s->bk);
+          if (!rc && s->act) rc = block_epilogue(s, NULL, c_off, N, s->bm, s->bn, s->act);
+        }
     if (rc) { s->error = (int)(-200 + rc); }
     rc = block_end_locked();
   }
@@ -737,9 +863,9 @@ NPU_EXPORT int64_t npu_time_blocks(const int32_t *cfg) {
 
 /* Direct block-route entry points for tests (the model's own are hidden in an exported .so). */
 NPU_EXPORT int32_t npu_block_begin_exported(const int32_t *cfg) { return npu_block_begin(cfg); }
-NPU_EXPORT int32_t npu_gemm_block_exported(void *a, void *b, void *c, int64_t a_off, int64_t c_off, int32_t lda, int32_t ldb,
-                                           int32_t ldc, int32_t bm, int32_t bn, int32_t bk) {
-  return npu_gemm_block(a, b, c, a_off, c_off, lda, ldb, ldc, bm, bn, bk);
+NPU_EXPORT int32_t npu_gemm_block_exported(void *a, void *b, void *c, int64_t a_off, int64_t b_off, int64_t c_off, int32_t lda,
+                                           int32_t ldb, int32_t ldc, int32_t bm, int32_t bn, int32_t bk) {
+  return npu_gemm_block(a, b, c, a_off, b_off, c_off, lda, ldb, ldc, bm, bn, bk);
 }
 NPU_EXPORT int32_t npu_block_end_exported(int32_t op_id) { return npu_block_end(op_id); }
 
