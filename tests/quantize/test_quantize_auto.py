@@ -115,3 +115,18 @@ def test_greedy_prefers_cheap_error_per_byte():
     moves = sensitivity.choose(sens, sizes=[1000, 10], limit=0.0015)
     plan = sensitivity.plan_from(moves, 2)
     assert plan == ["int8", "fp16"]
+
+
+def test_cpu_ladder_has_no_fp16(builds):
+    """On CPU targets an fp16 layer converts to fp32 in the kernel and runs slower than fp32,
+    so auto chooses between int8 and fp32 only; targets that compute in fp16 keep it."""
+    from tvm_autoglm.targets import load_target
+
+    for m in builds.values():
+        quant = m.manifest["quantization"]
+        assert quant["ladder"] == ["int8", "fp32"]
+        assert quant["counts"]["fp16"] == 0
+        assert all(row["error_fp16"] is None for row in quant["layers"])
+    assert sensitivity.ladder_for(load_target("cpu")) == ("int8", "fp32")
+    assert sensitivity.ladder_for(load_target("gpu-ampere")) == ("int8", "fp16", "fp32")
+    assert sensitivity.ladder_for(load_target("npu-sim")) == ("int8", "fp16", "fp32")

@@ -6,10 +6,16 @@ The end-to-end error is ``1 - mean(cos)`` over every calibration sample and
 every float output. ``--accuracy-budget B`` is the largest end-to-end error
 allowed (default 0.01, i.e. mean cosine >= 0.99).
 
-Precision ladder, cheapest first: int8 < fp16 < fp32, ranked by the weight
-bytes a layer reads per inference (1, 2, 4 per element). On this project's CPU
-targets fp16 saves memory only (AVX2 has no fp16 arithmetic; operands are
-converted), int8 saves memory and, where the schedule uses it, integer SIMD.
+Precision ladder, cheapest first, per target (``ladder_for``): the rungs a
+layer may take and, within them, the weight bytes a layer reads per inference
+(1, 2, 4 per element) as the cost. On the CPU targets the ladder is int8 < fp32:
+x86 without AVX-512 FP16 has no fp16 arithmetic, so an fp16 layer converts its
+operands to fp32 in the kernel and runs *slower* than fp32 at the batch sizes
+we compile for (MiniLM s128: auto with 6 fp16 layers measured 196 ms against
+183 ms all-fp32), so "cheaper" there would mean fewer bytes but more time. (Our
+CPU matmul kernels compute in fp32 even where the ISA has fp16 arithmetic.)
+Targets that compute in fp16 (CUDA, the NPU's fp16 GEMM mode) keep int8 < fp16
+< fp32.
 
 Search. One *probe* module (``int8.probe_module``) is compiled for the host CPU:
 every quantizable matmul computes all three precisions and an ``int32[L]``
@@ -47,7 +53,13 @@ from . import int8
 DEFAULT_BUDGET = 0.01
 HEADROOM = 0.8
 CALIBRATION_SAMPLES = 4
-LADDER = ("int8", "fp16", "fp32")  # cheapest first
+LADDER = ("int8", "fp16", "fp32")  # cheapest first, where the target computes in fp16
+CPU_LADDER = ("int8", "fp32")
+
+
+def ladder_for(spec) -> tuple[str, ...]:
+    """The precisions ``auto`` may give a layer on ``spec``, cheapest first (see the module docstring)."""
+    return CPU_LADDER if getattr(spec, "kind", "cpu") == "cpu" else LADDER
 
 
 def load_calibration(path, specs: list[dict]) -> list[dict[str, np.ndarray]]:
@@ -136,7 +148,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (na * nb))
 
 
-def choose(sensitivity: list[dict], sizes: list[int], limit: float) -> list[tuple[int, str]]:
+def choose(sensitivity: list[dict], sizes: list[int], limit: float, ladder: tuple[str, ...] = LADDER) -> list[tuple[int, str]]:
     """Greedy moves (layer, precision) in the order taken; predicted total error stays <= ``limit``."""
     state = ["fp32"] * len(sizes)
     total = 0.0
@@ -144,7 +156,7 @@ def choose(sensitivity: list[dict], sizes: list[int], limit: float) -> list[tupl
     while True:
         best = None
         for i, current in enumerate(state):
-            for p in LADDER[: LADDER.index(current)]:
+            for p in ladder[: ladder.index(current)]:
                 added = sensitivity[i][p] - sensitivity[i].get(current, 0.0)
                 saved = sizes[i] * (int8.WEIGHT_BYTES[current] - int8.WEIGHT_BYTES[p])
                 if total + added > limit:
@@ -187,18 +199,19 @@ def search(build, budget: float | None = None, calibration=None, log=None) -> tu
     count = len(probe.sites)
     if count == 0:
         raise AutoGLMError("--quantize auto: the model has no matmul with a constant 2-D float32 weight to quantize", hint="use --quantize none or fp16")
-    with log.stage(f"quantize auto: sensitivity of {count} layers"):
+    ladder = ladder_for(build.target)
+    with log.stage(f"quantize auto: sensitivity of {count} layers ({' < '.join(ladder)})"):
         sensitivity = []
         for i in range(count):
             row = {"fp32": 0.0}
-            for p in ("int8", "fp16"):
+            for p in ladder[:-1]:
                 plan = ["fp32"] * count
                 plan[i] = p
                 row[p] = probe.error(plan)
             sensitivity.append(row)
     sizes = [site["weight_shape"][0] * site["weight_shape"][1] for site in probe.sites]
     limit = budget * HEADROOM
-    moves = choose(sensitivity, sizes, limit)
+    moves = choose(sensitivity, sizes, limit, ladder)
     with log.stage("quantize auto: verify"):
         measured = probe.error(plan_from(moves, count))
         undone = 0
@@ -217,7 +230,8 @@ def search(build, budget: float | None = None, calibration=None, log=None) -> tu
         "end_to_end_error": measured,
         "predicted_error": float(sum(sensitivity[i][p] for i, p in enumerate(plan))),
         "moves_undone": undone,
-        "sensitivity": [{"layer": f"matmul_{i}", "int8": row["int8"], "fp16": row["fp16"]} for i, row in enumerate(sensitivity)],
+        "ladder": list(ladder),
+        "sensitivity": [{"layer": f"matmul_{i}", "int8": row["int8"], "fp16": row.get("fp16")} for i, row in enumerate(sensitivity)],
     }
     return plan, record
 
@@ -228,7 +242,7 @@ def apply_auto(build, budget: float | None = None, calibration=None, log=None):
     layers = out.quantization["layers"]
     for row, sens in zip(layers, record["sensitivity"]):
         row["error_int8"] = sens["int8"]
-        row["error_fp16"] = sens["fp16"]
+        row["error_fp16"] = sens.get("fp16")  # None where fp16 is not on the target's ladder
         row["error_chosen"] = sens.get(row["precision"], 0.0)
     note = (f"quantize auto: budget {record['budget']} (1 - mean cosine); measured end-to-end error {record['end_to_end_error']:.3g} "
             f"on {record['calibration_samples']} calibration samples ({record['calibration']})")
