@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ def main(argv=None) -> int:
     from tvm_autoglm.tuning import tasks as taskmod
     from tvm_autoglm.tuning import tune
     from tvm_autoglm.tuning.models import SHIPPED_NAMES, reference_model
+    from tvm_autoglm.tuning.shipping import shippable
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["bert", "gpt-neox", "resnet50"], choices=sorted(SHIPPED_NAMES))
@@ -53,7 +55,17 @@ def main(argv=None) -> int:
         build = build_relax(path, spec, 3)
         keep, skip = taskmod.extract(build.mod, spec.tvm_target(), min_share=0.0)
         out = ROOT / "schedules" / spec.name / SHIPPED_NAMES[name]
-        n = dbmod.export_best(work, out, [t.mod for t in keep + skip])
+        winners, reasons = shippable(work, [t.mod for t in keep + skip])  # beat the default rules, not vetoed
+        for line in reasons:
+            print(f"[regenerate] {name}: {line}", file=sys.stderr, flush=True)
+        if not winners:
+            # Shipping records that only equal the default rules would add nothing but bytes;
+            # shipping ones that lose would make every user's build slower.
+            if out.exists():
+                shutil.rmtree(out)
+            print(f"[regenerate] {name}: no record beats the default schedule rules (in isolation and in the model): nothing shipped", file=sys.stderr, flush=True)
+            continue
+        n = dbmod.export_best(work, out, winners)
         info = {"model": name, "target": spec.name, "tvm_target": str(spec.tvm_target()), "records": n,
                 "kernels": len(keep) + len(skip), "trials_total": dbmod.count_records(work),
                 "exported": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}

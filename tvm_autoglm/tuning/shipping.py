@@ -1,0 +1,40 @@
+"""Which tuned kernels are worth shipping in schedules/<target>/<model>/.
+
+A shipped record is applied to every user's build without any measuring on
+their side, so it has to be a sure win: its best record must be a search
+record (a baseline trace is just our default rule's schedule again: shipping
+it adds bytes, not speed), and the in-model check must not have vetoed it (a
+kernel that wins alone but loses inside the model, as bert-base's FFN record
+did: 4.8 vs 6.2 ms isolated, 108 vs 62 ms per inference).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def shippable(work_dir: Path, mods) -> tuple[list, list[str]]:
+    """(task modules whose best record may ship, one line per kernel left out and why)."""
+    from . import database as dbmod
+    from .baseline import is_baseline_trace
+    from .in_model import read_vetoes, workload_key
+
+    database = dbmod.open_db(Path(work_dir), create=False)
+    vetoes = read_vetoes(work_dir)
+    winners, reasons = [], []
+    for mod in mods:
+        func = next(iter(mod.functions.values()))
+        name = str(func.attrs["global_symbol"]) if func.attrs is not None and "global_symbol" in func.attrs else "kernel"
+        if not database.has_workload(mod):
+            continue
+        top = database.get_top_k(database.commit_workload(mod), 1)
+        if not top:
+            continue
+        if is_baseline_trace(top[0].trace):
+            reasons.append(f"{name}: the default schedule is still the best record")
+            continue
+        if workload_key(func) in vetoes:
+            reasons.append(f"{name}: its record lost inside the model (in-model veto)")
+            continue
+        winners.append(mod)
+    return winners, reasons
