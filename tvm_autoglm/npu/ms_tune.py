@@ -311,16 +311,17 @@ def _plugins():
             pass
 
         def apply(self, sch) -> bool:
-            from .tensorize import register_block, register_init
+            from .tensorize import intrin_loop, register_block, register_init
 
             shape, machine = _shape_machine(sch.mod)
             cfg = block_config_of(sch.mod)
             if not valid_block(shape, cfg, machine):
                 return False
             # decompose_reduction's init block: the zero-init intrinsic (the accumulator reset on chip)
-            sch.tensorize(sch.get_loops(sch.get_sblock(BLOCK + "_init"))[-2], register_init(cfg.bm, cfg.bn, shape.out_dtype, False))
+            init = sch.get_sblock(BLOCK + "_init")
+            sch.tensorize(intrin_loop(sch, init, [cfg.bm, cfg.bn]), register_init(cfg.bm, cfg.bn, shape.out_dtype, False))
             blk = sch.get_sblock(UPDATE)
-            outer = sch.blockize(sch.get_loops(blk)[-3])
+            outer = sch.blockize(intrin_loop(sch, blk, [cfg.bm, cfg.bn, cfg.bk]))
             sch.tensorize(outer, register_block(cfg.bm, cfg.bn, cfg.bk, shape.a_dtype, shape.b_dtype, shape.out_dtype))
             for key, value in zip(("m", "n", "k", "depth"), (cfg.bm, cfg.bn, cfg.bk, cfg.depth)):
                 sch.annotate(outer, _BLOCK_KEYS[key], value)

@@ -120,41 +120,46 @@ def block_intrin_name(bm: int, bn: int, bk: int, a_dtype: str, b_dtype: str, c_d
     return f"npu_gemm_{bm}x{bn}x{bk}_{_SHORT[a_dtype]}{_SHORT[b_dtype]}{_SHORT[c_dtype]}"
 
 
+def _nest(ind: str, dims: list[tuple[str, int, str]], name: str) -> tuple[list[str], dict]:
+    """Loops and block vars of a desc over ``dims`` ((var, extent, kind)): a unit dimension gets no loop
+    and index 0 -- in a kernel TVM folds a unit loop into the outer block, so the desc must not have it."""
+    real = [(v, e, k) for v, e, k in dims if e > 1]
+    idx = {v: (f"v{v}" if e > 1 else "0") for v, e, _ in dims}
+    lines = []
+    if real:
+        lines.append(f"{ind}for {', '.join(v for v, _, _ in real)} in T.grid({', '.join(str(e) for _, e, _ in real)}):")
+        ind += "    "
+    lines.append(f"{ind}with T.sblock(\"{name}\"):")
+    if real:
+        lines.append(f"{ind}    {', '.join(f'v{v}' for v, _, _ in real)} = T.axis.remap(\"{''.join(k for _, _, k in real)}\", [{', '.join(v for v, _, _ in real)}])")
+    return lines, idx, ind + "    "
+
+
 def _block_pair(bm, bn, bk, a_dtype, b_dtype, c_dtype):
-    @T.prim_func(s_tir=True)
-    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (bm, bk), a_dtype, offset_factor=1)
-        B = T.match_buffer(b, (bk, bn), b_dtype, offset_factor=1)
-        C = T.match_buffer(c, (bm, bn), c_dtype, offset_factor=1)
-        with T.sblock("root"):
-            T.reads(C[0:bm, 0:bn], A[0:bm, 0:bk], B[0:bk, 0:bn])
-            T.writes(C[0:bm, 0:bn])
-            for i, j, k in T.grid(bm, bn, bk):
-                with T.sblock("update"):
-                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
-                    C[vi, vj] = C[vi, vj] + T.cast(A[vi, vk], c_dtype) * T.cast(B[vk, vj], c_dtype)
-
-    @T.prim_func(s_tir=True)
-    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-        sa0 = T.int32()
-        sa1 = T.int32()
-        sb0 = T.int32()
-        sb1 = T.int32()
-        sc0 = T.int32()
-        sc1 = T.int32()
-        A = T.match_buffer(a, (bm, bk), a_dtype, offset_factor=1, strides=[sa0, sa1])
-        B = T.match_buffer(b, (bk, bn), b_dtype, offset_factor=1, strides=[sb0, sb1])
-        C = T.match_buffer(c, (bm, bn), c_dtype, offset_factor=1, strides=[sc0, sc1])
-        with T.sblock("root"):
-            T.reads(C[0:bm, 0:bn], A[0:bm, 0:bk], B[0:bk, 0:bn])
-            T.writes(C[0:bm, 0:bn])
-            T.evaluate(T.call_extern(
-                "int32", "npu_gemm_block", A.access_ptr("r"), B.access_ptr("r"), C.access_ptr("rw"),
-                T.Cast("int64", A.elem_offset), T.Cast("int64", B.elem_offset), T.Cast("int64", C.elem_offset),
-                T.Cast("int32", sa0), T.Cast("int32", sb0), T.Cast("int32", sc0),
-                T.int32(bm), T.int32(bn), T.int32(bk)))
-
-    return desc, impl
+    nest, x, body = _nest("        ", [("i", bm, "S"), ("j", bn, "S"), ("k", bk, "R")], "update")
+    rw = (f"        T.reads(C[0:{bm}, 0:{bn}], A[0:{bm}, 0:{bk}], B[0:{bk}, 0:{bn}])\n"
+          f"        T.writes(C[0:{bm}, 0:{bn}])\n")
+    desc = (
+        "@T.prim_func(s_tir=True)\n"
+        "def desc(a: T.handle, b: T.handle, c: T.handle) -> None:\n"
+        f'    A = T.match_buffer(a, ({bm}, {bk}), "{a_dtype}", offset_factor=1)\n'
+        f'    B = T.match_buffer(b, ({bk}, {bn}), "{b_dtype}", offset_factor=1)\n'
+        f'    C = T.match_buffer(c, ({bm}, {bn}), "{c_dtype}", offset_factor=1)\n'
+        '    with T.sblock("root"):\n' + rw + "\n".join(nest) + "\n"
+        f"{body}C[{x['i']}, {x['j']}] = C[{x['i']}, {x['j']}] + T.Cast(\"{c_dtype}\", A[{x['i']}, {x['k']}]) * T.Cast(\"{c_dtype}\", B[{x['k']}, {x['j']}])\n"
+    )
+    impl = (
+        "@T.prim_func(s_tir=True)\n"
+        "def impl(a: T.handle, b: T.handle, c: T.handle) -> None:\n"
+        "    sa0 = T.int32()\n    sa1 = T.int32()\n    sb0 = T.int32()\n    sb1 = T.int32()\n    sc0 = T.int32()\n    sc1 = T.int32()\n"
+        + _strided("A", f"{bm}, {bk}", a_dtype, ["sa0", "sa1"]) + _strided("B", f"{bk}, {bn}", b_dtype, ["sb0", "sb1"])
+        + _strided("C", f"{bm}, {bn}", c_dtype, ["sc0", "sc1"])
+        + '    with T.sblock("root"):\n' + rw
+        + '        T.evaluate(T.call_extern("int32", "npu_gemm_block", A.access_ptr("r"), B.access_ptr("r"), C.access_ptr("rw"), '
+        'T.Cast("int64", A.elem_offset), T.Cast("int64", B.elem_offset), T.Cast("int64", C.elem_offset), '
+        f'T.Cast("int32", sa0), T.Cast("int32", sb0), T.Cast("int32", sc0), T.int32({bm}), T.int32({bn}), T.int32({bk})))\n'
+    )
+    return _from_source(desc), _from_source(impl)
 
 
 def register_block(bm: int, bn: int, bk: int, a_dtype: str = "int8", b_dtype: str = "int8", c_dtype: str = "int32") -> str:
@@ -200,7 +205,8 @@ def register_init(bm: int, bn: int, c_dtype: str, bias: bool) -> str:
     if TensorIntrin.get(name, allow_missing=True) is not None:
         return name
     args = "c: T.handle, bias: T.handle" if bias else "c: T.handle"
-    value = "Bias[vj]" if bias else f"T.{c_dtype}(0)"
+    nest, x, body = _nest("        ", [("i", bm, "S"), ("j", bn, "S")], "init")
+    value = f"Bias[{x['j']}]" if bias else f"T.{c_dtype}(0)"
     reads = f"T.reads(Bias[0:{bn}])" if bias else "T.reads()"
     bias_buf = f'    Bias = T.match_buffer(bias, ({bn},), "{c_dtype}", offset_factor=1)\n' if bias else ""
     desc = (
@@ -211,12 +217,10 @@ def register_init(bm: int, bn: int, c_dtype: str, bias: bool) -> str:
         + '    with T.sblock("root"):\n'
         f"        {reads}\n"
         f"        T.writes(C[0:{bm}, 0:{bn}])\n"
-        f"        for i, j in T.grid({bm}, {bn}):\n"
-        '            with T.sblock("init"):\n'
-        '                vi, vj = T.axis.remap("SS", [i, j])\n'
-        f"                T.reads({'Bias[vj]' if bias else ''})\n"
-        "                T.writes(C[vi, vj])\n"
-        f"                C[vi, vj] = {value}\n"
+        + "\n".join(nest) + "\n"
+        f"{body}T.reads({f'Bias[{x[chr(106)]}]' if bias else ''})\n"
+        f"{body}T.writes(C[{x['i']}, {x['j']}])\n"
+        f"{body}C[{x['i']}, {x['j']}] = {value}\n"
     )
     offs = f'T.Cast("int64", C.elem_offset), T.Cast("int32", sc0), T.int32({bm}), T.int32({bn})'
     call = (f'T.call_extern("int32", "npu_acc_bias", Bias.access_ptr("r"), {offs})' if bias
@@ -247,6 +251,7 @@ def register_act(bm: int, bn: int, c_dtype: str, act: str) -> str:
     if TensorIntrin.get(name, allow_missing=True) is not None:
         return name
     code = isa.ALU[act]
+    nest, x, body = _nest("        ", [("i", bm, "S"), ("j", bn, "S")], "act")
     rw = (f"        T.reads(C[0:{bm}, 0:{bn}])\n"
           f"        T.writes(D[0:{bm}, 0:{bn}])\n")
     desc = (
@@ -254,11 +259,8 @@ def register_act(bm: int, bn: int, c_dtype: str, act: str) -> str:
         "def desc(c: T.handle, d: T.handle) -> None:\n"
         f'    C = T.match_buffer(c, ({bm}, {bn}), "{c_dtype}", offset_factor=1)\n'
         f'    D = T.match_buffer(d, ({bm}, {bn}), "{c_dtype}", offset_factor=1)\n'
-        '    with T.sblock("root"):\n' + rw
-        + f"        for i, j in T.grid({bm}, {bn}):\n"
-        '            with T.sblock("act"):\n'
-        '                vi, vj = T.axis.remap("SS", [i, j])\n'
-        f"                D[vi, vj] = {_act_expr(act, 'C[vi, vj]', c_dtype)}\n"
+        '    with T.sblock("root"):\n' + rw + "\n".join(nest) + "\n"
+        f"{body}D[{x['i']}, {x['j']}] = {_act_expr(act, f'C[{x[chr(105)]}, {x[chr(106)]}]', c_dtype)}\n"
     )
     impl = (
         "@T.prim_func(s_tir=True)\n"
@@ -278,8 +280,11 @@ def _esz(shape) -> int:
 
 
 def fits_block(shape, cfg: BlockConfig, machine: Machine) -> bool:
-    """Sizes divide the op, and depth input/weight buffers + two accumulators fit the scratchpads."""
-    if shape.m % cfg.bm or shape.n % cfg.bn or shape.k % cfg.bk or cfg.depth < 1:
+    """Sizes divide the op, and depth input/weight buffers + two accumulators fit the scratchpads.
+
+    bn = 1 or bk = 1 (an op with N = 1 or K = 1) is refused: TVM keeps such a unit loop inside the block
+    to tensorize, which the descs (``_nest``) do not model; those ops take the program route."""
+    if shape.m % cfg.bm or shape.n % cfg.bn or shape.k % cfg.bk or cfg.depth < 1 or cfg.bn < 2 or cfg.bk < 2:
         return False
     mt, nt, kt = (math.ceil(v / 16) for v in (cfg.bm, cfg.bn, cfg.bk))
     sp, esz = machine.scratchpad, _esz(shape)
@@ -427,12 +432,24 @@ def kernel_source(name: str, a_shape, b_shape, out_shape, shape, bias: bool, op_
     return "\n".join(lines) + "\n"
 
 
+def intrin_loop(sch: Schedule, block, extents: list[int]):
+    """The loop to tensorize: the outermost of the block's inner ``len(extents)`` loops that is not a unit
+    loop (the intrinsics' descs have no loop for a unit dimension either; see ``_nest``)."""
+    loops = sch.get_loops(block)[-len(extents):]
+    for loop, extent in zip(loops, extents):
+        if extent > 1:
+            return loop
+    raise ValueError("an NPU block of a single element has nothing to tensorize")
+
+
 def schedule_blocks(sch: Schedule, shape, cfg: BlockConfig) -> None:
     """``sch.tensorize`` of the three blocks of every output block: init, multiply-accumulate (per k step), epilogue."""
-    sch.tensorize(sch.get_loops(sch.get_sblock("C_init"))[-2], register_init(cfg.bm, cfg.bn, shape.out_dtype, shape.bias))
-    sch.tensorize(sch.get_loops(sch.get_sblock("C"))[-3], register_block(cfg.bm, cfg.bn, cfg.bk, shape.a_dtype, shape.b_dtype, shape.out_dtype))
+    init, blk = sch.get_sblock("C_init"), sch.get_sblock("C")
+    sch.tensorize(intrin_loop(sch, init, [cfg.bm, cfg.bn]), register_init(cfg.bm, cfg.bn, shape.out_dtype, shape.bias))
+    sch.tensorize(intrin_loop(sch, blk, [cfg.bm, cfg.bn, cfg.bk]), register_block(cfg.bm, cfg.bn, cfg.bk, shape.a_dtype, shape.b_dtype, shape.out_dtype))
     if shape.activation:
-        sch.tensorize(sch.get_loops(sch.get_sblock("C_act"))[-2], register_act(cfg.bm, cfg.bn, shape.out_dtype, shape.activation))
+        act = sch.get_sblock("C_act")
+        sch.tensorize(intrin_loop(sch, act, [cfg.bm, cfg.bn]), register_act(cfg.bm, cfg.bn, shape.out_dtype, shape.activation))
 
 
 def block_kernel(name: str, a_shape, b_shape, out_shape, shape, cfg: BlockConfig, bias: bool, op_id: int) -> tvm.tirx.PrimFunc:
