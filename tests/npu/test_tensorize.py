@@ -159,6 +159,15 @@ def test_int8_bias_relu_epilogue_bit_exact_on_several_cores():
     assert snap["total_cycles"] == time_blocks(shape, cfg, MACHINE.with_cores(2))
 
 
+def test_single_row_op_tensorizes_and_unit_n_is_refused():
+    """M = 1 (bert's pooler): the unit m loop folds into the outer block and the descs have none either."""
+    shape = _int8_shape(1, 1, 64, 48, bias=True, activation="relu")
+    got, want, snap = _run_block_kernel([1, 48], [48, 64], shape, BlockConfig(1, 32, 48, 2))
+    np.testing.assert_array_equal(got, want)
+    assert snap["errors"] == 0 and snap["macs"] == shape.macs
+    assert tensorize.best_block_config(_int8_shape(1, 16, 1, 32), MACHINE) is None  # N = 1: program route
+
+
 def test_weight_panel_reused_across_output_blocks():
     """n-major order: consecutive m blocks of one n block with one k step use the same B panel, loaded once."""
     shape = _int8_shape(1, 128, 32, 64)
