@@ -17,7 +17,7 @@ from .registry import register_pass
 
 @register_pass("npu_offload", opt_level=0, stage=38, target_kinds=("npu",))
 def npu_offload():
-    """Rewrite supported matmuls/convs to npu_exec calls (tile configs chosen by simulated cycles)."""
+    """Rewrite supported matmuls/convs to NPU kernels: tensorized GEMM blocks by default, or one npu_exec program per op (route "program")."""
 
     @tvm.transform.module_pass(opt_level=0, name="npu_offload")
     def transform(mod, _ctx):
