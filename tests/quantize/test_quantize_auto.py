@@ -130,3 +130,14 @@ def test_cpu_ladder_has_no_fp16(builds):
     assert sensitivity.ladder_for(load_target("cpu")) == ("int8", "fp32")
     assert sensitivity.ladder_for(load_target("gpu-ampere")) == ("int8", "fp16", "fp32")
     assert sensitivity.ladder_for(load_target("npu-sim")) == ("int8", "fp16", "fp32")
+
+
+def test_inspect_shows_each_layers_choice(tmp_path):
+    onnx.save(deep_mlp(), tmp_path / "m.onnx")
+    result = cli("inspect", "--model", tmp_path / "m.onnx", "--quantize", "auto", "--accuracy-budget", "0.2", "--json", check=True)
+    quant = json.loads(result.stdout)["quantization"]
+    assert [row["precision"] for row in quant["layers"]] == ["int8"] * 5  # the loose budget of test_tight_budget...
+    assert quant["ladder"] == ["int8", "fp32"] and quant["end_to_end_error"] <= 0.2
+    text = cli("inspect", "--model", tmp_path / "m.onnx", "--quantize", "auto", "--accuracy-budget", "1e-9", check=True).stdout
+    assert "quantization (auto): int8 0, fp16 0, fp32 5" in text
+    assert text.count(" fp32 ") >= 5 and "matmul_4" in text

@@ -13,6 +13,10 @@ def add_parser(subparsers):
     parser.add_argument("--optimize-level", type=int, default=None, choices=[0, 1, 2, 3], help="also run the passes of this level and show what each did")
     parser.add_argument("--target", default="cpu")
     parser.add_argument("--disable-pass", action="append", default=[], metavar="NAME")
+    parser.add_argument("--quantize", default="none", choices=["none", "fp16", "bf16", "int8", "auto"],
+                        help="also show each layer's precision (and, for auto, its measured sensitivity); implies --optimize-level 3 unless given")
+    parser.add_argument("--accuracy-budget", type=float, default=None, help="with --quantize auto")
+    parser.add_argument("--calibration", default=None, help="with --quantize: calibration inputs (.npz)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -34,10 +38,19 @@ def describe(args) -> dict:
         "ops": [{"op": op, "count": n, "supported": op in supported} for op, n in sorted(histogram.items())],
         "unsupported": [{"op": op, "node": node} for op, node in unsupported],
     }
+    quantize = getattr(args, "quantize", "none") or "none"
+    if quantize != "none" and args.optimize_level is None:
+        args.optimize_level = 3
     if args.optimize_level is not None:
         from ..pipeline import build_relax
+        from ..quantize import apply_quantization, passes_off_for
 
-        build = build_relax(args.model, args.target, args.optimize_level, parse_shapes(args), tuple(args.disable_pass))
+        disabled = tuple(args.disable_pass) + tuple(p for p in passes_off_for(quantize) if p not in args.disable_pass)
+        build = build_relax(args.model, args.target, args.optimize_level, parse_shapes(args), disabled)
+        if quantize != "none":
+            build = apply_quantization(build, quantize, budget=args.accuracy_budget, calibration=args.calibration)
+            if getattr(build, "quantization", None):
+                info["quantization"] = build.quantization
         info["optimize_level"] = args.optimize_level
         info["passes"] = [r.to_json() for r in build.pass_reports]
         info["kernels"] = build.kernels
@@ -74,8 +87,24 @@ def run(args) -> int:
         print(f"kernels ({len(info['kernels'])}):")
         for name in info["kernels"]:
             print(f"  {name}")
+        if info.get("quantization"):
+            _print_quantization(info["quantization"])
         if info.get("notes"):
             print("notes:")
             for line in info["notes"]:
                 print(f"  {line}")
     return 0
+
+
+def _print_quantization(quant: dict) -> None:
+    counts = quant.get("counts", {})
+    print(f"quantization ({quant.get('mode')}): " + ", ".join(f"{p} {counts.get(p, 0)}" for p in ("int8", "fp16", "fp32")))
+    if "end_to_end_error" in quant:
+        print(f"  budget {quant['budget']} ({quant.get('error_definition', '')}); ladder {' < '.join(quant.get('ladder', []))}")
+        print(f"  measured end-to-end error {quant['end_to_end_error']:.3g} on {quant.get('calibration_samples')} samples ({quant.get('calibration')})")
+    print(f"  {'layer':<12}{'weight':>14}  {'precision':<10}{'err int8':>10}{'err fp16':>10}")
+    for row in quant.get("layers", []):
+        def fmt(v):
+            return "-" if v is None else f"{v:.2e}"
+        shape = "x".join(map(str, row["weight_shape"]))
+        print(f"  {row['layer']:<12}{shape:>14}  {row['precision']:<10}{fmt(row.get('error_int8')):>10}{fmt(row.get('error_fp16')):>10}")
