@@ -24,8 +24,8 @@ head-split reshape/permute), where ``W`` arrives as a parameter bound to a
 constant at the call site -- the composite is specialised to take the packed
 constant. Anything else (activation x activation, batched 3-D weights, widths
 that do not divide ``N``) is left as it was. Quantization (``--quantize``)
-looks for plain ``R.matmul`` sites, so ``api.compile`` disables this pass
-whenever a quantize mode is chosen.
+looks for plain ``R.matmul`` sites, so every quantize mode turns this pass
+off (``quantize.passes_off_for``, used by the API and the CLI alike).
 """
 
 from __future__ import annotations
