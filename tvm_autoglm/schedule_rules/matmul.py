@@ -196,22 +196,44 @@ class Matmul(C.CPURule):
         self.pack = pack
         self.conv = conv  # channels-last convolutions get the pixel-tiled schedule of .conv
 
-    def _apply(self, func: tirx.PrimFunc, target: Target):
+    def _apply(self, func: tirx.PrimFunc, target: Target, choices=None):
         # A layout epilogue (reshape + permute to heads) only fuses into a tile
         # whose columns do not straddle its split (see C.epilogue_covers_tile):
         # try the tiles best first, then give up fusing and run it as its own nest.
         rank = 0
         while True:
             try:
-                return self._schedule(func, target, rank, fuse_epilogue=True)
+                return self._schedule(func, target, rank, fuse_epilogue=True, choices=choices)
             except C.EpilogueNotExact as exc:
                 rank += 1
                 if exc.args and exc.args[0] == "last":
                     break
-        return self._schedule(func, target, 0, fuse_epilogue=False)
+        return self._schedule(func, target, 0, fuse_epilogue=False, choices=choices)
 
-    def _schedule(self, func: tirx.PrimFunc, target: Target, rank: int, fuse_epilogue: bool):
+    def schedule_with(self, func: tirx.PrimFunc, target: Target, choices):
+        """The schedule for the decisions ``choices`` forces (the tuning design space), or None.
+
+        Unlike :meth:`_apply` the tile is not searched for: a tile the epilogue cannot
+        fuse with runs the epilogue as its own nest, which is what :meth:`_apply` ends
+        with when no tile fits (at the default tile, 0).
+        """
+        try:
+            return self._schedule(func, target, 0, fuse_epilogue=True, choices=choices)
+        except C.EpilogueNotExact:
+            return self._schedule(func, target, 0, fuse_epilogue=False, choices=choices)
+
+    def _schedule(self, func: tirx.PrimFunc, target: Target, rank: int, fuse_epilogue: bool, choices=None):
+        # ``choices`` (tuning/rule_space.py) turns the fixed choices below into recorded
+        # decisions: ``choices.pick(name, n_options, default)`` returns the option to use.
+        # Without it every choice is its default, which is the rule's schedule.
         sch = s_tir.Schedule(func)
+        if choices is None:
+            def pick(_name, _n, default):
+                return default
+        else:
+            def pick(name, n, default):
+                return choices.pick(sch, name, n, default)
+
         infos = normalize_prim_func(sch)
         if infos is None:
             return None
@@ -266,7 +288,8 @@ class Matmul(C.CPURule):
             # Pre-packed operand: tile columns that nest with its panels keep the packed
             # index affine (n // W, n % W fold away), so the vector loads stay contiguous.
             tiles = [t for t in tiles if ana.panel % (t[1] * t[2]) == 0 or (t[1] * t[2]) % ana.panel == 0] or tiles
-        mr, nv, lane = tiles[min(rank, len(tiles) - 1)]
+        rank = pick("tile", len(tiles), min(rank, len(tiles) - 1))
+        mr, nv, lane = tiles[rank]
         last_tile = rank >= len(tiles) - 1
 
         # Split the vector axis into (outer, nv, lane) and the row axis into (outer, mr).
@@ -278,10 +301,27 @@ class Matmul(C.CPURule):
         others = [loops[i] for i in ana.spatial if i not in (ana.vec, ana.row)]
         red = [loops[i] for i in ana.reduce]
         outer = others + [v_o]
-        inner = ([r_o] if r_o is not None else []) + red + ([r_i] if r_i is not None else []) + [v_n, v_l]
+        k_block = None
+        if r_o is not None and len(red) == 1:
+            # Cache blocking of a deep panel: walk K in chunks, all row tiles per chunk
+            # (the accumulators then live in a tile-sized buffer, not in registers).
+            depth = extents[ana.reduce[0]] or 0
+            blocks = [f for f in (64, 128, 256, 512) if f < depth and depth % f == 0]
+            if blocks:
+                k = pick("k_block", len(blocks) + 1, 0)
+                k_block = blocks[k - 1] if k else None
+        if k_block is not None:
+            k_o, k_i = sch.split(red[0], factors=[None, k_block])
+            red = [k_o, k_i]
+            inner = [k_o, r_o, k_i, r_i, v_n, v_l]
+        else:
+            inner = ([r_o] if r_o is not None else []) + red + ([r_i] if r_i is not None else []) + [v_n, v_l]
         sch.reorder(*outer, *inner)
         tile = C.fuse_and_parallel(sch, outer, target)
-        if r_o is not None and self.pack and ana.pack_operand is not None and row_extent // mr > 1:
+        pack = r_o is not None and self.pack and ana.pack_operand is not None and row_extent // mr > 1
+        if pack and pick("pack", 2, 0) == 1:
+            pack = False
+        if pack:
             # Copy the K x (nv*lane) panel of the vector-side operand into a
             # contiguous buffer once per column tile: the original rows are a
             # large power-of-two-ish stride apart and alias in L1/L2, and the
@@ -295,13 +335,14 @@ class Matmul(C.CPURule):
             )
             sch.compute_at(packed, tile, preserve_unit_loops=True)
             C.vectorize_innermost(sch, packed, lane)
-        anchor = r_o if r_o is not None else tile
+        anchor = r_o if r_o is not None and k_block is None else tile
+        rows_under_anchor = row_extent if k_block is not None else (mr if r_i is not None else 1)
         if consumers:
             epi = consumers[0].block_rv
             # Keep the accumulator tile-local so it lives in registers.
             sch.set_scope(main.block_rv, 0, "local")
             sch.reverse_compute_at(epi, anchor, preserve_unit_loops=True)
-            if not C.epilogue_covers_tile(sch, epi, anchor, (mr if r_i is not None else 1) * nv * lane):
+            if not C.epilogue_covers_tile(sch, epi, anchor, rows_under_anchor * nv * lane):
                 raise C.EpilogueNotExact("last" if last_tile else "")
             self._vectorize_tail(sch, epi, lane)
         else:

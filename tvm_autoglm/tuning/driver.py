@@ -129,6 +129,7 @@ def tune(
     with_baselines: bool = True,
     remeasure_top: int = 2,
     check_in_model: bool = True,
+    rule_space: bool = True,
 ) -> TuneResult:
     """Tunes the kernels of one model into a MetaSchedule database; returns what it did.
 
@@ -211,8 +212,12 @@ def tune(
         # One search thread: MetaSchedule hands population samples to threads dynamically, each
         # with its own random state, so with more threads the same seed gives different choices.
         # Building and measuring (the costly part) still use every core.
+        # rule_space: the search also walks our Matmul rule's decisions (tuning/rule_space.py).
+        from .rule_space import union_space
+
         contexts, weights = extracted_tasks_to_tune_contexts(
-            [t.extracted for t in keep], work_dir=str(work_dir), seed=seed, num_threads=1
+            [t.extracted for t in keep], work_dir=str(work_dir), seed=seed, num_threads=1,
+            space=union_space(tvm_target) if rule_space else "post-order-apply",
         )
         _drop_ms_console_handlers()
         # Some fused kernels (e.g. GEMM + reshape/transpose epilogues) make MetaSchedule's
