@@ -195,6 +195,7 @@ def bench_minilm(args) -> list[str]:
         cos = [cosine(a, b) for a, b in zip(ref, embs)]
         rows.append(f"| {label} | {np.mean(cos[4:]):.5f} | {min(cos):.5f} | {medians[label]:.2f} | {medians[label] / base:.2f} | {notes.get(label, '')} |")
         print(rows[-1], flush=True)
+    print(note, flush=True)
     return rows + ["", note]
 
 
@@ -243,6 +244,7 @@ def bench_bert(args) -> list[str]:
     for label in fns:
         rows.append(f"| {label} | {medians[label]:.2f} | {medians[label] / base:.2f} | {notes[label]} |")
         print(rows[-1], flush=True)
+    print(note, flush=True)
     return rows + ["", note]
 
 
