@@ -109,7 +109,9 @@ def test_mutator_moves_one_decision_and_starts_from_the_baseline(deep_tasks, tmp
     for ctx, task in zip(contexts, tasks):
         spaces = ctx.generate_design_space()
         ours = [s for s in spaces if rs.read_decisions(s.trace)]
-        assert len(ours) == 1 and len(spaces) > 1  # generic spaces + the rule's default point
+        assert len(ours) < len(spaces)  # generic spaces + the rule's default point and its neighbours
+        assert not any(rs.read_decisions(ours[0].trace))
+        assert all(sum(v != 0 for v in rs.read_decisions(s.trace)) == 1 for s in ours[1:])
         mutators = [m for m in ctx.space_generator.mutator_probs if type(m).__name__ == "_PyMutator"]
         assert len(mutators) == 1
         start = rs.read_decisions(ours[0].trace)
@@ -140,17 +142,6 @@ def test_applied_rule_space_records_match_onnxruntime(deep, deep_tasks, tmp_path
     x = np.random.default_rng(1).standard_normal((64, 256)).astype(np.float32)
     want = ort.InferenceSession(deep, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(model.run(x=x)["y"], want, rtol=1e-4, atol=1e-5)
-
-
-def test_short_tune_measures_rule_space_points(tuned):
-    """The shared 16-trial run (rule_space on by default) measured points of our space."""
-    _, db = tuned
-    records = dbmod.open_db(db, create=False).get_all_tuning_records()
-    decisions = [rs.read_decisions(r.trace) for r in records]
-    ours = [d for d in decisions if d]
-    assert ours, "no record from the rule space"
-    assert any(any(d) for d in ours), "only the default point was measured"
-    assert any(d is None for d in decisions)  # and the generic space still takes part
 
 
 def test_rule_space_off_measures_only_generic_points(tiny_model, tmp_path):
