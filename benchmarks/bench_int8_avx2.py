@@ -104,29 +104,15 @@ def bench_matmul(args) -> list[str]:
 
 
 def bench_minilm(args) -> list[str]:
-    import onnxruntime as ort
-    from bench_quantize import embed, export_minilm, sentences_inputs
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from bench_quantize import embed, minilm_setup, ort_runner
 
     import tvm_autoglm
     from tvm_autoglm.quantize import int8
     from tvm_autoglm.quantize.sensitivity import cosine
 
-    work = Path(args.workdir)
-    path = export_minilm(args.seq, work / f"minilm-s{args.seq}.onnx")
-    qpath = work / f"minilm-s{args.seq}-ort-int8.onnx"
-    if not qpath.exists():
-        quantize_dynamic(str(path), str(qpath), weight_type=QuantType.QInt8)
-    samples = sentences_inputs(args.seq)
+    path, qpath, samples = minilm_setup(args)
     shapes = {"input_ids": [1, args.seq], "attention_mask": [1, args.seq]}
-
-    def ort_runner(p):
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = args.threads
-        sess = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-        return lambda x: sess.run(None, x)[0]
-
-    runners = {"onnxruntime fp32": ort_runner(path), "onnxruntime quantize_dynamic (u8 act, s8 weight)": ort_runner(qpath)}
+    runners = {"onnxruntime fp32": ort_runner(path, args.threads), "onnxruntime quantize_dynamic (u8 act, s8 weight)": ort_runner(qpath, args.threads)}
     notes = {}
 
     def build(label, **kw):

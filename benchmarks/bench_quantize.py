@@ -151,30 +151,39 @@ def embed(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return e / np.linalg.norm(e, axis=-1, keepdims=True)
 
 
-def bench_minilm(args) -> list[str]:
-    import onnxruntime as ort
+def minilm_setup(args) -> tuple[Path, Path, list[dict]]:
+    """(fp32 ONNX, onnxruntime quantize_dynamic ONNX, the 8 tokenized sentences), cached under --workdir."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    import tvm_autoglm
-    from tvm_autoglm.quantize.sensitivity import cosine
 
     work = Path(args.workdir)
     path = export_minilm(args.seq, work / f"minilm-s{args.seq}.onnx")
     qpath = work / f"minilm-s{args.seq}-ort-int8.onnx"
     if not qpath.exists():
         quantize_dynamic(str(path), str(qpath), weight_type=QuantType.QInt8)
-    samples = sentences_inputs(args.seq)
+    return path, qpath, sentences_inputs(args.seq)
+
+
+def ort_runner(path, threads: int):
+    """x -> first output of an onnxruntime CPU session with ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return lambda x: sess.run(None, x)[0]
+
+
+def bench_minilm(args) -> list[str]:
+    import tvm_autoglm
+    from tvm_autoglm.quantize.sensitivity import cosine
+
+    path, qpath, samples = minilm_setup(args)
+    work = Path(args.workdir)
     calib, held = samples[:4], samples[4:]  # auto calibrates on the first half, is scored on the rest
     calib_file = work / "minilm-calib.npz"
     np.savez(calib_file, **{k: np.concatenate([s[k] for s in calib]) [:, None] for k in calib[0]})
 
-    def ort_runner(p):
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = args.threads
-        sess = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-        return lambda x: sess.run(None, x)[0]
-
-    runners = {"onnxruntime fp32": ort_runner(path), "onnxruntime quantize_dynamic (u8 act, s8 weight)": ort_runner(qpath)}
+    runners = {"onnxruntime fp32": ort_runner(path, args.threads), "onnxruntime quantize_dynamic (u8 act, s8 weight)": ort_runner(qpath, args.threads)}
     notes = {}
     for label, kw in [("tvm-autoglm fp32", {}), ("tvm-autoglm int8", {"quantize": "int8"}),
                       (f"tvm-autoglm auto (budget {args.budget})", {"quantize": "auto", "accuracy_budget": args.budget, "calibration": str(calib_file)})]:
