@@ -164,7 +164,7 @@ def test_same_seed_gives_the_same_rule_space_choices(tuned, tiny_model, tmp_path
         shutil.copytree(db, copy, ignore=shutil.ignore_patterns("logs"))
         before = {str(r.trace) for r in dbmod.open_db(copy, create=False).get_all_tuning_records()}
         tune(tiny_model, trials=8, tuning_db=copy, seed=11, progress=False, use_shipped_schedules=False,
-             check_in_model=False, remeasure_top=0)
+             check_in_model=False, remeasure_top=0, rule_space=True)
         new.append(sorted(str(r.trace) for r in dbmod.open_db(copy, create=False).get_all_tuning_records()
                           if str(r.trace) not in before))
     assert len(new[0]) == 8 and new[0] == new[1]
