@@ -98,6 +98,7 @@ def test_non_default_points_differ_and_compute_the_same(deep_tasks):
         assert len(seen) == len(tiles) * options["k_block"]  # every decision changes the schedule
 
 
+@pytest.mark.slow  # 1-2 min on 2 cores; rule_space is off by default
 def test_mutator_moves_one_decision_and_starts_from_the_baseline(deep_tasks, tmp_path):
     from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
 
@@ -153,6 +154,7 @@ def test_rule_space_off_measures_only_generic_points(tiny_model, tmp_path):
     assert not [r for r in records if rs.read_decisions(r.trace)]
 
 
+@pytest.mark.slow  # 1-2 min on 2 cores; rule_space is off by default
 def test_same_seed_gives_the_same_rule_space_choices(tuned, tiny_model, tmp_path):
     """First batch only, from copies of one database (later batches follow measured times)."""
     from tvm_autoglm import tune

@@ -38,7 +38,10 @@ def test_compiled_module_uses_the_records(tuned, tiny_model):
     _, db = tuned
     model = tvm_autoglm.compile(tiny_model, tuning_db=str(db), use_shipped_schedules=False)
     tuning = model.manifest["tuning"]
-    assert tuning["records_applied"] == 2 and tuning["tuned_kernels"] == 2
+    # The fixture's tune ends with the in-model check; on a loaded machine it may veto a
+    # record (that kernel then keeps its default schedule): every record is applied or vetoed.
+    assert tuning["records_applied"] + tuning.get("vetoed", 0) == 2
+    assert tuning["tuned_kernels"] == tuning["records_applied"] >= 1
     x = np.random.default_rng(0).standard_normal((32, 64)).astype(np.float32)
     got = model.run(x=x)["y"]
     want = ort.InferenceSession(tiny_model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
