@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def shippable(work_dir: Path, mods) -> tuple[list, list[str]]:
-    """(task modules whose best record may ship, one line per kernel left out and why)."""
+def shippable(work_dir: Path, mods, names=None) -> tuple[list, list[str]]:
+    """(task modules whose best record may ship, one line per kernel left out and why); ``names`` label the lines."""
     from . import database as dbmod
     from .baseline import is_baseline_trace
     from .in_model import read_vetoes, workload_key
@@ -22,9 +22,9 @@ def shippable(work_dir: Path, mods) -> tuple[list, list[str]]:
     database = dbmod.open_db(Path(work_dir), create=False)
     vetoes = read_vetoes(work_dir)
     winners, reasons = [], []
-    for mod in mods:
+    for i, mod in enumerate(mods):
         func = next(iter(mod.functions.values()))
-        name = str(func.attrs["global_symbol"]) if func.attrs is not None and "global_symbol" in func.attrs else "kernel"
+        name = names[i] if names else f"kernel {i}"
         if not database.has_workload(mod):
             continue
         top = database.get_top_k(database.commit_workload(mod), 1)
