@@ -32,6 +32,14 @@ def is_baseline_trace(trace) -> bool:
     return not any(inst.kind.name.startswith("Sample") for inst in trace.insts)
 
 
+def best_is_search_record(database, mod) -> bool:
+    """True when the fastest record of ``mod``'s kernel came from the search, not from our rules."""
+    if not database.has_workload(mod):
+        return False
+    top = database.get_top_k(database.commit_workload(mod), 1)
+    return bool(top) and not is_baseline_trace(top[0].trace)
+
+
 def _trace_text(trace) -> str:
     return str(trace)
 

@@ -417,13 +417,9 @@ def tune(
         if reason != "interrupted" and check_in_model and state["trials"] > 0 and spec.device == "cpu":
             # Kernels whose best record is a search record: do they also win inside the model?
             from . import in_model as in_model_mod
-            from .baseline import is_baseline_trace
+            from .baseline import best_is_search_record
 
-            contenders = []
-            for t in keep:
-                top = database.get_top_k(database.commit_workload(t.mod), 1) if database.has_workload(t.mod) else []
-                if top and not is_baseline_trace(top[0].trace):
-                    contenders.append(t.name)
+            contenders = [t.name for t in keep if best_is_search_record(database, t.mod)]
             if contenders:
                 try:
                     in_model = in_model_mod.check(build, work_dir, contenders, progress=lambda text: line.update(text, force=True))

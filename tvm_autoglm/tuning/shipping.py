@@ -16,7 +16,7 @@ from pathlib import Path
 def shippable(work_dir: Path, mods, names=None) -> tuple[list, list[str]]:
     """(task modules whose best record may ship, one line per kernel left out and why); ``names`` label the lines."""
     from . import database as dbmod
-    from .baseline import is_baseline_trace
+    from .baseline import best_is_search_record
     from .in_model import read_vetoes, workload_key
 
     database = dbmod.open_db(Path(work_dir), create=False)
@@ -25,12 +25,9 @@ def shippable(work_dir: Path, mods, names=None) -> tuple[list, list[str]]:
     for i, mod in enumerate(mods):
         func = next(iter(mod.functions.values()))
         name = names[i] if names else f"kernel {i}"
-        if not database.has_workload(mod):
+        if not database.has_workload(mod) or not database.get_top_k(database.commit_workload(mod), 1):
             continue
-        top = database.get_top_k(database.commit_workload(mod), 1)
-        if not top:
-            continue
-        if is_baseline_trace(top[0].trace):
+        if not best_is_search_record(database, mod):
             reasons.append(f"{name}: the default schedule is still the best record")
             continue
         if workload_key(func) in vetoes:
