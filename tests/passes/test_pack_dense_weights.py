@@ -121,16 +121,24 @@ def test_compiled_model_matches_onnxruntime_and_skips_the_in_kernel_copy():
 
 
 def _copy_buffers(func: tirx.PrimFunc) -> list[str]:
-    """Names of global-scope buffers allocated inside ``func`` (the rule's cache_read panel copy)."""
-    import tvm_ffi
+    """Names of the buffers inside ``func`` that a plain copy block fills (the rule's cache_read panel copy).
 
-    names = []
+    Not every allocated buffer: the register tile's accumulator is a global-scope
+    allocation too (``schedule_rules._common.ACC_SCOPE``).
+    """
+    import tvm_ffi
+    from tvm.ir.expr import TensorLoad
+
+    allocated, copied = [], set()
 
     def visit(block):
-        names.extend(b.name for b in block.alloc_buffers if b.scope() == "global")
+        allocated.extend(b.name for b in block.alloc_buffers)
+        body = block.body
+        if isinstance(body, tirx.BufferStore) and isinstance(body.value, TensorLoad):
+            copied.add(body.buffer.name)
 
     tvm_ffi.structural_walk(func.body, (s_tir.SBlock, visit), order="post")
-    return names
+    return [name for name in allocated if name in copied]
 
 
 def test_packs_inside_head_split_epilogue_composite(target):

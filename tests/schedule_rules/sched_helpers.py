@@ -52,3 +52,17 @@ def assert_parallel_vectorized(func: tirx.PrimFunc, need_vector: bool = True) ->
     assert tirx.ForKind.PARALLEL in kinds, f"no parallel loop: {kinds}"
     if need_vector:
         assert tirx.ForKind.VECTORIZED in kinds, f"no vectorized loop: {kinds}"
+
+
+
+def workspace_allocations(lib) -> list[int]:
+    """Byte sizes of the TVMBackendAllocWorkspace calls in a compiled kernel's LLVM IR.
+
+    A tile buffer in any scope but "global", or over 1 KiB, is lowered to a
+    workspace alloc/free pair instead of a stack array; inside a parallel loop
+    that is a runtime call pair per tile, and the accumulators cannot live in
+    registers. Large buffers (a packed panel, a materialized operand) belong there.
+    """
+    import re
+
+    return [int(n) for n in re.findall(r"call ptr %[\w.]+\(i32 [^,]+, i32 [^,]+, i64 (\d+)", lib.mod.inspect_source("ll"))]

@@ -11,6 +11,8 @@ from tvm_autoglm.quantize.pack import pack_weight, packed_matmul_te, target_has_
 from tvm_autoglm.schedule_rules import DEFAULT_RULES, schedule_func
 from tvm_autoglm.schedule_rules.int8_matmul import Int8MatmulAVX2, choose_tile
 
+from sched_helpers import workspace_allocations
+
 
 @pytest.fixture(scope="module")
 def avx2_target(target):
@@ -58,6 +60,16 @@ def test_rule_tensorizes_with_pmaddwd(avx2_target):
     rng = np.random.default_rng(0)
     _, lib = _run(func, avx2_target, rng.integers(-127, 128, (64, 96)).astype(np.int16), rng.integers(-127, 128, (96, 32)).astype(np.int8))
     assert "vpmaddwd" in lib.mod.inspect_source("asm")
+
+
+@pytest.mark.parametrize("lead,k,n", [((128,), 96, 256), ((128,), 96, 32)])
+def test_accumulators_are_stack_registers_not_workspace(avx2_target, lead, k, n):
+    # wide output: parallel over column panels; narrow: over panels x row tiles. Either way
+    # the tile's int32 accumulators (and the intrinsic's operands) must not be runtime
+    # workspace allocations, which cost a call pair per tile (1/6 of the kernel's time).
+    func, _ = schedule_func(_kernel(lead, k, n), avx2_target, (Int8MatmulAVX2(),))
+    lib = tvm.compile(tvm.IRModule({"main": func}), avx2_target)
+    assert workspace_allocations(lib) == []
 
 
 def test_rule_declines_other_contractions(avx2_target):

@@ -17,7 +17,7 @@ from tvm_autoglm.schedule_rules import Matmul, apply_default_schedules
 from tvm_autoglm.schedule_rules._common import vector_bits
 from tvm_autoglm.schedule_rules.matmul import choose_tile
 
-from sched_helpers import assert_parallel_vectorized, build_fused, prim_funcs, run
+from sched_helpers import assert_parallel_vectorized, build_fused, prim_funcs, run, workspace_allocations
 
 RTOL = ATOL = 1e-4
 rng = np.random.default_rng(0)
@@ -48,6 +48,19 @@ def test_dense_bias_gelu(target):
     pre = x.astype("float64") @ w + b
     ref = 0.5 * pre * (1 + np.vectorize(math.erf)(pre / math.sqrt(2)))
     np.testing.assert_allclose(got, ref.astype("float32"), rtol=RTOL, atol=ATOL)
+
+
+def test_tile_accumulators_are_not_workspace_allocations(target):
+    # The register tile (with its fused epilogue, and without one) must lower to a stack
+    # array, not a TVMBackendAllocWorkspace call per parallel task; a packed weight panel
+    # (several KiB) may still come from the workspace.
+    w = rng.standard_normal((64, 96)).astype("float32")
+    for body in (lambda x: relax.op.nn.relu(relax.op.matmul(x, relax.const(w))), lambda x: relax.op.matmul(x, relax.const(w))):
+        mod = build_fused(body, {"x": (1, 32, 64)})
+        for func in _schedule_only(mod, target, "matmul").values():
+            lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)
+            small = [n for n in workspace_allocations(lib) if n < 1024]
+            assert small == [], f"tile buffers of {small} bytes are runtime workspace allocations"
 
 
 def test_batch_matmul_and_transposed_operand(target):

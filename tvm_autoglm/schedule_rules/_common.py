@@ -19,6 +19,13 @@ from tvm.target import Target
 # tir namespace to tirx; accept both so records from either spelling count.
 SCHEDULED_ATTRS = ("tirx.is_scheduled", "tir.is_scheduled")
 
+# Storage scope for a tile's register accumulators. Not "local": on CPU,
+# LowerTVMBuiltin keeps only *global*-scope allocations under 1 KiB on the
+# stack (where LLVM promotes them to registers); every other one becomes a
+# TVMBackendAllocWorkspace / FreeWorkspace call pair, inside the parallel loop,
+# i.e. once per tile. For a small int8 tile that was 1/3 of the kernel's time.
+ACC_SCOPE = "global"
+
 
 def is_scheduled(func: tirx.PrimFunc) -> bool:
     attrs = func.attrs

@@ -178,12 +178,12 @@ def schedule_conv(sch: s_tir.Schedule, main_rv, consumers, ana, rows: list[int],
 
     if consumers:
         epi = consumers[0].block_rv
-        sch.set_scope(main_rv, 0, "local")
+        sch.set_scope(main_rv, 0, C.ACC_SCOPE)
         sch.reverse_compute_at(epi, par, preserve_unit_loops=True)
         if not C.epilogue_covers_tile(sch, epi, par, mr * nv * lane):
             raise C.EpilogueNotExact()
     else:
-        epi = sch.cache_write(main_rv, 0, "local")
+        epi = sch.cache_write(main_rv, 0, C.ACC_SCOPE)
         sch.reverse_compute_at(epi, par, preserve_unit_loops=True)
     C.vectorize_innermost(sch, epi, lane)
 

@@ -340,13 +340,13 @@ class Matmul(C.CPURule):
         if consumers:
             epi = consumers[0].block_rv
             # Keep the accumulator tile-local so it lives in registers.
-            sch.set_scope(main.block_rv, 0, "local")
+            sch.set_scope(main.block_rv, 0, C.ACC_SCOPE)
             sch.reverse_compute_at(epi, anchor, preserve_unit_loops=True)
             if not C.epilogue_covers_tile(sch, epi, anchor, rows_under_anchor * nv * lane):
                 raise C.EpilogueNotExact("last" if last_tile else "")
             self._vectorize_tail(sch, epi, lane)
         else:
-            out = sch.cache_write(main.block_rv, 0, "local")
+            out = sch.cache_write(main.block_rv, 0, C.ACC_SCOPE)
             sch.reverse_compute_at(out, anchor, preserve_unit_loops=True)
             self._vectorize_tail(sch, out, lane)
 
