@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from tvm_autoglm.measure import timing
 from tvm_autoglm.measure.timing import Candidate, CleanRunFilter, drop_note, measure_interleaved, read_run_queue_wait, wait_delta_ns
 
 
@@ -57,6 +58,23 @@ def test_order_rotates_between_rounds():
     cands = [Candidate("A", machine.make_run("A", [(0.001, 0)] * 3, log)), Candidate("B", machine.make_run("B", [(0.001, 0)] * 3, log))]
     measure_interleaved(cands, repeat=3, warmup=0, cooldown_s=0, clock=machine.clock, read_wait=machine.read_wait)
     assert [name for name, _ in log] == ["A", "B", "B", "A", "A", "B"]
+
+
+def test_pause_before_each_switch_outlasts_the_pool_spin(monkeypatch):
+    # TVM's pool worker spins ~170 ms after a run: the default pause must be longer, and it
+    # goes before every run of a multi-candidate comparison, never into a single-candidate series.
+    assert timing.SPIN_COOLDOWN_S >= 0.2
+    slept, log = [], []
+    monkeypatch.setattr(timing.time, "sleep", lambda s: (slept.append(s), log.append("pause")))
+    machine = FakeMachine()
+    cands = [Candidate(n, machine.make_run(n, [(0.001, 0)] * 2, log)) for n in ("A", "B")]
+    measure_interleaved(cands, repeat=2, warmup=0, clock=machine.clock, read_wait=machine.read_wait)
+    assert [e if e == "pause" else e[0] for e in log] == ["pause", "A", "pause", "B", "pause", "B", "pause", "A"]
+    assert slept == [timing.SPIN_COOLDOWN_S] * 4
+    slept.clear()
+    single = [Candidate("A", machine.make_run("A", [(0.001, 0)] * 3, []))]
+    measure_interleaved(single, repeat=3, warmup=0, clock=machine.clock, read_wait=machine.read_wait)
+    assert slept == []
 
 
 def test_saturated_machine_keeps_least_disturbed_rounds_and_says_so():

@@ -75,8 +75,8 @@ def bench(binary: str, vs: list[str], model: str | None = None, inputs: dict | N
 
     idle = wait_for_idle(max_wait_s=idle_wait)
     log(idle.text())
-    # 20 ms between runs: OpenMP (torch) and TVM pool workers spin after a run and would steal the next candidate's cores
-    timings = measure_interleaved([p.candidate for p in prepared], repeat=repeat, warmup=warmup, cooldown_s=0.02)
+    # the default pause between candidates outlasts the spinning of TVM's, onnxruntime's and OpenMP's workers
+    timings = measure_interleaved([p.candidate for p in prepared], repeat=repeat, warmup=warmup)
     base = timings[0].summary()["median_ms"]
     rows = []
     for p, t in zip(prepared, timings):

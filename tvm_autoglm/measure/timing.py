@@ -130,12 +130,21 @@ class CleanRunFilter:
         return wait_ns <= max(self.abs_ns, self.frac * elapsed_s * 1e9)
 
 
+# Pause before switching candidates. After a run, TVM's pool worker keeps spinning
+# (TVM_THREAD_POOL_SPIN_COUNT, default 300000 yields) for about 170 ms on this
+# 2-core VM, onnxruntime's for about 40 ms (measured from /proc/<pid>/task CPU
+# ticks). A shorter pause let one runtime's spinner take a core from the next
+# candidate's run: with 5-20 ms every onnxruntime run after a TVM run waited for
+# a CPU, which made onnxruntime look slower than it is.
+SPIN_COOLDOWN_S = 0.25
+
+
 def measure_interleaved(
     candidates: list[Candidate],
     repeat: int = 20,
     warmup: int = 3,
     max_attempts_factor: int = 3,
-    cooldown_s: float = 0.005,
+    cooldown_s: float = SPIN_COOLDOWN_S,
     run_filter: CleanRunFilter | None = None,
     clock: Callable[[], float] = time.perf_counter,
     read_wait: Callable[[], dict[int, int] | None] = read_run_queue_wait,
@@ -147,8 +156,9 @@ def measure_interleaved(
     same moments of the machine. If fewer than ``repeat`` rounds are clean
     within ``repeat * max_attempts_factor`` rounds (a saturated machine), the
     least-disturbed rounds (smallest worst wait fraction) are kept as well and
-    counted in ``topped_up``. ``cooldown_s`` between runs lets the previous
-    runtime's spinning workers sleep before the next candidate starts.
+    counted in ``topped_up``. With several candidates, ``cooldown_s`` before every
+    run lets the previous runtime's spinning workers go to sleep first (see
+    :data:`SPIN_COOLDOWN_S`); a single candidate's runs are not separated.
     ``clock`` and ``read_wait`` are injectable for tests.
     """
     if not candidates:
@@ -171,7 +181,7 @@ def measure_interleaved(
         worst = 0.0
         clean = True
         for i in order:
-            if cooldown_s:
+            if cooldown_s and n > 1:
                 time.sleep(cooldown_s)
             before = read_wait()
             start = clock()
