@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,15 +31,6 @@ def _ort_session(path: str, threads: int):
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-
-
-def _time(fn, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1e3)
-    return out
 
 
 def plot_curve(curve: list[dict], path: Path, title: str, untuned_ms: float | None = None) -> bool:
@@ -72,6 +62,7 @@ def main(argv=None) -> int:
 
     import tvm_autoglm
     from tvm_autoglm import zoo
+    from tvm_autoglm.measure.timing import Candidate, measure_interleaved
     from tvm_autoglm.native_log import quiet_native_stderr
     from tvm_autoglm.targets import load_target
 
@@ -85,8 +76,8 @@ def main(argv=None) -> int:
     ap.add_argument("--trials", type=int, default=None, help="trial budget (default: none, the time budget rules)")
     ap.add_argument("--time-budget", default="20m", help="tuning wall time (default 20m)")
     ap.add_argument("--tuning-db", default=None, help="database folder (default: OUT/tuning-<target>, resumable)")
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
-    ap.add_argument("--repeat", type=int, default=10, help="runs per engine per round")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (x --repeat: clean runs per engine)")
+    ap.add_argument("--repeat", type=int, default=4, help="(x --rounds) clean runs per engine")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -120,13 +111,11 @@ def main(argv=None) -> int:
         "tuned": lambda: tuned.run(**inputs),
         "onnxruntime": lambda: ref.run(None, inputs),
     }
-    for fn in engines.values():  # warm-up
-        fn(), fn()
-    times = {k: [] for k in engines}
-    for _ in range(args.rounds):
-        for k, fn in engines.items():
-            times[k] += _time(fn, args.repeat)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    # One run of each engine per round, order rotated, with a pause before each run that outlasts the
+    # previous runtime's spinning workers (measure/timing.SPIN_COOLDOWN_S); rounds in which a thread
+    # waited for a CPU are dropped.
+    timed = measure_interleaved([Candidate(k, fn) for k, fn in engines.items()], repeat=args.rounds * args.repeat, warmup=2)
+    med = {t.name: t.summary()["median_ms"] for t in timed}
 
     ort_ms = med["onnxruntime"]
     rows = [(k, med[k], med["untuned (default schedules)"] / med[k], med[k] / ort_ms) for k in engines]
@@ -138,7 +127,7 @@ def main(argv=None) -> int:
     print(f"|---|---:|---:|---:|")
     for name, ms_, sp, vs in rows:
         print(f"| {name} | {ms_:.2f} | {sp:.2f}x | {vs:.2f} |")
-    print(f"(median of {args.rounds}x{args.repeat} interleaved runs; max |tuned - onnxruntime| = {max_err:.2e}; library {lib})")
+    print(f"(median of {args.rounds * args.repeat} interleaved runs each; max |tuned - onnxruntime| = {max_err:.2e}; library {lib})")
 
     curve_png = out / f"{tag}-{spec.name}-tuning-curve.png"
     plotted = plot_curve(result.curve, curve_png, f"{tag} on {spec.name}: estimated latency of tuned kernels")
