@@ -55,9 +55,15 @@ def main(argv=None) -> int:
         build = build_relax(path, spec, 3)
         keep, skip = taskmod.extract(build.mod, spec.tvm_target(), min_share=0.0)
         out = ROOT / "schedules" / spec.name / SHIPPED_NAMES[name]
-        winners, reasons = shippable(work, [t.mod for t in keep + skip], [t.name for t in keep + skip])  # beat the default rules, not vetoed
+        tasks = keep + skip
+        mods = [t.mod for t in tasks]
+        winners, reasons = shippable(work, mods, [t.name for t in tasks])  # beat the default rules, not vetoed
         for line in reasons:
             print(f"[regenerate] {name}: {line}", file=sys.stderr, flush=True)
+        for task, mod in zip(tasks, mods):
+            if any(mod is w for w in winners):
+                print(f"[regenerate] {name}: {task.name}: ships (a search record beats the default rule, alone and in the model)",
+                      file=sys.stderr, flush=True)
         if not winners:
             # Shipping records that only equal the default rules would add nothing but bytes;
             # shipping ones that lose would make every user's build slower.
