@@ -203,6 +203,19 @@ def fuse_and_parallel(sch: s_tir.Schedule, loops: list, target: Target, min_work
     return fused
 
 
+def min_parallel_tasks(target: Target) -> int:
+    """Parallel tasks a kernel needs so every core gets several (load balance across uneven tasks)."""
+    return 8 * num_cores(target)
+
+
+def extent_product(sch: s_tir.Schedule, loops: list) -> int:
+    """Product of the loops' constant extents (a symbolic extent counts as 1)."""
+    total = 1
+    for loop in loops:
+        total *= const_extent(sch, loop) or 1
+    return total
+
+
 def parallelize_prefix(sch: s_tir.Schedule, loops: list, target: Target):
     """Fuse just enough leading loops for every core to get work, parallelize that.
 
@@ -212,7 +225,7 @@ def parallelize_prefix(sch: s_tir.Schedule, loops: list, target: Target):
     """
     if not loops:
         return None
-    want = 8 * num_cores(target)
+    want = min_parallel_tasks(target)
     prefix, product = [], 1
     for loop in loops:
         prefix.append(loop)

@@ -123,7 +123,7 @@ class AttentionCPU(ScheduleRule):
         head_dim = C.const_extent(sch, dim)
         if n_rows is None or head_dim is None:
             return None
-        rows = self.rows or _choose_rows(n_rows, head_dim, lanes, batch_extent(sch, batch), C.num_cores(target))
+        rows = self.rows or _choose_rows(n_rows, head_dim, lanes, C.extent_product(sch, batch), C.num_cores(target))
         ro, ri = sch.split(row, factors=[None, rows])
         sch.reorder(ro, red_k, ri, dim)
         task = sch.fuse(*batch, ro) if batch else ro
@@ -184,13 +184,6 @@ def vector_exp(func: tirx.PrimFunc) -> tirx.PrimFunc:
         return call
 
     return tvm_ffi.structural_map(func, [(Call, rewrite)])
-
-
-def batch_extent(sch, loops) -> int:
-    total = 1
-    for loop in loops:
-        total *= C.const_extent(sch, loop) or 1
-    return total
 
 
 def _choose_rows(n_rows: int, head_dim: int, lanes: int, batch: int, cores: int) -> int:

@@ -206,10 +206,7 @@ class Int8MatmulAVX2(C.CPURule):
             *lead, i = rows
             i_o, i_i = sch.split(i, factors=[None, mr])
             sch.reorder(*lead, j_o, i_o, p, i_i, j_n, j_l, q)
-            column_tasks = 1
-            for lp in (*lead, j_o):
-                column_tasks *= C.const_extent(sch, lp) or 1
-            if column_tasks >= 8 * C.num_cores(target):
+            if C.extent_product(sch, [*lead, j_o]) >= C.min_parallel_tasks(target):
                 # Parallel over column panels only; each task walks its row tiles serially
                 # (4% faster on bert's FFN GEMMs than one task per tile).
                 C.fuse_and_parallel(sch, [*lead, j_o], target)
