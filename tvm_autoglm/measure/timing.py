@@ -137,6 +137,8 @@ class CleanRunFilter:
 # candidate's run: with 5-20 ms every onnxruntime run after a TVM run waited for
 # a CPU, which made onnxruntime look slower than it is.
 SPIN_COOLDOWN_S = 0.25
+# Between builds of ours: they share TVM's pool, whose spinning worker simply takes the next job.
+SAME_RUNTIME_COOLDOWN_S = 0.005
 
 
 def measure_interleaved(
@@ -144,7 +146,7 @@ def measure_interleaved(
     repeat: int = 20,
     warmup: int = 3,
     max_attempts_factor: int = 3,
-    cooldown_s: float = SPIN_COOLDOWN_S,
+    cooldown_s: float = SAME_RUNTIME_COOLDOWN_S,
     run_filter: CleanRunFilter | None = None,
     clock: Callable[[], float] = time.perf_counter,
     read_wait: Callable[[], dict[int, int] | None] = read_run_queue_wait,
@@ -156,9 +158,12 @@ def measure_interleaved(
     same moments of the machine. If fewer than ``repeat`` rounds are clean
     within ``repeat * max_attempts_factor`` rounds (a saturated machine), the
     least-disturbed rounds (smallest worst wait fraction) are kept as well and
-    counted in ``topped_up``. With several candidates, ``cooldown_s`` before every
-    run lets the previous runtime's spinning workers go to sleep first (see
-    :data:`SPIN_COOLDOWN_S`); a single candidate's runs are not separated.
+    counted in ``topped_up``. With several candidates, ``cooldown_s`` goes before
+    every run; a single candidate's runs are not separated. Comparing different
+    runtimes (ours against onnxruntime or torch) needs :data:`SPIN_COOLDOWN_S`,
+    so that the previous runtime's spinning workers sleep before the next one
+    starts; builds of ours share one thread pool, and a long pause would only
+    make each run start cold.
     ``clock`` and ``read_wait`` are injectable for tests.
     """
     if not candidates:
