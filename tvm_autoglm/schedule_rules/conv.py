@@ -16,19 +16,22 @@ A convolution's output pixels are all equivalent rows of the implicit GEMM
 * vectorizes the output channels ``nv`` vectors wide: the weight, pre-packed
   by ``passes/pack_conv_weights.py`` as ``[F/lanes, KH, KW, C, lanes]`` (or in
   HWIO), is contiguous along them, and the ``mr`` input values are broadcasts;
-* orders the parallel loop output-channel block outermost, pixel block inner,
-  so one block's weight panel (K x nv*lanes) stays in cache while every pixel
-  tile uses it, and each core works on its own channel range;
+* orders the parallel loop so that the smaller operand is the one read again:
+  output-channel blocks outermost when the weight is the larger (one block's
+  weight panel, K x nv*lanes, stays in cache while every pixel tile uses it),
+  pixel tiles outermost when the input is (:func:`pixels_outermost`);
 * keeps the ``mr x nv`` accumulators local and computes the fused epilogue
   (bias, residual add, relu) right after each tile.
 
 Which kernels count as a convolution: the contraction analysis of
 :func:`.matmul.analyze_contraction` finds a vector axis whose operand (the
 weight) is read at ``[..., f]`` and two or more spatial axes that only the
-other operand (the input) reads, plus two or more reduction axes (kh, kw, c)
-after unit loops are dropped. A 1x1 conv has one (c): it is a plain GEMM and
-keeps the generic tile, which on resnet50's packed 1x1 layers measured the same
-(interleaved per-kernel A/B, 176.1 vs 175.5 ms over all its 1x1 and 3x3 convs).
+other operand (the input) reads. That includes 1x1 convs: as plain GEMMs
+(generic rule) they got one row axis and a parallel loop with the other pixel
+axis outermost, so each task used its weight panel for one row of pixels; on
+resnet50 (interleaved per-kernel profiles, session 5) this rule is faster on
+every 1x1 layer, e.g. 2048-channel 7x7 expand 4.97 -> 3.90 ms, 56x56 64->256
+5.04 -> 3.03 ms (3 calls each).
 """
 
 from __future__ import annotations
@@ -48,13 +51,11 @@ TILES_16 = ((4, 3), (6, 2), (5, 2), (4, 2), (2, 4), (7, 1), (8, 1), (2, 2), (4, 
 TILES_32 = ((6, 4), (7, 4), (8, 3), (4, 4), (14, 2), (12, 2), (8, 2)) + TILES_16
 
 
-MIN_REDUCE = 2
+def conv_operands(block, ana):
+    """(weight load, data load) of a contraction ``out += data * weight``, or None.
 
-
-def conv_rows(block, ana) -> list[int] | None:
-    """Positions of the pixel axes of a conv-like contraction, or None if it is not one."""
-    if ana.row is None or len(ana.reduce) < MIN_REDUCE:
-        return None
+    The weight is the operand read along the output's vector axis (the output channel).
+    """
     from .matmul import _strip_cast, _vars_in
 
     body = block.body
@@ -66,10 +67,23 @@ def conv_rows(block, ana) -> list[int] | None:
     if not isinstance(product, tirx.Mul):
         return None
     a, b = _strip_cast(product.a), _strip_cast(product.b)
-    vec_var = block.iter_vars[ana.vec].var
     if not (isinstance(a, TensorLoad) and isinstance(b, TensorLoad)):
         return None
-    vec_load, other = (a, b) if vec_var in _vars_in(a.indices) else (b, a)
+    vec_var = block.iter_vars[ana.vec].var
+    return (a, b) if vec_var in _vars_in(a.indices) else (b, a)
+
+
+def conv_rows(block, ana) -> list[int] | None:
+    """Positions of the pixel axes of a conv-like contraction, or None if it is not one."""
+    if ana.row is None:
+        return None
+    from .matmul import _vars_in
+
+    operands = conv_operands(block, ana)
+    if operands is None:
+        return None
+    vec_load, other = operands
+    vec_var = block.iter_vars[ana.vec].var
     vec_vars, other_vars = _vars_in(vec_load.indices), _vars_in(other.indices)
     if not _channel_last(vec_load.indices[-1], vec_var):
         return None  # weight not contiguous along the output channel (e.g. OHWI): vector loads would gather
@@ -87,6 +101,34 @@ def conv_rows(block, ana) -> list[int] | None:
     if ana.vec < rows[-1]:
         return None
     return rows
+
+
+def _elements(load) -> int:
+    """Element count of the buffer a load reads (0 if its shape is symbolic)."""
+    total = 1
+    for dim in load.source.shape:
+        if not isinstance(dim, tirx.IntImm):
+            return 0
+        total *= int(dim.value)
+    return total
+
+
+def pixels_outermost(block, ana) -> bool:
+    """Walk pixel tiles in the outer loop (each tile meets every channel block) rather than channel blocks.
+
+    Either order re-reads one operand once per tile of the other: channel blocks
+    outermost re-stream the input once per block, pixel tiles outermost re-stream
+    the weight once per tile. Re-stream the smaller one, which then stays in L2.
+    Measured on resnet50 (interleaved per-kernel profiles, 2 cores, Zen 3): with
+    the order this picks, every layer but the 7x7 stem ran as fast as or faster
+    than with the other, e.g. the 56x56 1x1 256->64 conv 1.77 vs 3.09 ms and the
+    14x14 3x3 256->256 conv 9.8 vs 13.7 ms (5 calls).
+    """
+    operands = conv_operands(block, ana)
+    if operands is None:
+        return False
+    weight, data = operands
+    return _elements(data) > _elements(weight)
 
 
 def _channel_last(index, var) -> bool:
@@ -113,6 +155,34 @@ def choose_conv_tile(pixels: int, channels: int, lanes: int, nregs: int) -> tupl
 def _score(tile) -> float:
     mr, nv, _ = tile
     return mr * nv / (mr + nv)
+
+
+#: main tiles for a row whose width no good tile divides: ``width // mr`` full
+#: tiles, then one ``width % mr`` x ``nv`` tile (a second loop, not a predicate).
+#: (4, 2) first: on a 7-wide row it ties (6, 2) in FMAs per load and measured
+#: faster (resnet50's 7x7 layers, 15 % over the 7x1 tile); (6, 2) wins on 14.
+RAGGED_TILES = ((4, 2), (6, 2))
+
+
+def ragged_score(width: int, mr: int, nv: int) -> float:
+    """FMAs per load over one row of ``width`` pixels cut into ``mr``-pixel tiles plus the rest."""
+    full, rest = divmod(width, mr)
+    loads = full * (mr + nv) + (rest + nv if rest else 0)
+    return width * nv / loads
+
+
+def choose_ragged_tile(width: int, channels: int, lanes: int, exact) -> tuple[int, int, int] | None:
+    """A ragged (mr, nv, lane) tile that beats the ``exact`` one (or None) on FMAs per load."""
+    if channels % lanes:
+        return None
+    best, best_score = None, _score(exact) if exact is not None else 0.0
+    for mr, nv in RAGGED_TILES:
+        if width % mr == 0 or width < mr or (channels // lanes) % nv:
+            continue
+        score = ragged_score(width, mr, nv)
+        if score > best_score + 1e-9:
+            best, best_score = (mr, nv, lanes), score
+    return best
 
 
 def _contiguous_pixels(block, ana, rows: list[int]) -> bool:
@@ -161,6 +231,12 @@ def schedule_conv(sch: s_tir.Schedule, main_rv, consumers, ana, rows: list[int],
         fused = choose_conv_tile(pixels, extents[ana.vec], lanes, nregs)
         if fused is not None and (tile is None or _score(fused) > _score(tile)):
             tile, fuse_rows = fused, True
+    pixels_first = pixels_outermost(sch.get(main_rv), ana)
+    if not pixels_first:
+        # The row's pixel loop runs inside each task, so it can end in a shorter tile.
+        ragged = choose_ragged_tile(extents[rows[-1]], extents[ana.vec], lanes, tile)
+        if ragged is not None and (not fuse_rows or ragged_score(extents[rows[-1]], *ragged[:2]) > _score(tile)):
+            return _schedule_ragged_rows(sch, main_rv, consumers, ana, rows, target, ragged)
     if tile is None:
         return False
     mr, nv, lane = tile
@@ -173,8 +249,12 @@ def schedule_conv(sch: s_tir.Schedule, main_rv, consumers, ana, rows: list[int],
         outer_rows, pix = [loops[i] for i in rows[:-1]], loops[rows[-1]]
     p_o, p_i = sch.split(pix, factors=[None, mr])
     f_o, f_n, f_l = sch.split(loops[ana.vec], factors=[None, nv, lane])
-    sch.reorder(f_o, *others, *outer_rows, p_o, *red, p_i, f_n, f_l)
-    par = C.fuse_and_parallel(sch, [f_o, *others, *outer_rows, p_o], target)
+    if pixels_first:
+        tiles = [*others, *outer_rows, p_o, f_o]
+    else:
+        tiles = [f_o, *others, *outer_rows, p_o]
+    sch.reorder(*tiles, *red, p_i, f_n, f_l)
+    par = C.fuse_and_parallel(sch, tiles, target)
 
     if consumers:
         epi = consumers[0].block_rv
@@ -187,12 +267,75 @@ def schedule_conv(sch: s_tir.Schedule, main_rv, consumers, ana, rows: list[int],
         sch.reverse_compute_at(epi, par, preserve_unit_loops=True)
     C.vectorize_innermost(sch, epi, lane)
 
+    _register_tile(sch, main_rv, red[0], p_i, f_n, f_l)
+    return True
+
+
+def _register_tile(sch: s_tir.Schedule, block, first_reduce, p_i, f_n, f_l) -> None:
+    """Unroll the ``p_i x f_n`` accumulator tile, vectorize its lanes, split off a vectorized init."""
     sch.unroll(p_i)
     sch.unroll(f_n)
     sch.vectorize(f_l)
-    init = sch.decompose_reduction(main_rv, red[0])
+    init = sch.decompose_reduction(block, first_reduce)
     init_loops = sch.get_loops(init)
     sch.vectorize(init_loops[-1])
     for lp in init_loops[-3:-1]:
         sch.unroll(lp)
+
+
+def _schedule_ragged_rows(sch: s_tir.Schedule, main_rv, consumers, ana, rows: list[int], target: Target, tile) -> bool:
+    """Channel blocks x rows in parallel; each task walks its row in ``mr``-pixel tiles and one shorter tile.
+
+    ``loop_partition`` splits the row into a loop of full tiles and a remainder loop
+    (two copies of the conv block), so neither has a predicate in its inner loop.
+    The epilogue runs once per task over the task's row (accumulators: one row x
+    ``nv*lane`` channels, 448 B on a 7-wide row, so they stay on the stack).
+    """
+    mr, nv, lane = tile
+    loops = sch.get_loops(main_rv)
+    width = C.const_extent(sch, loops[rows[-1]])
+    others = [loops[i] for i in ana.spatial if i != ana.vec and i not in rows]
+    red = [loops[i] for i in ana.reduce]
+    outer_rows, pix = [loops[i] for i in rows[:-1]], loops[rows[-1]]
+    f_o, f_n, f_l = sch.split(loops[ana.vec], factors=[None, nv, lane])
+    sch.reorder(f_o, *others, *outer_rows, pix, *red, f_n, f_l)
+    par = C.fuse_and_parallel(sch, [f_o, *others, *outer_rows], target)
+    task_elems = width * nv * lane
+    if consumers:
+        epi = consumers[0].block_rv
+        sch.set_scope(main_rv, 0, C.ACC_SCOPE)
+        sch.reverse_compute_at(epi, par, preserve_unit_loops=True)
+        if not C.epilogue_covers_tile(sch, epi, par, task_elems):
+            raise C.EpilogueNotExact()
+    else:
+        epi = sch.cache_write(main_rv, 0, C.ACC_SCOPE)
+        sch.reverse_compute_at(epi, par, preserve_unit_loops=True)
+    C.vectorize_innermost(sch, epi, lane)
+
+    full = width - width % mr
+    for index, part in enumerate(sch.loop_partition(pix, [full, None])):
+        (block,) = _leaf_blocks(sch, part)
+        nest = sch.get_loops(block)
+        start = next(i for i, lp in enumerate(nest) if sch.get(lp).same_as(sch.get(part)))
+        p, reduce_loops, fn, fl = nest[start], nest[start + 1 : -2], nest[-2], nest[-1]
+        if index == 0:
+            p_o, p_i = sch.split(p, factors=[None, mr])
+            sch.reorder(p_o, *reduce_loops, p_i, fn, fl)
+        else:
+            p_i = p
+            sch.reorder(*reduce_loops, p_i, fn, fl)
+        _register_tile(sch, block, reduce_loops[0], p_i, fn, fl)
     return True
+
+
+def _leaf_blocks(sch: s_tir.Schedule, loop) -> list:
+    """The blocks under ``loop`` that have no child blocks (loop_partition wraps its copies)."""
+    leaves, pending = [], list(sch.get_child_blocks(loop))
+    while pending:
+        block = pending.pop(0)
+        children = sch.get_child_blocks(block)
+        if len(children):
+            pending.extend(children)
+        else:
+            leaves.append(block)
+    return leaves
