@@ -48,7 +48,7 @@ def main(argv=None) -> int:
 
     import tvm_autoglm
     from tvm_autoglm.measure.candidates import ort_candidate
-    from tvm_autoglm.measure.timing import SPIN_COOLDOWN_S, Candidate, drop_note, measure_interleaved
+    from tvm_autoglm.measure.timing import Candidate, drop_note, measure_interleaved
 
     rows = []
     for name in args.models.split(","):
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         first = [_once(c.run) for c in candidates]
         slow = {i for i, t in enumerate(first) if t > args.slow_factor * min(first)}
         fast = [c for i, c in enumerate(candidates) if i not in slow]
-        timed = dict(zip([i for i in range(len(candidates)) if i not in slow], measure_interleaved(fast, repeat=args.repeat, warmup=args.warmup, cooldown_s=SPIN_COOLDOWN_S)))
+        timed = dict(zip([i for i in range(len(candidates)) if i not in slow], measure_interleaved(fast, repeat=args.repeat, warmup=args.warmup)))
         for i in slow:
             timed[i] = _plain(candidates[i], args.slow_repeat, first[i])
         results = [timed[i] for i in range(len(candidates))]

@@ -210,11 +210,12 @@ def bench_minilm(args) -> list[str]:
 
 def _interleaved(fns: dict, args) -> tuple[dict[str, float], str]:
     """Median ms of each zero-argument callable, interleaved; plus the drop/load note."""
-    from tvm_autoglm.measure.timing import SPIN_COOLDOWN_S, Candidate, drop_note, measure_interleaved
+    from tvm_autoglm.measure.timing import TVM_POOL, Candidate, drop_note, measure_interleaved
 
     load = os.getloadavg()[0]
-    results = measure_interleaved([Candidate(k, f) for k, f in fns.items()], repeat=args.repeat, warmup=args.warmup,
-                                  cooldown_s=SPIN_COOLDOWN_S)  # onnxruntime beside us
+    # every onnxruntime session has its own thread pool; our builds share TVM's
+    cands = [Candidate(k, f, pool=k if k.startswith("onnxruntime") else TVM_POOL) for k, f in fns.items()]
+    results = measure_interleaved(cands, repeat=args.repeat, warmup=args.warmup)
     return {r.name: r.summary()["median_ms"] for r in results}, f"{drop_note(results)}; load average before timing {load:.2f}"
 
 

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
 
     import tvm_autoglm
     from tvm_autoglm import zoo
-    from tvm_autoglm.measure.timing import SPIN_COOLDOWN_S, Candidate, measure_interleaved
+    from tvm_autoglm.measure.timing import TVM_POOL, Candidate, measure_interleaved
     from tvm_autoglm.native_log import quiet_native_stderr
     from tvm_autoglm.targets import load_target
 
@@ -111,11 +111,12 @@ def main(argv=None) -> int:
         "tuned": lambda: tuned.run(**inputs),
         "onnxruntime": lambda: ref.run(None, inputs),
     }
-    # One run of each engine per round, order rotated, with a pause before each run that outlasts the
-    # previous runtime's spinning workers (measure/timing.SPIN_COOLDOWN_S); rounds in which a thread
-    # waited for a CPU are dropped.
-    timed = measure_interleaved([Candidate(k, fn) for k, fn in engines.items()], repeat=args.rounds * args.repeat, warmup=2,
-                                cooldown_s=SPIN_COOLDOWN_S)
+    # One run of each engine per round, order rotated; a switch between onnxruntime and our builds
+    # waits out the previous runtime's spinning workers (measure/timing.SPIN_COOLDOWN_S); rounds in
+    # which a thread waited for a CPU are dropped.
+    pools = {"onnxruntime": "onnxruntime"}
+    timed = measure_interleaved([Candidate(k, fn, pool=pools.get(k, TVM_POOL)) for k, fn in engines.items()],
+                                repeat=args.rounds * args.repeat, warmup=2)
     med = {t.name: t.summary()["median_ms"] for t in timed}
 
     ort_ms = med["onnxruntime"]

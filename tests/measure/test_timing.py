@@ -60,22 +60,33 @@ def test_order_rotates_between_rounds():
     assert [name for name, _ in log] == ["A", "B", "B", "A", "A", "B"]
 
 
-def test_pause_before_each_run_of_a_comparison_not_in_a_series(monkeypatch):
-    # TVM's pool worker spins ~170 ms after a run: the pause for comparing runtimes must be longer;
-    # builds of ours (one shared pool) get the short default. The pause goes before every run of a
-    # multi-candidate comparison, never into a single-candidate series.
+def test_pause_follows_the_thread_pool_switches_not_the_caller(monkeypatch):
+    # TVM's pool worker spins ~170 ms after a run, onnxruntime's ~40 ms: a run on another pool than
+    # the previous run's waits SPIN_COOLDOWN_S; runs on one pool (builds of ours share TVM's) wait
+    # the short pause. A single candidate's series gets no pause at all.
     assert timing.SPIN_COOLDOWN_S >= 0.2 > timing.SAME_RUNTIME_COOLDOWN_S
+    spin, same = timing.SPIN_COOLDOWN_S, timing.SAME_RUNTIME_COOLDOWN_S
     slept, log = [], []
     monkeypatch.setattr(timing.time, "sleep", lambda s: (slept.append(s), log.append("pause")))
     machine = FakeMachine()
-    cands = [Candidate(n, machine.make_run(n, [(0.001, 0)] * 2, log)) for n in ("A", "B")]
-    measure_interleaved(cands, repeat=2, warmup=0, clock=machine.clock, read_wait=machine.read_wait, cooldown_s=timing.SPIN_COOLDOWN_S)
-    assert [e if e == "pause" else e[0] for e in log] == ["pause", "A", "pause", "B", "pause", "B", "pause", "A"]
-    assert slept == [timing.SPIN_COOLDOWN_S] * 4
+    cands = [
+        Candidate("A", machine.make_run("A", [(0.001, 0)] * 2, log)),
+        Candidate("B", machine.make_run("B", [(0.001, 0)] * 2, log)),
+        Candidate("O", machine.make_run("O", [(0.001, 0)] * 2, log), pool="onnxruntime-1"),
+    ]
+    measure_interleaved(cands, repeat=2, warmup=0, clock=machine.clock, read_wait=machine.read_wait)
+    assert [e if e == "pause" else e[0] for e in log] == ["pause", "A", "pause", "B", "pause", "O", "pause", "B", "pause", "O", "pause", "A"]
+    # round 1: nothing ran before A; A -> B same pool; B -> O switch. round 2: O -> B, B -> O, O -> A all switch
+    assert slept == [spin, same, spin, spin, spin, spin]
+    slept.clear()
+    # two onnxruntime sessions have two pools
+    cands = [Candidate(n, machine.make_run(n, [(0.001, 0)] * 2, []), pool=f"onnxruntime-{n}") for n in ("P", "Q")]
+    measure_interleaved(cands, repeat=1, warmup=1, clock=machine.clock, read_wait=machine.read_wait)
+    assert slept == [spin, spin]  # the warm-up ended on Q: P switches, then Q switches back
     slept.clear()
     cands = [Candidate(n, machine.make_run(n, [(0.001, 0)] * 2, [])) for n in ("A", "B")]
-    measure_interleaved(cands, repeat=2, warmup=0, clock=machine.clock, read_wait=machine.read_wait)
-    assert slept == [timing.SAME_RUNTIME_COOLDOWN_S] * 4
+    measure_interleaved(cands, repeat=2, warmup=0, clock=machine.clock, read_wait=machine.read_wait, cooldown_s=0.1)
+    assert slept == [0.1] * 4  # a forced pause overrides
     slept.clear()
     single = [Candidate("A", machine.make_run("A", [(0.001, 0)] * 3, []))]
     measure_interleaved(single, repeat=3, warmup=0, clock=machine.clock, read_wait=machine.read_wait)

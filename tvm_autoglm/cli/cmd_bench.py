@@ -30,7 +30,7 @@ def bench(binary: str, vs: list[str], model: str | None = None, inputs: dict | N
     from ..errors import InputError
     from ..measure import candidates as cands
     from ..measure.machine import machine_info, use_threads
-    from ..measure.timing import SPIN_COOLDOWN_S, drop_note, measure_interleaved, wait_for_idle
+    from ..measure.timing import drop_note, measure_interleaved, wait_for_idle
     from ..runtime import example_inputs, read_manifest
     from ..runtime.manifest import manifest_path_for
 
@@ -75,8 +75,8 @@ def bench(binary: str, vs: list[str], model: str | None = None, inputs: dict | N
 
     idle = wait_for_idle(max_wait_s=idle_wait)
     log(idle.text())
-    # onnxruntime / torch beside us: pause long enough for the other runtimes' spinning workers to sleep
-    timings = measure_interleaved([p.candidate for p in prepared], repeat=repeat, warmup=warmup, cooldown_s=SPIN_COOLDOWN_S)
+    # each candidate names its thread pool: a switch to onnxruntime / torch waits for the other pool's spinners
+    timings = measure_interleaved([p.candidate for p in prepared], repeat=repeat, warmup=warmup)
     base = timings[0].summary()["median_ms"]
     rows = []
     for p, t in zip(prepared, timings):

@@ -88,7 +88,7 @@ def ort_candidate(model_path: str, inputs: dict, threads: int, probe_runs: int =
     def outputs():
         return dict(zip(names, session.run(None, feeds)))
 
-    return Prepared(Candidate("onnxruntime", run), f"onnxruntime {ort.__version__}, {level} (fastest of {len(ORT_LEVELS)} levels), {threads} intra-op threads", outputs)
+    return Prepared(Candidate("onnxruntime", run, pool=f"onnxruntime-{id(session)}"), f"onnxruntime {ort.__version__}, {level} (fastest of {len(ORT_LEVELS)} levels), {threads} intra-op threads", outputs)
 
 
 _ZOO_FILE = re.compile(r"^(?P<name>.+)-(?P<size>[A-Za-z0-9_]+)-(?P<seq>s\d+|img)-b(?P<batch>\d+)-(?P<exporter>[a-z]+)-seed(?P<seed>\d+)(?:-dyn)?\.onnx$")
@@ -141,4 +141,4 @@ def torch_candidate(model_path: str | None, inputs: dict, threads: int, origin: 
         out = out if isinstance(out, (tuple, list)) else (out,)
         return dict(zip(zoo.MODELS[origin["name"]].outputs, (o.numpy() for o in out)))
 
-    return Prepared(Candidate("pytorch", run), f"torch {torch.__version__} eager (zoo {origin['name']}-{origin['size']}), {threads} threads", outputs)
+    return Prepared(Candidate("pytorch", run, pool="torch"), f"torch {torch.__version__} eager (zoo {origin['name']}-{origin['size']}), {threads} threads", outputs)

@@ -95,12 +95,23 @@ def wait_for_idle(max_wait_s: float = 30.0, cpu_threshold: float = 25.0, load_pe
             time.sleep(poll_s)
 
 
+#: The thread pool every build of ours runs on: TVM keeps one per process.
+TVM_POOL = "tvm"
+
+
 @dataclass
 class Candidate:
-    """Something to time: ``run()`` executes it once, synchronously."""
+    """Something to time: ``run()`` executes it once, synchronously.
+
+    ``pool`` names the thread pool the run uses (builds of ours share :data:`TVM_POOL`;
+    each onnxruntime session and torch has its own), so that :func:`measure_interleaved`
+    can tell when the next run would share the machine with the previous pool's
+    still-spinning workers.
+    """
 
     name: str
     run: Callable[[], object]
+    pool: str = TVM_POOL
 
 
 @dataclass
@@ -141,12 +152,17 @@ SPIN_COOLDOWN_S = 0.25
 SAME_RUNTIME_COOLDOWN_S = 0.005
 
 
+def pause_before(pool: str, previous_pool: str | None) -> float:
+    """Seconds to wait before a run on ``pool`` that follows a run on ``previous_pool``."""
+    return SAME_RUNTIME_COOLDOWN_S if pool == previous_pool else SPIN_COOLDOWN_S
+
+
 def measure_interleaved(
     candidates: list[Candidate],
     repeat: int = 20,
     warmup: int = 3,
     max_attempts_factor: int = 3,
-    cooldown_s: float = SAME_RUNTIME_COOLDOWN_S,
+    cooldown_s: float | None = None,
     run_filter: CleanRunFilter | None = None,
     clock: Callable[[], float] = time.perf_counter,
     read_wait: Callable[[], dict[int, int] | None] = read_run_queue_wait,
@@ -158,12 +174,12 @@ def measure_interleaved(
     same moments of the machine. If fewer than ``repeat`` rounds are clean
     within ``repeat * max_attempts_factor`` rounds (a saturated machine), the
     least-disturbed rounds (smallest worst wait fraction) are kept as well and
-    counted in ``topped_up``. With several candidates, ``cooldown_s`` goes before
-    every run; a single candidate's runs are not separated. Comparing different
-    runtimes (ours against onnxruntime or torch) needs :data:`SPIN_COOLDOWN_S`,
-    so that the previous runtime's spinning workers sleep before the next one
-    starts; builds of ours share one thread pool, and a long pause would only
-    make each run start cold.
+    counted in ``topped_up``. With several candidates a pause goes before every
+    run (a single candidate's runs are not separated): :data:`SPIN_COOLDOWN_S`
+    when the run switches to another thread pool than the previous run's, so
+    that pool's spinning workers sleep first, and :data:`SAME_RUNTIME_COOLDOWN_S`
+    between runs on one pool (builds of ours share TVM's pool; a long pause would
+    only make each run start cold). ``cooldown_s`` forces one fixed pause instead.
     ``clock`` and ``read_wait`` are injectable for tests.
     """
     if not candidates:
@@ -173,6 +189,7 @@ def measure_interleaved(
         for _ in range(max(0, warmup)):
             cand.run()
     n = len(candidates)
+    previous_pool = candidates[-1].pool if warmup > 0 else None  # the last warm-up run's
     clean_rounds: list[list[float]] = []
     dirty_rounds: list[tuple[float, list[float]]] = []  # (worst wait fraction, seconds per candidate)
     dirty_runs = [0] * n
@@ -186,8 +203,11 @@ def measure_interleaved(
         worst = 0.0
         clean = True
         for i in order:
-            if cooldown_s and n > 1:
-                time.sleep(cooldown_s)
+            if n > 1:
+                pause = cooldown_s if cooldown_s is not None else pause_before(candidates[i].pool, previous_pool)
+                if pause:
+                    time.sleep(pause)
+            previous_pool = candidates[i].pool
             before = read_wait()
             start = clock()
             candidates[i].run()
