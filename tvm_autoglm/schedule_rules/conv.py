@@ -10,9 +10,11 @@ the whole weight from memory again (resnet50's 512-channel 3x3 conv reads its
 A convolution's output pixels are all equivalent rows of the implicit GEMM
 ``out[pixel, f] += patch[pixel, k] * w[k, f]``, so this schedule
 
-* fuses the output's spatial axes into one pixel axis and tiles it ``mr``
-  pixels deep (any divisor of H*W, not of one side: 49 = 7x7 still gets a
-  7-deep tile, 196 a 4-deep one);
+* tiles an output row ``mr`` pixels deep (for a 1x1 stride-1 conv, whose
+  pixels are evenly spaced in the input across rows too, the fused pixel axis
+  when that allows a better tile: 196 = 14x14 gets a 4-deep one); where no good
+  tile divides the row (7 and 14 wide), full tiles and one shorter tile, as two
+  loops (:func:`choose_ragged_tile`);
 * vectorizes the output channels ``nv`` vectors wide: the weight, pre-packed
   by ``passes/pack_conv_weights.py`` as ``[F/lanes, KH, KW, C, lanes]`` (or in
   HWIO), is contiguous along them, and the ``mr`` input values are broadcasts;
@@ -235,7 +237,7 @@ def schedule_conv(sch: s_tir.Schedule, main_rv, consumers, ana, rows: list[int],
     if not pixels_first:
         # The row's pixel loop runs inside each task, so it can end in a shorter tile.
         ragged = choose_ragged_tile(extents[rows[-1]], extents[ana.vec], lanes, tile)
-        if ragged is not None and (not fuse_rows or ragged_score(extents[rows[-1]], *ragged[:2]) > _score(tile)):
+        if ragged is not None:
             return _schedule_ragged_rows(sch, main_rv, consumers, ana, rows, target, ragged)
     if tile is None:
         return False
