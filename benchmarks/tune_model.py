@@ -114,8 +114,7 @@ def main(argv=None) -> int:
     # One run of each engine per round, order rotated; a switch between onnxruntime and our builds
     # waits out the previous runtime's spinning workers (measure/timing.SPIN_COOLDOWN_S); rounds in
     # which a thread waited for a CPU are dropped.
-    pools = {"onnxruntime": "onnxruntime"}
-    timed = measure_interleaved([Candidate(k, fn, pool=pools.get(k, TVM_POOL)) for k, fn in engines.items()],
+    timed = measure_interleaved([Candidate(k, fn, pool=k if k == "onnxruntime" else TVM_POOL) for k, fn in engines.items()],
                                 repeat=args.rounds * args.repeat, warmup=2)
     med = {t.name: t.summary()["median_ms"] for t in timed}
 
