@@ -105,7 +105,8 @@ def _read_u64(data: bytes, pos: int) -> tuple[int, int]:
     return struct.unpack_from("<Q", data, pos)[0], pos + 8
 
 
-def _read_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
+def _read_bytes(data, pos: int):
+    """The length-prefixed field at ``pos``: a view when ``data`` is a memoryview (no copy of the weights)."""
     size, pos = _read_u64(data, pos)
     if pos + size > len(data):
         raise BinaryFormatError("truncated library blob")
@@ -123,6 +124,10 @@ def _bytes_field(value: bytes) -> bytes:
     return struct.pack("<Q", len(value)) + value
 
 
+def _field_parts(value) -> tuple:
+    return struct.pack("<Q", len(value)), value
+
+
 @dataclass
 class LibraryBlob:
     """The module tree TVM serialises into a library: CSR import tree + (kind, payload) per module."""
@@ -132,7 +137,9 @@ class LibraryBlob:
     modules: list[tuple[str, bytes | None]]
 
     @classmethod
-    def parse(cls, blob: bytes) -> "LibraryBlob":
+    def parse(cls, blob) -> "LibraryBlob":
+        """Parse ``blob`` (bytes or memoryview). Pass a memoryview for a large model: the VM
+        module's payload carries every weight, and slicing bytes would copy them."""
         nbytes, pos = _read_u64(blob, 0)
         body = blob[8 : 8 + nbytes]
         if len(body) != nbytes:
@@ -142,7 +149,7 @@ class LibraryBlob:
         modules = []
         for _ in range(len(indptr) - 1):
             kind, pos = _read_bytes(body, pos)
-            kind = kind.decode()
+            kind = bytes(kind).decode()
             payload = None
             if kind != "_lib":
                 payload, pos = _read_bytes(body, pos)
@@ -151,15 +158,22 @@ class LibraryBlob:
             raise BinaryFormatError(f"{len(body) - pos} trailing bytes after the last module in the library blob")
         return cls(indptr, children, modules)
 
-    def serialize(self) -> bytes:
-        parts = [struct.pack(f"<Q{len(self.indptr)}Q", len(self.indptr), *self.indptr)]
-        parts.append(struct.pack(f"<Q{len(self.children)}Q", len(self.children), *self.children))
+    def parts(self) -> list:
+        """The serialised blob as a list of byte chunks (payloads are not copied)."""
+        body = [struct.pack(f"<Q{len(self.indptr)}Q", len(self.indptr), *self.indptr)]
+        body.append(struct.pack(f"<Q{len(self.children)}Q", len(self.children), *self.children))
         for kind, payload in self.modules:
-            parts.append(_bytes_field(kind.encode()))
+            body.extend(_field_parts(kind.encode()))
             if kind != "_lib":
-                parts.append(_bytes_field(payload))
-        body = b"".join(parts)
-        return struct.pack("<Q", len(body)) + body
+                body.extend(_field_parts(payload))
+        return [struct.pack("<Q", sum(len(part) for part in body)), *body]
+
+    def serialize(self) -> bytes:
+        return b"".join(self.parts())
+
+    def write(self, handle) -> int:
+        """Stream the serialised blob to a binary file; returns the bytes written."""
+        return sum(handle.write(part) for part in self.parts())
 
 
 _CODE_LOOKS_RIGHT = {
@@ -179,7 +193,8 @@ class CudaPayload:
     code: bytes
 
     @classmethod
-    def parse(cls, payload: bytes) -> "CudaPayload":
+    def parse(cls, payload) -> "CudaPayload":
+        payload = bytes(payload)  # kernels only: small next to the weights
         fmt, pos = _read_bytes(payload, 0)
         fmt = fmt.decode()
         check = _CODE_LOOKS_RIGHT.get(fmt)
@@ -201,8 +216,10 @@ class CudaPayload:
 # ---------------------------------------------------------------- ELF symbol lookup
 
 
-def read_library_blob(library: str | Path) -> bytes:
-    """The ``__tvm_ffi__library_bin`` bytes of an exported ``.so``, read from the file (no dlopen)."""
+def read_library_blob(library: str | Path) -> memoryview:
+    """The ``__tvm_ffi__library_bin`` bytes of an exported ``.so``, read from the file (no dlopen).
+
+    A view into the file's bytes: for a model with 1 GB of weights, a slice would copy them again."""
     data = Path(library).read_bytes()
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         raise BinaryFormatError(f"{library}: not a 64-bit little-endian ELF shared library")
@@ -230,7 +247,7 @@ def read_library_blob(library: str | Path) -> bytes:
             nbytes = struct.unpack_from("<Q", data, file_pos)[0]
             if st_value - sec_addr + 8 + nbytes > sec_size:
                 raise BinaryFormatError(f"{library}: {LIBRARY_BIN_SYMBOL} runs past its section")
-            return data[file_pos : file_pos + 8 + nbytes]
+            return memoryview(data)[file_pos : file_pos + 8 + nbytes]
     raise BinaryFormatError(f"{library}: no {LIBRARY_BIN_SYMBOL} symbol (not a TVM library with imported modules)")
 
 

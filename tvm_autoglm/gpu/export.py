@@ -1,24 +1,37 @@
 """Export hook: put nvcc-compiled fatbins, not CUDA source, into the deployed ``.so``.
 
 ``export_library`` serialises the imported modules into one byte blob that the
-library exposes as ``__tvm_ffi__library_bin``. We let TVM produce that blob
-(``ModulePackImportsToC``), swap each CUDA module's source for a fatbin built
-for the target arch, check the result holds SASS for that arch, and link the
-blob in with ``.incbin`` (a C array of a multi-MB blob takes gcc far longer to
-compile than nvcc takes for the kernels).
+library exposes as ``__tvm_ffi__library_bin``. We take that blob from TVM as
+raw bytes (``ModulePackImportsToTensor``), swap each CUDA module's source for a
+fatbin built for the target arch, check the result holds SASS for that arch,
+and link the blob in with ``.incbin`` (a C array of a multi-MB blob takes gcc
+far longer to compile than nvcc takes for the kernels).
+
+The blob also holds every weight (the VM executable's constants). Going
+through TVM's C-array text (``ModulePackImportsToC``, about six characters per
+byte, then parsed back) made bert-large's fp32 export need over 22 GiB of
+memory; as bytes and memoryviews it costs about two copies of the weights.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from ..errors import CompileError
 from . import nvcc
-from .binary import BinaryFormatError, CudaPayload, LibraryBlob, binary_images
+from .binary import LIBRARY_BIN_SYMBOL, BinaryFormatError, CudaPayload, LibraryBlob, binary_images
 
-_ARRAY = re.compile(r"const unsigned char (\w+)\[(\d+)\] = \{(.*?)\};", re.S)
+# What TVM's ModulePackImportsToC wraps around the blob, with the C array replaced by an .incbin.
+_BLOB_SOURCE = """#ifdef __cplusplus
+extern "C" {{
+#endif
+extern const unsigned char {symbol}[];
+{asm}
+#ifdef __cplusplus
+}}
+#endif
+"""
 
 
 def require_sass(code: bytes, arch: str, what: str = "CUDA module") -> list:
@@ -32,10 +45,9 @@ def require_sass(code: bytes, arch: str, what: str = "CUDA module") -> list:
     return images
 
 
-def compile_blob(blob: bytes, arch: str) -> tuple[bytes, int]:
-    """Library blob with every CUDA module compiled for ``arch``; returns (blob, modules compiled)."""
+def compile_tree(tree: LibraryBlob, arch: str) -> int:
+    """Compile every CUDA module of a parsed library blob for ``arch``, in place; returns how many."""
     arch = nvcc.normalize_arch(arch)
-    tree = LibraryBlob.parse(blob)
     compiled = 0
     for index, (kind, payload) in enumerate(tree.modules):
         if kind != "cuda":
@@ -49,6 +61,13 @@ def compile_blob(blob: bytes, arch: str) -> tuple[bytes, int]:
         tree.modules[index] = (kind, module.serialize())
     if not compiled and not any(kind == "cuda" for kind, _ in tree.modules):
         raise CompileError("the CUDA build has no CUDA kernels to embed; every kernel ran on the host")
+    return compiled
+
+
+def compile_blob(blob: bytes, arch: str) -> tuple[bytes, int]:
+    """Library blob with every CUDA module compiled for ``arch``; returns (blob, modules compiled)."""
+    tree = LibraryBlob.parse(blob)
+    compiled = compile_tree(tree, arch)
     return tree.serialize(), compiled
 
 
@@ -58,23 +77,22 @@ def pack_imports_with_fatbins(arch: str):
     def fpack_imports(module, is_system_lib: bool, symbol_prefix: str, workspace_dir: str) -> str:
         from tvm.runtime import _ffi_api
 
-        text = _ffi_api.ModulePackImportsToC(module, is_system_lib, symbol_prefix)
-        match = _ARRAY.search(text)
-        if match is None:
-            raise CompileError("unexpected layout of TVM's packed-imports source; cannot embed GPU binaries")
-        symbol, size = match.group(1), int(match.group(2))
-        blob = bytes.fromhex(re.sub(r"0x|[,\s]", "", match.group(3)))
-        if len(blob) != size:
-            raise CompileError(f"packed-imports blob holds {len(blob)} bytes, declared {size}")
-        new_blob, _ = compile_blob(blob, arch)
-        blob_path = Path(workspace_dir) / f"{symbol_prefix}devc.bin"
-        blob_path.write_bytes(new_blob)
+        if is_system_lib:  # TVM prefixes the symbol only for system libs; we never build one for CUDA
+            raise CompileError("CUDA builds are exported as a shared library, not a system library")
+        blob = _ffi_api.ModulePackImportsToTensor(module).numpy()
+        tree = LibraryBlob.parse(memoryview(blob))
+        compile_tree(tree, arch)
+        blob_path = Path(workspace_dir) / "devc.bin"
+        with blob_path.open("wb") as handle:
+            size = tree.write(handle)
+        del tree, blob
+        symbol = LIBRARY_BIN_SYMBOL
         asm = (
             f'__asm__(".section .rodata\\n.globl {symbol}\\n.type {symbol}, @object\\n.balign 16\\n'
-            f'{symbol}:\\n.incbin \\"{_asm_path(blob_path)}\\"\\n.size {symbol}, {len(new_blob)}\\n.previous\\n");'
+            f'{symbol}:\\n.incbin \\"{_asm_path(blob_path)}\\"\\n.size {symbol}, {size}\\n.previous\\n");'
         )
-        path_c = os.path.join(workspace_dir, f"{symbol_prefix}devc.c")
-        Path(path_c).write_text(text[: match.start()] + asm + text[match.end() :])
+        path_c = os.path.join(workspace_dir, "devc.c")
+        Path(path_c).write_text(_BLOB_SOURCE.format(symbol=symbol, asm=asm))
         return path_c
 
     return fpack_imports
