@@ -12,6 +12,7 @@ target ``tvm.compile`` only lowers: it neither fuses nor schedules.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections import Counter
@@ -294,6 +295,40 @@ def build_executable(scheduled: Scheduled, build: RelaxBuild, log: StageLog | No
     log = log or StageLog(enabled=False)
     with log.stage("codegen (tvm.compile)"):
         try:
-            return tvm.compile(scheduled.mod, build.target.tvm_target())
+            with _codegen_context(build.target):
+                return tvm.compile(scheduled.mod, build.target.tvm_target())
         except Exception as err:
             raise CompileError(f"code generation for target {build.target.name} failed: {_first_line(err)}") from err
+
+
+def uses_cuda_graph(spec: TargetSpec) -> bool:
+    """A CUDA target file's ``"cuda_graph"`` switch (default on).
+
+    At batch 1 a transformer layer is a dozen kernels of a few microseconds each, so
+    launching them one by one from the VM costs as much as running them. TVM's
+    ``RewriteCUDAGraph`` captures the static part of ``main`` into a CUDA graph on the first
+    call and replays it after, one launch per call.
+    """
+    return spec.kind == "cuda" and bool(spec.extra.get("cuda_graph", True))
+
+
+@contextlib.contextmanager
+def _codegen_context(spec: TargetSpec):
+    """The context for ``tvm.compile``: on CUDA, the target in scope and the CUDA-graph switch.
+
+    The target scope matters on a build machine with a CUDA driver: there TVM compiles the
+    kernels during ``tvm.compile`` (``tvm_callback_cuda_compile``), and our callback reads the
+    arch from the target in scope; with none it took the local GPU's, so a gpu-ampere build
+    on an H200 carried sm_90a code only.
+    """
+    if spec.kind != "cuda":
+        yield
+        return
+    current = tvm.transform.PassContext.current()
+    config = dict(current.config.items())
+    if uses_cuda_graph(spec):
+        config["relax.backend.use_cuda_graph"] = True
+    context = tvm.transform.PassContext(opt_level=current.opt_level, config=config,
+                                        required_pass=list(current.required_pass), disabled_pass=list(current.disabled_pass))
+    with spec.tvm_target(), context:
+        yield

@@ -8,7 +8,7 @@ import pytest
 import tvm
 from tvm import relax
 
-from conftest import nvcc_present
+from conftest import cuda_device_present, nvcc_present
 from tvm_autoglm.errors import CompileError
 from tvm_autoglm.gpu import nvcc
 from tvm_autoglm.gpu.binary import BinaryFormatError, CudaPayload, Image, LibraryBlob, binary_images
@@ -67,9 +67,9 @@ def _tiny_cuda_executable():
             out = bb.emit_output(relax.op.nn.softmax(relax.op.exp(x)))
         bb.emit_func_output(out)
     target = load_target("gpu-ampere").tvm_target()
-    with target:
+    with target:  # in scope for codegen too: with a driver, TVM compiles the kernels there, for this arch
         mod = relax.get_pipeline("zero")(bb.get())
-    return tvm.compile(apply_gpu_default_schedules(mod, target), target)
+        return tvm.compile(apply_gpu_default_schedules(mod, target), target)
 
 
 def _packed_blob(executable) -> bytes:
@@ -88,7 +88,10 @@ def test_library_blob_round_trips_byte_for_byte():
     cuda = [payload for kind, payload in tree.modules if kind == "cuda"]
     assert len(cuda) == 1
     module = CudaPayload.parse(cuda[0])
-    assert module.fmt == "cuda" and b"__global__" in module.code
+    if cuda_device_present():  # TVM compiled the kernels in tvm.compile (through our nvcc callback)
+        assert module.fmt in ("cubin", "fatbin") and Image("sass", "sm_80") in binary_images(module.code)
+    else:  # no driver: TVM keeps the source and the export compiles it
+        assert module.fmt == "cuda" and b"__global__" in module.code
     assert module.serialize() == cuda[0]
 
 
@@ -117,10 +120,10 @@ def test_tensor_blob_is_the_c_array_blob_and_parses_without_copying_payloads():
 @needs_nvcc
 def test_compile_blob_swaps_source_for_sass():
     blob, compiled = compile_blob(_packed_blob(_tiny_cuda_executable()), "sm_80")
-    assert compiled == 1
+    assert compiled == (0 if cuda_device_present() else 1)  # with a driver, tvm.compile already did it
     (payload,) = [p for kind, p in LibraryBlob.parse(blob).modules if kind == "cuda"]
     module = CudaPayload.parse(payload)
-    assert module.fmt == "fatbin"
+    assert module.fmt in ("fatbin", "cubin") and module.fmt != "cuda"
     require_sass(module.code, "sm_80")
     with pytest.raises(CompileError, match="no SASS for sm_90a"):
         require_sass(module.code, "sm_90a")
