@@ -63,3 +63,51 @@ def test_input_module_is_not_mutated():
     mod = _module(add_one=add_one)
     apply_gpu_default_schedules(mod, target)
     assert not is_thread_bound(mod["add_one"])
+
+
+@T.prim_func(private=True, s_tir=True)
+def transpose_then_gather(
+    lv10: T.Buffer((T.int64(1), T.int64(128)), "bool"),
+    B: T.Buffer((T.int64(1), T.int64(1), T.int64(1), T.int64(128), T.int64(2)), "int64"),
+    T_gather_nd: T.Buffer((T.int64(1), T.int64(1), T.int64(1), T.int64(128)), "bool"),
+):
+    """ONNX GatherND as TVM's frontend emits it (from the zoo's bert): transpose the index tuples, then gather."""
+    T.func_attr({"op_pattern": 8, "tirx.noalias": True})
+    T_transpose = T.sblock_alloc_buffer((T.int64(2), T.int64(1), T.int64(1), T.int64(1), T.int64(128)), "int64")
+    for ax0, ax1, ax2, ax3, ax4 in T.grid(T.int64(2), T.int64(1), T.int64(1), T.int64(1), T.int64(128)):
+        with T.sblock("T_transpose"):
+            v_ax0, v_ax1, v_ax2, v_ax3, v_ax4 = T.axis.remap("SSSSS", [ax0, ax1, ax2, ax3, ax4])
+            T.reads(B[v_ax1, v_ax2, v_ax3, v_ax4, v_ax0])
+            T.writes(T_transpose[v_ax0, v_ax1, v_ax2, v_ax3, v_ax4])
+            T_transpose[v_ax0, v_ax1, v_ax2, v_ax3, v_ax4] = B[v_ax1, v_ax2, v_ax3, v_ax4, v_ax0]
+    for ax0, ax1, ax2, ax3 in T.grid(T.int64(1), T.int64(1), T.int64(1), T.int64(128)):
+        with T.sblock("T_gather_nd"):
+            v_ax0, v_ax1, v_ax2, v_ax3 = T.axis.remap("SSSS", [ax0, ax1, ax2, ax3])
+            T.reads(
+                lv10[T_transpose[T.int64(0), v_ax0, v_ax1, v_ax2, v_ax3], T_transpose[T.int64(1), v_ax0, v_ax1, v_ax2, v_ax3]],
+                T_transpose[T.int64(0) : T.int64(2), v_ax0, v_ax1, v_ax2, v_ax3],
+            )
+            T.writes(T_gather_nd[v_ax0, v_ax1, v_ax2, v_ax3])
+            T_gather_nd[v_ax0, v_ax1, v_ax2, v_ax3] = lv10[
+                T_transpose[T.int64(0), v_ax0, v_ax1, v_ax2, v_ax3], T_transpose[T.int64(1), v_ax0, v_ax1, v_ax2, v_ax3]
+            ]
+
+
+def test_a_kernel_bound_in_one_block_only_is_not_bound():
+    """dlight's Transpose binds the transpose and leaves the gather on the host (bert-large
+    segfaulted on an H200 that way); the guard must see it and the rules must do better."""
+    from tvm.s_tir import dlight as dl
+
+    from tvm_autoglm.gpu.schedules import unbound_blocks
+
+    target = load_target("gpu-hopper").tvm_target()
+    partial = dl.gpu.Transpose().apply(transpose_then_gather, target, False)
+    assert partial is not None
+    partial = partial.mod["main"]
+    assert unbound_blocks(partial) == ["T_gather_nd"]
+    assert not is_thread_bound(partial)
+    with pytest.raises(CompileError, match="1 kernel.*: gather_nd"):
+        apply_gpu_default_schedules(_module(gather_nd=partial.with_attr("tirx.is_scheduled", True)), target)
+    scheduled = apply_gpu_default_schedules(_module(gather_nd=transpose_then_gather), target)
+    assert unbound_blocks(scheduled["gather_nd"]) == []
+    assert unbound_kernels(scheduled) == []

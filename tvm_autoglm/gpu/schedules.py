@@ -102,6 +102,8 @@ def _first_schedule(func, target, rules):
             if not space:
                 continue
             space = space[0]
+        if not is_thread_bound(space.mod["main"]):  # a partial schedule: let a later rule do all of it
+            continue
         return space
     return None
 
@@ -136,23 +138,50 @@ def _children(stmt):
         yield from (s for s in seq if isinstance(s, tvm.tirx.Stmt))
 
 
-def is_thread_bound(func) -> bool:
-    """True if the kernel launches on GPU threads (a bound loop or a ``thread_extent`` attr)."""
-    stack = [func.body]
+def unbound_blocks(func) -> list[str]:
+    """Blocks of a kernel that sit under no GPU thread binding (each would run as host code).
+
+    A rule can bind one block of a multi-block kernel and leave the rest: dlight's
+    ``Transpose`` did that to ONNX GatherND (a transpose of the indices, then the gather),
+    and the gather ran on the CPU, reading device pointers: bert-large segfaulted on an
+    H200 at its first call. So every block must be bound, not just one.
+    """
+    found = []
+    stack = [(func.body, False)]
     while stack:
+        stmt, bound = stack.pop()
+        if isinstance(stmt, tvm.tirx.For) and stmt.kind == tvm.tirx.ForKind.THREAD_BINDING:
+            binding = stmt.thread_binding
+            bound = bound or (binding is not None and str(binding.thread_tag).startswith(_THREAD_TAGS))
+        if isinstance(stmt, tvm.tirx.AttrStmt) and stmt.attr_key == "thread_extent":
+            bound = True
+        block = getattr(stmt, "block", None)
+        if block is not None and hasattr(block, "name_hint"):  # an SBlockRealize
+            if not bound and block.name_hint != "root":
+                found.append(block.name_hint)
+            stack.append((block.body, bound))
+            continue
+        stack.extend((child, bound) for child in _children(stmt))
+    return sorted(set(found))
+
+
+def is_thread_bound(func) -> bool:
+    """True if the kernel runs entirely on GPU threads: it has a binding and no block escapes it."""
+    stack = [func.body]
+    has_binding = False
+    while stack and not has_binding:
         stmt = stack.pop()
         if isinstance(stmt, tvm.tirx.For) and stmt.kind == tvm.tirx.ForKind.THREAD_BINDING:
             binding = stmt.thread_binding
-            if binding is not None and str(binding.thread_tag).startswith(_THREAD_TAGS):
-                return True
+            has_binding = binding is not None and str(binding.thread_tag).startswith(_THREAD_TAGS)
         if isinstance(stmt, tvm.tirx.AttrStmt) and stmt.attr_key == "thread_extent":
-            return True
+            has_binding = True
         stack.extend(_children(stmt))
-    return False
+    return has_binding and not unbound_blocks(func)
 
 
 def unbound_kernels(mod: tvm.IRModule) -> list[str]:
-    """Names of the PrimFuncs that would silently become host code on a CUDA target."""
+    """Names of the PrimFuncs that would run (wholly or partly) as host code on a CUDA target."""
     return sorted(
         gv.name_hint for gv, func in mod.functions.items() if isinstance(func, tvm.tirx.PrimFunc) and not is_thread_bound(func)
     )
