@@ -68,3 +68,23 @@ def test_depthwise_conv(target):
         for rx in range(3):
             ref += w[None, :, 0, ry, rx, None, None] * xp[:, :, ry : ry + 12, rx : rx + 16]
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_max_pool_goes_to_pool_rule_vectorized_across_channels(target):
+    """resnet50's max-pool is NHWC after our layout pass: iteration order (n, h, w, c, ry, rx) looks
+    like a row reduction, but the window never touches C, the contiguous axis. The Reduction rule
+    must leave it to Pool, which vectorizes across C (measured 0.86 -> 0.10 ms on resnet50's)."""
+    from tvm_autoglm.schedule_rules import Reduction, schedule_func
+
+    mod = build_fused(
+        lambda x: relax.op.nn.max_pool2d(x, pool_size=3, strides=2, padding=1, layout="NHWC"), {"x": (1, 16, 16, 32)}
+    )
+    (func,) = prim_funcs(mod).values()
+    assert Reduction().apply(func, target, False) is None
+    scheduled, rule = schedule_func(func, target)
+    assert rule == "Pool"
+    assert_parallel_vectorized(scheduled)
+    x = rng.standard_normal((1, 16, 16, 32)).astype("float32")
+    got = run(apply_default_schedules(mod, target), target, [x])
+    want = _maxpool_ref(x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
