@@ -156,3 +156,46 @@ def test_ragged_rows_keep_parity(target):
         for rx in range(3):
             ref += np.einsum("nhwc,cf->nhwf", xp[:, ry : ry + 7, rx : rx + 7], weight[ry, rx])
     np.testing.assert_allclose(got, np.maximum(ref + bias, 0).astype("float32"), rtol=RTOL, atol=ATOL)
+
+
+def _loop_extents(func) -> list[int]:
+    import tvm
+    import tvm_ffi
+
+    loops = []
+    tvm_ffi.structural_walk(func.body, (tvm.tirx.For, loops.append), order="post")
+    return [int(lp.extent) for lp in loops if isinstance(lp.extent, tvm.tirx.IntImm)]
+
+
+@pytest.mark.parametrize(
+    "image, stride, pixels_first",
+    [((20, 20), 1, True), ((9, 9), 1, False), ((12, 12), 2, False)],
+)
+def test_window_width_and_channels_are_one_reduction_loop(target, image, stride, pixels_first):
+    """NHWC: a pixel's input over (kx, c) is one run of KW*C floats, and so is the packed weight.
+    The rule walks it as one loop (3 runs of 3*C per 3x3 window, not 9 runs of C)."""
+    channels_in, channels_out = 16, 32
+    weight = rng.standard_normal((3, 3, channels_in, channels_out)).astype("float32")
+    mod = build_fused(
+        lambda x: relax.op.nn.relu(
+            relax.op.nn.conv2d(x, relax.const(weight), strides=stride, padding=1, data_layout="NHWC", kernel_layout="HWIO")
+        ),
+        {"x": (1, *image, channels_in)},
+    )
+    (name,) = [n for n in prim_funcs(mod) if "conv2d" in n]
+    block, ana = _contraction(prim_funcs(mod)[name])
+    assert pixels_outermost(block, ana) is pixels_first
+    scheduled = apply_default_schedules(mod, target)
+    extents = _loop_extents(scheduled[name])
+    assert 3 * channels_in in extents, extents
+    assert channels_in not in extents, extents
+    x = rng.standard_normal((1, *image, channels_in)).astype("float32")
+    got = run(scheduled, target, [x])
+    xp = np.pad(x.astype("float64"), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    out_h, out_w = (image[0] - 1) // stride + 1, (image[1] - 1) // stride + 1
+    ref = np.zeros((1, out_h, out_w, channels_out))
+    for ry in range(3):
+        for rx in range(3):
+            window = xp[:, ry : ry + stride * out_h : stride, rx : rx + stride * out_w : stride]
+            ref += np.einsum("nhwc,cf->nhwf", window, weight[ry, rx])
+    np.testing.assert_allclose(got, np.maximum(ref, 0).astype("float32"), rtol=RTOL, atol=ATOL)
