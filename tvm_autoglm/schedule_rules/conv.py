@@ -53,38 +53,13 @@ TILES_16 = ((4, 3), (6, 2), (5, 2), (4, 2), (2, 4), (7, 1), (8, 1), (2, 2), (4, 
 TILES_32 = ((6, 4), (7, 4), (8, 3), (4, 4), (14, 2), (12, 2), (8, 2)) + TILES_16
 
 
-def conv_operands(block, ana):
-    """(weight load, data load) of a contraction ``out += data * weight``, or None.
-
-    The weight is the operand read along the output's vector axis (the output channel).
-    """
-    from .matmul import _strip_cast, _vars_in
-
-    body = block.body
-    lhs, rhs = body.value.a, body.value.b
-    if isinstance(lhs, TensorLoad) and lhs.source.same_as(body.buffer):
-        product = _strip_cast(rhs)
-    else:
-        product = _strip_cast(lhs)
-    if not isinstance(product, tirx.Mul):
-        return None
-    a, b = _strip_cast(product.a), _strip_cast(product.b)
-    if not (isinstance(a, TensorLoad) and isinstance(b, TensorLoad)):
-        return None
-    vec_var = block.iter_vars[ana.vec].var
-    return (a, b) if vec_var in _vars_in(a.indices) else (b, a)
-
-
 def conv_rows(block, ana) -> list[int] | None:
     """Positions of the pixel axes of a conv-like contraction, or None if it is not one."""
     if ana.row is None:
         return None
     from .matmul import _vars_in
 
-    operands = conv_operands(block, ana)
-    if operands is None:
-        return None
-    vec_load, other = operands
+    vec_load, other = ana.vec_load, ana.other_load
     vec_var = block.iter_vars[ana.vec].var
     vec_vars, other_vars = _vars_in(vec_load.indices), _vars_in(other.indices)
     if not _channel_last(vec_load.indices[-1], vec_var):
@@ -126,11 +101,7 @@ def pixels_outermost(block, ana) -> bool:
     than with the other, e.g. the 56x56 1x1 256->64 conv 1.77 vs 3.09 ms and the
     14x14 3x3 256->256 conv 9.8 vs 13.7 ms (5 calls).
     """
-    operands = conv_operands(block, ana)
-    if operands is None:
-        return False
-    weight, data = operands
-    return _elements(data) > _elements(weight)
+    return _elements(ana.other_load) > _elements(ana.vec_load)
 
 
 def _channel_last(index, var) -> bool:
@@ -195,12 +166,11 @@ def _contiguous_pixels(block, ana, rows: list[int]) -> bool:
     pixels needs its own address register (div/mod by W is not hoistable across
     a row boundary), and 7 of them spill the x86 integer registers.
     """
-    from tvm.ir.expr import TensorLoad as _Load
     import tvm_ffi
 
     row_vars = [block.iter_vars[i].var for i in rows]
     loads = []
-    tvm_ffi.structural_walk(block.body.value, (_Load, loads.append), order="post")
+    tvm_ffi.structural_walk(block.body.value, (TensorLoad, loads.append), order="post")
     for load in loads:
         used = [idx for idx in load.indices if any(v.same_as(idx) for v in row_vars) or _mentions(idx, row_vars)]
         if used and not (len(used) == len(row_vars) and all(u.same_as(v) for u, v in zip(used, row_vars))):

@@ -48,6 +48,8 @@ class Contraction:
     dtype: str
     pack_operand: int | None = None  # read-buffer index of the vector-side operand, if packable
     panel: int | None = None  # width W of a vector-side operand pre-packed as w[n // W, .., n % W] (passes/pack_dense_weights.py)
+    vec_load: TensorLoad | None = None  # the operand read along ``vec`` (a weight), casts stripped
+    other_load: TensorLoad | None = None  # the other operand (the broadcast side: activations, a conv's input)
 
 
 def _is_load(expr) -> bool:
@@ -143,7 +145,8 @@ def analyze_contraction(block, iter_vars: list) -> Contraction | None:
     if isinstance(last_index, tirx.FloorMod) and last_index.a.same_as(vec_var) and isinstance(last_index.b, tirx.IntImm):
         panel = int(last_index.b.value)
     return Contraction(
-        vec=vec, row=row, spatial=spatial, reduce=reduce, dtype=str(body.buffer.dtype), pack_operand=pack, panel=panel
+        vec=vec, row=row, spatial=spatial, reduce=reduce, dtype=str(body.buffer.dtype), pack_operand=pack, panel=panel,
+        vec_load=vec_load, other_load=b if vec_load is a else a,
     )
 
 
