@@ -15,7 +15,7 @@ import sys
 
 os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
 
-from tvm_autoglm.measure.profile import profile_session  # noqa: E402
+from tvm_autoglm.measure.profile import interleaved_kernel_ms  # noqa: E402
 from tvm_autoglm.runtime import Session, example_inputs  # noqa: E402
 
 
@@ -23,14 +23,7 @@ def main(paths: list[str], rounds: int, top: int) -> None:
     sessions = {p: Session.open(p) for p in paths}
     first = sessions[paths[0]]
     inputs = example_inputs(first.input_specs, index_ranges=first.index_ranges)
-    per_kernel = {p: {} for p in paths}
-    totals = {p: [] for p in paths}
-    for _ in range(rounds):
-        for p in paths:
-            prof = profile_session(sessions[p], inputs, repeat=3, warmup=1)
-            for row in prof.kernels:
-                per_kernel[p].setdefault(row.name, []).append(row.ms)
-            totals[p].append(sum(row.ms for row in prof.kernels))
+    per_kernel, totals = interleaved_kernel_ms(sessions, inputs, rounds, repeat=3, warmup=1)
     names = sorted(per_kernel[paths[0]], key=lambda n: -statistics.median(per_kernel[paths[0]][n]))
     print(f"{'kernel':42s}" + "".join(f"{os.path.basename(p)[:11]:>12s}" for p in paths))
     for name in names[:top]:

@@ -56,7 +56,7 @@ def check(build, db_dir, task_names, rounds: int = 3, repeat: int = 5, margin: f
 
     from ..artifact import make_manifest
     from ..index_ranges import index_ranges
-    from ..measure.profile import profile_session
+    from ..measure.profile import interleaved_kernel_ms
     from ..pipeline import build_executable, schedule
     from ..runtime.inputs import example_inputs
     from ..runtime.session import Session
@@ -68,12 +68,7 @@ def check(build, db_dir, task_names, rounds: int = 3, repeat: int = 5, margin: f
         scheduled = schedule(build, db, use_shipped_schedules=False, honor_vetoes=False)
         sessions[label] = (Session(build_executable(scheduled, build), make_manifest(build, scheduled)), scheduled)
     inputs = example_inputs(build.inputs, 0, index_ranges=index_ranges(build.onnx_model))
-    per_kernel = {"default": {}, "tuned": {}}
-    for _ in range(rounds):
-        for label, (session, _) in sessions.items():
-            prof = profile_session(session, inputs, repeat=repeat, warmup=1)
-            for row in prof.kernels:
-                per_kernel[label].setdefault(row.name, []).append(row.ms)
+    per_kernel, _ = interleaved_kernel_ms({label: session for label, (session, _) in sessions.items()}, inputs, rounds, repeat=repeat)
 
     def ms(label, name):
         values = sorted(per_kernel[label].get(name, []))
