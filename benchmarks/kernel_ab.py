@@ -23,7 +23,7 @@ def main(paths: list[str], rounds: int, top: int) -> None:
     sessions = {p: Session.open(p) for p in paths}
     first = sessions[paths[0]]
     inputs = example_inputs(first.input_specs, index_ranges=first.index_ranges)
-    per_kernel, totals = interleaved_kernel_ms(sessions, inputs, rounds, repeat=3, warmup=1)
+    per_kernel, totals = interleaved_kernel_ms(sessions, inputs, rounds, repeat=3, warmup=1, discard_rounds=1)
     names = sorted(per_kernel[paths[0]], key=lambda n: -statistics.median(per_kernel[paths[0]][n]))
     print(f"{'kernel':42s}" + "".join(f"{os.path.basename(p)[:11]:>12s}" for p in paths))
     for name in names[:top]:

@@ -154,18 +154,22 @@ def profile_session(session, inputs: dict, repeat: int = 10, warmup: int = 2, pe
     return profile
 
 
-def interleaved_kernel_ms(sessions: dict, inputs: dict, rounds: int, repeat: int = 3, warmup: int = 1) -> tuple[dict, dict]:
+def interleaved_kernel_ms(sessions: dict, inputs: dict, rounds: int, repeat: int = 3, warmup: int = 1, discard_rounds: int = 0) -> tuple[dict, dict]:
     """Profile each session once per round, in turn; per label: ``{kernel: [ms per round]}`` and ``[kernel sum per round]``.
 
     Why rounds, not one profile per build: on a shared box the same build's kernels move by
     30% from one minute to the next, so builds are only comparable when measured in the same
-    minutes. Every round profiles each session in the same order.
+    minutes. Every round profiles each session in the same order. ``discard_rounds`` leading
+    rounds are run and dropped, so that the first session's first profile does not pay alone
+    for cold caches and a sleeping thread pool.
     """
     per_kernel = {label: {} for label in sessions}
     totals = {label: [] for label in sessions}
-    for _ in range(rounds):
+    for index in range(discard_rounds + rounds):
         for label, session in sessions.items():
             prof = profile_session(session, inputs, repeat=repeat, warmup=warmup)
+            if index < discard_rounds:
+                continue
             for row in prof.kernels:
                 per_kernel[label].setdefault(row.name, []).append(row.ms)
             totals[label].append(sum(row.ms for row in prof.kernels))
