@@ -22,9 +22,17 @@ def test_o3_is_faster_than_o0(chain_builds):
 
 
 def test_build_against_itself_is_no_significant_difference(chain_builds):
-    result = ab(str(chain_builds[3]), str(chain_builds[3]), repeat=12, warmup=1, idle_wait=2.0)
-    assert result["comparison"]["verdict"] == "no significant difference", result
-    assert all(d["max_abs"] == 0.0 for d in result["parity"].values())
+    """At the 5% level one run in twenty calls identical builds different by chance (CI saw a
+    p = 0.04 "slower" once on a noisy box), so the claim tested is: not in two runs out of two.
+    A bias of the method (say, against the build timed first) would still fail it every time."""
+    verdicts = []
+    for _ in range(2):
+        result = ab(str(chain_builds[3]), str(chain_builds[3]), repeat=12, warmup=1, idle_wait=2.0)
+        assert all(d["max_abs"] == 0.0 for d in result["parity"].values())
+        verdicts.append(result["comparison"]["verdict"])
+        if verdicts[-1] == "no significant difference":
+            break
+    assert "no significant difference" in verdicts, verdicts
 
 
 def test_parity_reports_max_abs_and_rel():

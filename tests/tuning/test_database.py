@@ -123,7 +123,10 @@ def test_lines_from_another_tvm_version_are_skipped_and_the_rest_applies(db_copy
 
     # The remaining records still schedule the model, and it still computes the right thing.
     model = tvm_autoglm.compile(tiny_model, tuning_db=str(db_copy), use_shipped_schedules=False)
-    assert model.manifest["tuning"]["records_applied"] == len({r[0] for r in good}) >= 1
+    # A record the tuning run's in-model check vetoed (noise can do that to a 16-trial run) is
+    # withheld on purpose, not lost: it counts as handled.
+    tuning = model.manifest["tuning"]
+    assert tuning["records_applied"] + tuning.get("vetoed", 0) == len({r[0] for r in good}) >= 1, tuning
     x = np.random.default_rng(0).standard_normal((32, 64)).astype(np.float32)
     want = ort.InferenceSession(tiny_model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(model.run(x=x)["y"], want, rtol=1e-4, atol=1e-5)
