@@ -189,7 +189,14 @@ def torch_baselines(name, size, seq, batch, inputs, precisions, repeat, warmup, 
                 print(f"  {variant} {precision} failed: {type(err).__name__}: {str(err)[:200]}", flush=True)
                 continue
             if variant == "eager" and precision == "fp32":
-                out = call(module)
+                # The accuracy reference in true fp32: cuDNN convolutions default to TF32 on Ampere and
+                # later (timings keep torch's defaults, which is what a user of torch gets).
+                tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+                torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+                try:
+                    out = call(module)
+                finally:
+                    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
                 out = out if isinstance(out, (tuple, list)) else (out,)
                 reference = {k: v.float().cpu().numpy() for k, v in zip(zoo.MODELS[ZOO_NAMES[name]].outputs, out)}
     return results, reference
