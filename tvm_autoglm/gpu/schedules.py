@@ -138,15 +138,9 @@ def _children(stmt):
         yield from (s for s in seq if isinstance(s, tvm.tirx.Stmt))
 
 
-def unbound_blocks(func) -> list[str]:
-    """Blocks of a kernel that sit under no GPU thread binding (each would run as host code).
-
-    A rule can bind one block of a multi-block kernel and leave the rest: dlight's
-    ``Transpose`` did that to ONNX GatherND (a transpose of the indices, then the gather),
-    and the gather ran on the CPU, reading device pointers: bert-large segfaulted on an
-    H200 at its first call. So every block must be bound, not just one.
-    """
-    found = []
+def _binding_scan(func) -> tuple[bool, list[str]]:
+    """One walk of a kernel: (has any GPU thread binding, names of the blocks under none)."""
+    has_binding, found = False, []
     stack = [(func.body, False)]
     while stack:
         stmt, bound = stack.pop()
@@ -155,6 +149,7 @@ def unbound_blocks(func) -> list[str]:
             bound = bound or (binding is not None and str(binding.thread_tag).startswith(_THREAD_TAGS))
         if isinstance(stmt, tvm.tirx.AttrStmt) and stmt.attr_key == "thread_extent":
             bound = True
+        has_binding = has_binding or bound
         block = getattr(stmt, "block", None)
         if block is not None and hasattr(block, "name_hint"):  # an SBlockRealize
             if not bound and block.name_hint != "root":
@@ -162,22 +157,24 @@ def unbound_blocks(func) -> list[str]:
             stack.append((block.body, bound))
             continue
         stack.extend((child, bound) for child in _children(stmt))
-    return sorted(set(found))
+    return has_binding, sorted(set(found))
+
+
+def unbound_blocks(func) -> list[str]:
+    """Blocks of a kernel that sit under no GPU thread binding (each would run as host code).
+
+    A rule can bind one block of a multi-block kernel and leave the rest: dlight's
+    ``Transpose`` did that to ONNX GatherND (a transpose of the indices, then the gather),
+    and the gather ran on the CPU, reading device pointers: bert-large segfaulted on an
+    H200 at its first call. So every block must be bound, not just one.
+    """
+    return _binding_scan(func)[1]
 
 
 def is_thread_bound(func) -> bool:
     """True if the kernel runs entirely on GPU threads: it has a binding and no block escapes it."""
-    stack = [func.body]
-    has_binding = False
-    while stack and not has_binding:
-        stmt = stack.pop()
-        if isinstance(stmt, tvm.tirx.For) and stmt.kind == tvm.tirx.ForKind.THREAD_BINDING:
-            binding = stmt.thread_binding
-            has_binding = binding is not None and str(binding.thread_tag).startswith(_THREAD_TAGS)
-        if isinstance(stmt, tvm.tirx.AttrStmt) and stmt.attr_key == "thread_extent":
-            has_binding = True
-        stack.extend(_children(stmt))
-    return has_binding and not unbound_blocks(func)
+    has_binding, unbound = _binding_scan(func)
+    return has_binding and not unbound
 
 
 def unbound_kernels(mod: tvm.IRModule) -> list[str]:
