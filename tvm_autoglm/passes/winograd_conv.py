@@ -1,0 +1,202 @@
+"""3x3 stride-1 convolutions as Winograd F(2x2, 3x3): 2.25x fewer multiplies (O3, CPU).
+
+A direct 3x3 convolution does 9 multiply-adds per input channel per output
+pixel. Winograd's minimal filtering algorithm computes each 2x2 block of
+outputs from a 4x4 input tile with 16 multiply-adds per channel instead of
+36, after linear transforms of the tile and of the filter whose coefficients
+are 0 and +-1 (input, output) or +-1/2 (filter, done once at compile time on
+the constant weight). The conv then becomes three kernels:
+
+1. input transform: ``V[e, p, c]`` for the 16 positions ``e`` of each 4x4
+   tile ``p`` (adds only, channels vectorized);
+2. 16 independent GEMMs ``M[e, p, k] = sum_c V[e, p, c] * U[e, c, k]``: the
+   contraction our Matmul rule schedules like any batched matmul, its weight
+   pre-packed as ``[e, K / lanes, C, lanes]``;
+3. output transform: each 2x2 output block from the 4x4 ``M`` values of its
+   tile (adds only), with the conv's bias/ReLU/residual epilogue fused after
+   it by FuseOps.
+
+The transforms are written without ``Select``: the two nonzero taps of each
+row of the transform matrices are index arithmetic on the row number, so the
+vectorized channel loop does 4 loads per ``V`` element and 9 per output.
+The rows of ``B^T`` are scaled (last row negated) against the textbook
+matrices, compensated in ``A^T``; ``U`` is unchanged, so the product is the
+same convolution. Rounding differs from the direct conv by a few ulps of the
+transformed values (fp32 only: fp16/int8 convs are left alone).
+
+Measured on resnet50 (2-core Zen 3, see benchmarks/RESULTS.md "Winograd"):
+which layers gain depends on how much the padding of odd sizes (7x7 output ->
+8x8 of tiles) and the 16x weight panel cost, so only layers passing
+:func:`worth_it` are rewritten.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax, te, tirx, topi
+
+from ._util import const_value
+from .pack_conv_weights import _ints, _lanes
+from .registry import register_pass
+
+#: Filter transform of F(2x2, 3x3) (Lavin & Gray 2016).
+G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+#: Input transform B^T with its last row negated (d3 - d1); see the module docstring.
+BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, -1, 0, 1]], dtype=np.float64)
+#: Output transform A^T with the matching last column negated.
+AT = np.array([[1, 1, 1, 0], [0, 1, -1, 1]], dtype=np.float64)
+
+
+def transformed_weight(hwio: np.ndarray, lanes: int) -> np.ndarray:
+    """HWIO 3x3 weight -> ``U`` packed as ``[16, K / lanes, C, lanes]`` (float64 math, stored in its dtype)."""
+    kh, kw, c, k = hwio.shape
+    assert (kh, kw) == (3, 3)
+    u = np.einsum("ai,ijck,bj->abck", G, hwio.astype(np.float64), G)  # [4, 4, C, K]
+    u = u.reshape(16, c, k // lanes, lanes).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(u.astype(hwio.dtype))
+
+
+def _tap(a):
+    """Row ``a`` of BT as ``d[u] + sign * d[v]``: u = (0, 2, 2, 3), v = (2, 1, 1, 1), sign = (-1, 1, -1, -1)."""
+    is_one = tirx.floormod(a, 2) * (1 - tirx.floordiv(a, 2))  # 1 for a == 1, else 0
+    u = a + is_one
+    v = 2 - tirx.min(a, 1)
+    sign = is_one * 2 - 1  # only row 1 adds (d2 + d1); rows 0, 2, 3 subtract
+    return u, v, sign
+
+
+def padded_tile_count(tiles: int) -> int:
+    """Tiles rounded up to a multiple of 4: the GEMM's row count, so its register tile can be 4 rows x 2 vectors.
+
+    14x14 outputs have 49 tiles, whose only divisors give a 7 x 1-vector tile (7 FMAs
+    per 8 loads); 52 rows of which 3 are zero cost 6% more multiplies and get the
+    4 x 2 tile.
+    """
+    return -(-tiles // 4) * 4
+
+
+def input_transform_te(data):
+    """NHWC data -> ``V[e, p, c]``: the 16 transformed values of every 4x4 input tile (stride 2, padding 1)."""
+    _, h, w, c = (int(d) for d in data.shape)
+    th, tw = (h + 1) // 2, (w + 1) // 2
+    rows = padded_tile_count(th * tw)
+    last_ty = (rows - 1) // tw  # rows past th * tw are whole-zero tiles below the image
+    padded = topi.nn.pad(data, [0, 1, 1, 0], [0, 2 * last_ty + 3 - h, 2 * tw + 1 - w, 0], name="pad_temp")
+
+    def value(e, p, ch):
+        a, b = tirx.floordiv(e, 4), tirx.floormod(e, 4)
+        ty, tx = tirx.floordiv(p, tw), tirx.floormod(p, tw)
+        ua, va, sa = _tap(a)
+        ub, vb, sb = _tap(b)
+        sa, sb = sa.astype(data.dtype), sb.astype(data.dtype)
+
+        def d(i, j):
+            return padded[0, 2 * ty + i, 2 * tx + j, ch]
+
+        return (d(ua, ub) + sb * d(ua, vb)) + sa * (d(va, ub) + sb * d(va, vb))
+
+    return te.compute((16, rows, c), value, name="winograd_input")
+
+
+def batched_gemm_te(tiles, ufilter, out_dtype):
+    """``M[e, p, k] = sum_c V[e, p, c] * U[e, c, k]`` with ``U`` packed ``[16, K / lanes, C, lanes]``."""
+    _, ntiles, c = (int(d) for d in tiles.shape)
+    _, blocks, _, lanes = (int(d) for d in ufilter.shape)
+    rc = te.reduce_axis((0, c), name="rc")
+    return te.compute(
+        (16, ntiles, blocks * lanes),
+        lambda e, p, f: te.sum(
+            tiles[e, p, rc].astype(out_dtype) * ufilter[e, f // lanes, rc, f % lanes].astype(out_dtype), axis=rc
+        ),
+        name="winograd_gemm",
+    )
+
+
+def output_transform_te(prod, height: int, width: int):
+    """``M`` -> NHWC output: each 2x2 output block from its tile's 16 values (A^T M A)."""
+    _, _, k = (int(d) for d in prod.shape)
+    tw = (width + 1) // 2
+    dtype = prod.dtype
+
+    def pixel(_b, y, x, f):
+        i, j = tirx.floormod(y, 2), tirx.floormod(x, 2)
+        p = tirx.floordiv(y, 2) * tw + tirx.floordiv(x, 2)
+        # Row i of A^T: taps 2i (coefficient 1 - 2i), 1 and 2 + i (coefficient 1).
+        taps_y = ((2 * i, (1 - 2 * i).astype(dtype)), (1, None), (2 + i, None))
+        taps_x = ((2 * j, (1 - 2 * j).astype(dtype)), (1, None), (2 + j, None))
+        total = None
+        for ra, ca in taps_y:
+            line = None
+            for cb, cc in taps_x:
+                term = prod[ra * 4 + cb, p, f]
+                term = term * cc if cc is not None else term
+                line = term if line is None else line + term
+            line = line * ca if ca is not None else line
+            total = line if total is None else total + line
+        return total
+
+    return te.compute((1, height, width, k), pixel, name="winograd_output")
+
+
+def worth_it(height: int, width: int, in_channels: int, out_channels: int) -> bool:
+    """Rewrite only where the measured gain holds (see the module docstring)."""
+    return ((height + 1) // 2) * ((width + 1) // 2) >= 36
+
+
+@relax.expr_functor.mutator
+class _Rewriter(relax.PyExprMutator):
+    def __init__(self, mod, lanes: int):
+        super().__init__(mod)
+        self.lanes = lanes
+        self.rewritten = 0
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if not isinstance(call, relax.Call) or getattr(call.op, "name", "") != "relax.nn.conv2d":
+            return call
+        attrs = call.attrs
+        weight = const_value(call.args[1])
+        data_sinfo = call.args[0].ty
+        if weight is None or weight.ndim != 4 or str(weight.dtype) != "float32":
+            return call
+        if int(attrs.groups) != 1 or attrs.data_layout != "NHWC" or attrs.out_layout != "NHWC":
+            return call
+        if attrs.kernel_layout not in ("OHWI", "HWIO"):
+            return call
+        if _ints(attrs.strides) != [1, 1] or _ints(attrs.dilation) != [1, 1] or _ints(attrs.padding) != [1, 1, 1, 1]:
+            return call
+        hwio = weight.transpose(1, 2, 3, 0) if attrs.kernel_layout == "OHWI" else weight
+        if hwio.shape[:2] != (3, 3) or hwio.shape[3] % self.lanes:
+            return call
+        if not isinstance(data_sinfo, relax.TensorType) or data_sinfo.shape is None or str(data_sinfo.dtype) != "float32":
+            return call
+        try:
+            n, h, w, c = _ints(data_sinfo.shape.values)
+        except (TypeError, AttributeError):
+            return call
+        out_dtype = str(attrs.out_dtype)
+        if out_dtype in ("", "void", "None"):
+            out_dtype = "float32"
+        if n != 1 or out_dtype != "float32" or not worth_it(h, w, c, hwio.shape[3]):
+            return call
+        ufilter = relax.const(transformed_weight(hwio, self.lanes))
+        self.rewritten += 1
+        tiles = self.builder_.emit_te(input_transform_te, call.args[0], primfunc_name_hint="winograd_input")
+        prod = self.builder_.emit_te(batched_gemm_te, tiles, ufilter, out_dtype, primfunc_name_hint="winograd_gemm")
+        return self.builder_.call_te(output_transform_te, prod, h, w, primfunc_name_hint="winograd_output")
+
+
+@tvm.transform.module_pass(opt_level=0, name="AutoGLMWinogradConv")
+def winograd_conv_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    rewriter = _Rewriter(mod, _lanes())
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function) and not (func.attrs and "Primitive" in func.attrs):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    return rewriter.builder_.get()
+
+
+@register_pass("winograd_conv", opt_level=3, stage=76, target_kinds=("cpu",))
+def winograd_conv():
+    """NHWC 3x3 stride-1 fp32 conv2d with a constant weight -> Winograd F(2x2, 3x3) (O3, CPU)."""
+    return winograd_conv_pass
