@@ -101,11 +101,11 @@ def input_transform_te(data):
 
 def batched_gemm_te(tiles, ufilter, out_dtype):
     """``M[e, p, k] = sum_c V[e, p, c] * U[e, c, k]`` with ``U`` packed ``[16, K / lanes, C, lanes]``."""
-    _, ntiles, c = (int(d) for d in tiles.shape)
+    positions, ntiles, c = (int(d) for d in tiles.shape)
     _, blocks, _, lanes = (int(d) for d in ufilter.shape)
     rc = te.reduce_axis((0, c), name="rc")
     return te.compute(
-        (16, ntiles, blocks * lanes),
+        (positions, ntiles, blocks * lanes),
         lambda e, p, f: te.sum(
             tiles[e, p, rc].astype(out_dtype) * ufilter[e, f // lanes, rc, f % lanes].astype(out_dtype), axis=rc
         ),
