@@ -20,7 +20,7 @@ RTOL, ATOL = 1e-4, 1e-4
 STAGES = ("winograd_input", "winograd_gemm", "winograd_output")
 
 
-def _conv_model(h, w, c=8, k=16, seed=0, **conv_attrs):
+def _conv_model(h, w, c=8, k=16, seed=0, batch=1, **conv_attrs):
     rng = np.random.default_rng(seed)
     attrs = {"pads": [1, 1, 1, 1], **conv_attrs}
     group = attrs.get("group", 1)
@@ -32,7 +32,7 @@ def _conv_model(h, w, c=8, k=16, seed=0, **conv_attrs):
         helper.make_node("Relu", ["c"], ["y"]),
     ]
     inits = {"w": rng.standard_normal((k, c // group, kh, kh)), "b": rng.standard_normal(k)}
-    return make_model(nodes, {"x": [1, c, h, w]}, {"y": None}, inits)
+    return make_model(nodes, {"x": [batch, c, h, w]}, {"y": None}, inits)
 
 
 def _rewrite(model):
@@ -53,6 +53,15 @@ def test_rewrites_conv_into_three_kernels_with_parity(size):
     names = [n for n in kernels(mod) if "winograd" in n]
     assert len(names) == 3 and [stage in n for stage, n in zip(STAGES, names)] == [True] * 3
     assert names[2].startswith("fused_winograd_output_add_relu")  # bias + ReLU fused after the output transform
+    assert_parity(mod, model, _input(model), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("size", [(14, 14), (13, 11)])
+def test_batch_tiles_numbered_image_by_image(size):
+    # 3 images of 13x11: 3 x 42 tiles = 126, padded to 128 rows that read below the last image.
+    model = _conv_model(*size, batch=3)
+    mod = _rewrite(model)
+    assert op_counts(mod).get("nn.conv2d", 0) == 0
     assert_parity(mod, model, _input(model), rtol=RTOL, atol=ATOL)
 
 

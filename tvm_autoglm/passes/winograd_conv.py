@@ -77,22 +77,30 @@ def padded_tile_count(tiles: int) -> int:
 
 
 def input_transform_te(data):
-    """NHWC data -> ``V[e, p, c]``: the 16 transformed values of every 4x4 input tile (stride 2, padding 1)."""
-    _, h, w, c = (int(d) for d in data.shape)
+    """NHWC data -> ``V[e, p, c]``: the 16 transformed values of every 4x4 input tile (stride 2, padding 1).
+
+    Tiles are numbered image by image, row by row: ``p = (n * th + ty) * tw + tx``.
+    The padding rows past the last tile (see :func:`padded_tile_count`) read
+    zero rows below the last image.
+    """
+    batch, h, w, c = (int(d) for d in data.shape)
     th, tw = (h + 1) // 2, (w + 1) // 2
-    rows = padded_tile_count(th * tw)
-    last_ty = (rows - 1) // tw  # rows past th * tw are whole-zero tiles below the image
+    per_image = th * tw
+    rows = padded_tile_count(batch * per_image)
+    last_ty = (rows - 1 - (batch - 1) * per_image) // tw
     padded = topi.nn.pad(data, [0, 1, 1, 0], [0, 2 * last_ty + 3 - h, 2 * tw + 1 - w, 0], name="pad_temp")
 
     def value(e, p, ch):
         a, b = tirx.floordiv(e, 4), tirx.floormod(e, 4)
-        ty, tx = tirx.floordiv(p, tw), tirx.floormod(p, tw)
+        n = tirx.min(tirx.floordiv(p, per_image), batch - 1)
+        q = p - n * per_image
+        ty, tx = tirx.floordiv(q, tw), tirx.floormod(q, tw)
         ua, va, sa = _tap(a)
         ub, vb, sb = _tap(b)
         sa, sb = sa.astype(data.dtype), sb.astype(data.dtype)
 
         def d(i, j):
-            return padded[0, 2 * ty + i, 2 * tx + j, ch]
+            return padded[n, 2 * ty + i, 2 * tx + j, ch]
 
         return (d(ua, ub) + sb * d(ua, vb)) + sa * (d(va, ub) + sb * d(va, vb))
 
@@ -113,15 +121,15 @@ def batched_gemm_te(tiles, ufilter, out_dtype):
     )
 
 
-def output_transform_te(prod, height: int, width: int):
+def output_transform_te(prod, batch: int, height: int, width: int):
     """``M`` -> NHWC output: each 2x2 output block from its tile's 16 values (A^T M A)."""
     _, _, k = (int(d) for d in prod.shape)
-    tw = (width + 1) // 2
+    th, tw = (height + 1) // 2, (width + 1) // 2
     dtype = prod.dtype
 
-    def pixel(_b, y, x, f):
+    def pixel(n, y, x, f):
         i, j = tirx.floormod(y, 2), tirx.floormod(x, 2)
-        p = tirx.floordiv(y, 2) * tw + tirx.floordiv(x, 2)
+        p = (n * th + tirx.floordiv(y, 2)) * tw + tirx.floordiv(x, 2)
         # Row i of A^T: taps 2i (coefficient 1 - 2i), 1 and 2 + i (coefficient 1).
         taps_y = ((2 * i, (1 - 2 * i).astype(dtype)), (1, None), (2 + i, None))
         taps_x = ((2 * j, (1 - 2 * j).astype(dtype)), (1, None), (2 + j, None))
@@ -136,16 +144,17 @@ def output_transform_te(prod, height: int, width: int):
             total = line if total is None else total + line
         return total
 
-    return te.compute((1, height, width, k), pixel, name="winograd_output")
+    return te.compute((batch, height, width, k), pixel, name="winograd_output")
 
 
 def worth_it(height: int, width: int, in_channels: int, out_channels: int) -> bool:
-    """At least 36 output tiles: below that the GEMMs have too few rows to pay for their weight.
+    """At least 36 output tiles per image: below that the GEMMs have too few rows to pay for their weight.
 
     The transformed weight is 16/9 the size of the 3x3 one and every call streams it
     from memory. resnet50's 7x7 layers (16 tiles, 16.8 MB of transformed weight)
     ran 3.85 ms as Winograd against 3.84 ms direct (2 calls); the 14x14 ones (49
-    tiles) 4.93 against 7.81 ms (5 calls).
+    tiles) 4.93 against 7.81 ms (5 calls). Measured at batch 1 only, so the count is
+    per image: a batch gives the direct conv more pixels per weight load too.
     """
     return ((height + 1) // 2) * ((width + 1) // 2) >= 36
 
@@ -184,13 +193,13 @@ class _Rewriter(relax.PyExprMutator):
         out_dtype = str(attrs.out_dtype)
         if out_dtype in ("", "void", "None"):
             out_dtype = "float32"
-        if n != 1 or out_dtype != "float32" or not worth_it(h, w, c, hwio.shape[3]):
+        if out_dtype != "float32" or not worth_it(h, w, c, hwio.shape[3]):
             return call
         ufilter = relax.const(transformed_weight(hwio, self.lanes))
         self.rewritten += 1
         tiles = self.builder_.emit_te(input_transform_te, call.args[0], primfunc_name_hint="winograd_input")
         prod = self.builder_.emit_te(batched_gemm_te, tiles, ufilter, out_dtype, primfunc_name_hint="winograd_gemm")
-        return self.builder_.call_te(output_transform_te, prod, h, w, primfunc_name_hint="winograd_output")
+        return self.builder_.call_te(output_transform_te, prod, n, h, w, primfunc_name_hint="winograd_output")
 
 
 @tvm.transform.module_pass(opt_level=0, name="AutoGLMWinogradConv")
