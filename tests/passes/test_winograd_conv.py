@@ -94,6 +94,20 @@ def test_leaves_other_convs_alone(model):
     assert op_counts(_rewrite(model)).get("nn.conv2d", 0) == 1
 
 
+def test_packs_the_weight_for_the_target_vector_width():
+    mod = convert_layout_nhwc()(import_model(_conv_model(14, 14, k=32)))
+    with tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"}):
+        wide = winograd_conv()(mod)
+    weights = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.call_tir":
+            weights.extend(tuple(a.value.numpy().shape) for a in expr.args[1].fields if isinstance(a, tvm.ir.expr.Constant))
+
+    relax.analysis.post_order_visit(wide["main"].body, visit)
+    assert weights == [(16, 2, 8, 16)]  # [positions, K / 16, C, 16 lanes]
+
+
 def test_leaves_nchw_alone():
     mod = import_model(_conv_model(14, 14))
     out = winograd_conv()(mod)
