@@ -20,6 +20,8 @@ rewritten; anything else is left as it was.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import tvm
 from tvm import relax, te, topi
@@ -80,6 +82,40 @@ def _conv_te(data, wpack, strides, padding, dilation, out_dtype):
     )
 
 
+@dataclass(frozen=True)
+class ConstantConv:
+    """A conv2d the CPU rewrites can take: NHWC, groups=1, constant weight, static input shape."""
+
+    hwio: np.ndarray  # the weight as [KH, KW, C, F]
+    data_shape: tuple[int, int, int, int]
+    data_dtype: str
+    out_dtype: str
+
+
+def match_constant_nhwc_conv(call) -> ConstantConv | None:
+    """The weight, input shape and output dtype of a channels-last conv2d with a constant weight, else None."""
+    if not isinstance(call, relax.Call) or getattr(call.op, "name", "") != "relax.nn.conv2d":
+        return None
+    attrs = call.attrs
+    weight = const_value(call.args[1])
+    if weight is None or int(attrs.groups) != 1 or attrs.data_layout != "NHWC" or attrs.out_layout != "NHWC":
+        return None
+    if attrs.kernel_layout not in ("OHWI", "HWIO") or weight.ndim != 4:
+        return None
+    data_sinfo = call.args[0].ty
+    if not isinstance(data_sinfo, relax.TensorType) or data_sinfo.shape is None:
+        return None
+    try:
+        shape = tuple(_ints(data_sinfo.shape.values))
+    except (TypeError, AttributeError):
+        return None  # symbolic shapes: leave it to the generic conv2d
+    out_dtype = str(attrs.out_dtype)
+    if out_dtype in ("", "void", "None"):
+        out_dtype = str(data_sinfo.dtype)
+    hwio = weight.transpose(1, 2, 3, 0) if attrs.kernel_layout == "OHWI" else weight
+    return ConstantConv(hwio, shape, str(data_sinfo.dtype), out_dtype)
+
+
 @relax.expr_functor.mutator
 class _Packer(relax.PyExprMutator):
     def __init__(self, mod, lanes: int):
@@ -89,26 +125,12 @@ class _Packer(relax.PyExprMutator):
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
-        if not isinstance(call, relax.Call) or getattr(call.op, "name", "") != "relax.nn.conv2d":
+        conv = match_constant_nhwc_conv(call)
+        if conv is None or conv.hwio.shape[3] % self.lanes:
             return call
         attrs = call.attrs
-        weight = const_value(call.args[1])
-        if weight is None or int(attrs.groups) != 1 or attrs.data_layout != "NHWC" or attrs.out_layout != "NHWC":
-            return call
-        if attrs.kernel_layout not in ("OHWI", "HWIO") or weight.ndim != 4:
-            return call
-        out_channels = weight.shape[0] if attrs.kernel_layout == "OHWI" else weight.shape[3]
-        data_sinfo = call.args[0].ty
-        if out_channels % self.lanes or not isinstance(data_sinfo, relax.TensorType) or data_sinfo.shape is None:
-            return call
-        try:
-            _ints(data_sinfo.shape.values)
-        except (TypeError, AttributeError):
-            return call  # symbolic shapes: leave it to the generic conv2d
-        out_dtype = str(attrs.out_dtype)
-        if out_dtype in ("", "void", "None"):
-            out_dtype = str(data_sinfo.dtype)
-        wpack = relax.const(packed_weight(weight, attrs.kernel_layout, self.lanes))
+        out_dtype = conv.out_dtype
+        wpack = relax.const(packed_weight(conv.hwio, "HWIO", self.lanes))
         self.packed += 1
         return self.builder_.call_te(
             _conv_te,

@@ -36,8 +36,7 @@ import numpy as np
 import tvm
 from tvm import relax, te, tirx, topi
 
-from ._util import const_value
-from .pack_conv_weights import _ints, _lanes
+from .pack_conv_weights import _ints, _lanes, match_constant_nhwc_conv
 from .registry import register_pass
 
 #: Filter transform of F(2x2, 3x3) (Lavin & Gray 2016).
@@ -168,37 +167,19 @@ class _Rewriter(relax.PyExprMutator):
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
-        if not isinstance(call, relax.Call) or getattr(call.op, "name", "") != "relax.nn.conv2d":
+        conv = match_constant_nhwc_conv(call)
+        if conv is None or {conv.data_dtype, conv.out_dtype, str(conv.hwio.dtype)} != {"float32"}:
             return call
         attrs = call.attrs
-        weight = const_value(call.args[1])
-        data_sinfo = call.args[0].ty
-        if weight is None or weight.ndim != 4 or str(weight.dtype) != "float32":
-            return call
-        if int(attrs.groups) != 1 or attrs.data_layout != "NHWC" or attrs.out_layout != "NHWC":
-            return call
-        if attrs.kernel_layout not in ("OHWI", "HWIO"):
-            return call
         if _ints(attrs.strides) != [1, 1] or _ints(attrs.dilation) != [1, 1] or _ints(attrs.padding) != [1, 1, 1, 1]:
             return call
-        hwio = weight.transpose(1, 2, 3, 0) if attrs.kernel_layout == "OHWI" else weight
-        if hwio.shape[:2] != (3, 3) or hwio.shape[3] % self.lanes:
-            return call
-        if not isinstance(data_sinfo, relax.TensorType) or data_sinfo.shape is None or str(data_sinfo.dtype) != "float32":
-            return call
-        try:
-            n, h, w, c = _ints(data_sinfo.shape.values)
-        except (TypeError, AttributeError):
-            return call
-        out_dtype = str(attrs.out_dtype)
-        if out_dtype in ("", "void", "None"):
-            out_dtype = "float32"
-        if out_dtype != "float32" or not worth_it(h, w, c, hwio.shape[3]):
+        hwio, (n, h, w, c) = conv.hwio, conv.data_shape
+        if hwio.shape[:2] != (3, 3) or hwio.shape[3] % self.lanes or not worth_it(h, w, c, hwio.shape[3]):
             return call
         ufilter = relax.const(transformed_weight(hwio, self.lanes))
         self.rewritten += 1
         tiles = self.builder_.emit_te(input_transform_te, call.args[0], primfunc_name_hint="winograd_input")
-        prod = self.builder_.emit_te(batched_gemm_te, tiles, ufilter, out_dtype, primfunc_name_hint="winograd_gemm")
+        prod = self.builder_.emit_te(batched_gemm_te, tiles, ufilter, "float32", primfunc_name_hint="winograd_gemm")
         return self.builder_.call_te(output_transform_te, prod, n, h, w, primfunc_name_hint="winograd_output")
 
 
