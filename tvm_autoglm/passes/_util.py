@@ -129,3 +129,15 @@ def rewrite_module(mod: tvm.IRModule, rewrite_func) -> tvm.IRModule:
     for gv, func in updates.items():
         mod[gv] = func
     return mod
+
+
+def mutate_graph_functions(mod: tvm.IRModule, mutator: relax.PyExprMutator) -> tvm.IRModule:
+    """Run ``mutator`` over every graph-level Relax function (not the Primitive ones FuseOps made) and return its module.
+
+    The rewrite passes that replace ops with ``call_te`` kernels all walk the
+    module this way; the mutator's own BlockBuilder collects the new PrimFuncs.
+    """
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function) and not (func.attrs and "Primitive" in func.attrs):
+            mutator.builder_.update_func(gv, mutator.visit_expr(func))
+    return mutator.builder_.get()

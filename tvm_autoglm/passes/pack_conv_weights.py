@@ -26,7 +26,7 @@ import numpy as np
 import tvm
 from tvm import relax, te, topi
 
-from ._util import const_value
+from ._util import const_value, mutate_graph_functions
 from .registry import register_pass
 
 
@@ -148,10 +148,7 @@ class _Packer(relax.PyExprMutator):
 def pack_conv_weights_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     lanes = _lanes()
     packer = _Packer(mod, lanes)
-    for gv, func in list(mod.functions.items()):
-        if isinstance(func, relax.Function) and not (func.attrs and "Primitive" in func.attrs):
-            packer.builder_.update_func(gv, packer.visit_expr(func))
-    return packer.builder_.get()
+    return mutate_graph_functions(mod, packer)
 
 
 @register_pass("pack_conv_weights", opt_level=3, stage=77, target_kinds=("cpu",))

@@ -37,6 +37,7 @@ import tvm
 from tvm import relax, te
 from tvm.ir.expr import Constant
 
+from ._util import mutate_graph_functions
 from .registry import register_pass
 
 COMPOSITES = ("autoglm.epilogue_layout",)
@@ -248,10 +249,7 @@ def _uses(func: relax.Function, var: relax.Var) -> list:
 def pack_dense_weights_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     lanes, nregs = _target_params()
     packer = _Packer(mod, lanes, nregs)
-    for gv, func in list(mod.functions.items()):
-        if isinstance(func, relax.Function) and not (func.attrs and "Primitive" in func.attrs):
-            packer.builder_.update_func(gv, packer.visit_expr(func))
-    out = packer.builder_.get()
+    out = mutate_graph_functions(mod, packer)
     if not packer.replaced:
         return out
     # A composite specialised at every call site is dead now; FuseOps would still lower it.

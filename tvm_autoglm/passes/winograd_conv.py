@@ -36,6 +36,7 @@ import numpy as np
 import tvm
 from tvm import relax, te, tirx, topi
 
+from ._util import mutate_graph_functions
 from .pack_conv_weights import _ints, _lanes, match_constant_nhwc_conv
 from .registry import register_pass
 
@@ -186,10 +187,7 @@ class _Rewriter(relax.PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="AutoGLMWinogradConv")
 def winograd_conv_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     rewriter = _Rewriter(mod, _lanes())
-    for gv, func in list(mod.functions.items()):
-        if isinstance(func, relax.Function) and not (func.attrs and "Primitive" in func.attrs):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-    return rewriter.builder_.get()
+    return mutate_graph_functions(mod, rewriter)
 
 
 @register_pass("winograd_conv", opt_level=3, stage=76, target_kinds=("cpu",))
