@@ -167,9 +167,9 @@ def _op_key(node) -> str:
 
 
 def supported_ops() -> set[str]:
-    import tvm.relax.frontend.onnx.onnx_frontend as frontend
+    from . import frontend
 
-    return set(frontend._get_convert_map())
+    return set(frontend.convert_map())
 
 
 def unsupported_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:

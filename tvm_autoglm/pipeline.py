@@ -111,9 +111,12 @@ def _first_line(err: BaseException) -> str:
 def import_onnx(proto: onnx.ModelProto, shapes: dict[str, list[int]], source: str) -> tvm.IRModule:
     import tvm.relax.frontend.onnx  # noqa: F401  (not imported by tvm.relax)
 
+    from . import frontend
+
     dtypes = {spec.name: spec.dtype for spec in onnx_model.graph_inputs(proto)}
     try:
-        return relax.frontend.onnx.from_onnx(proto, shape_dict=shapes, dtype_dict=dtypes)
+        with frontend.extended_convert_map():
+            return relax.frontend.onnx.from_onnx(proto, shape_dict=shapes, dtype_dict=dtypes)
     except AutoGLMError:
         raise
     except Exception as err:  # the frontend raises many kinds; none should reach the user raw
