@@ -15,11 +15,18 @@ from ..errors import AutoGLMError
 
 
 def repo_schedules_dir() -> Path:
-    """schedules/ in the source tree, or $AUTOGLM_SCHEDULES_DIR (tests, site-wide schedule sets)."""
+    """$AUTOGLM_SCHEDULES_DIR (tests, site-wide schedule sets), schedules/ in the source tree, or the packaged copy.
+
+    A wheel carries the shipped databases as ``tvm_autoglm/_schedules`` (setup.py copies them in).
+    """
     override = os.environ.get("AUTOGLM_SCHEDULES_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent.parent.parent / "schedules"
+    package = Path(__file__).resolve().parent.parent
+    repo = package.parent / "schedules"
+    if repo.is_dir():
+        return repo
+    return package / "_schedules"
 
 
 def shipped_databases(target_name: str) -> list[Path]:
