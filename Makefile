@@ -29,7 +29,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 setup: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[zoo,plots,serve]'
+	$(BIN)/pip install --quiet -e '.[zoo,plots,serve,peers]'
 	$(PY) -c "import tvm, tvm_autoglm; print('tvm', tvm.__version__, '- tvm_autoglm ready')"
 
 test:

@@ -1,4 +1,4 @@
-"""`make bench`: our builds vs onnxruntime and PyTorch on the zoo's base models.
+"""`make bench`: our builds vs onnxruntime, OpenVINO and PyTorch on the zoo's base models.
 
     .venv/bin/python benchmarks/run_benchmarks.py                          # bert-base s128, gpt-neox base s128, resnet50 base
     .venv/bin/python benchmarks/run_benchmarks.py --size tiny --seq 16     # a quick smoke run
@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+#: Peers every zoo model races against: onnxruntime (fastest level), OpenVINO (f32 and its default
+#: precision; skipped with a note where it is not installed), PyTorch eager.
+PEERS = ["ort", "openvino", "torch"]
 
 
 def parse_args(argv=None):
@@ -65,8 +68,8 @@ def bench_model(name: str, args, threads: int, log) -> dict:
     compile_s = time.perf_counter() - start
     so = Path(args.build_dir) / f"{name}-{args.size}{'-s' + str(seq) if seq else ''}-O{args.opt}.so"
     model.export(so)
-    log(f"[bench] {label}: measuring vs onnxruntime and PyTorch")
-    result = bench(str(so), ["ort", "torch"], model=str(onnx_path), inputs=inputs, threads=threads, repeat=args.repeat, idle_wait=args.idle_wait, log=log)
+    log(f"[bench] {label}: measuring vs {', '.join(PEERS)}")
+    result = bench(str(so), PEERS, model=str(onnx_path), inputs=inputs, threads=threads, repeat=args.repeat, idle_wait=args.idle_wait, log=log)
     result.update(label=label, onnx=str(onnx_path), artifact=str(so), compile_s=compile_s, tuning=model.manifest.get("tuning"))
     return result
 
@@ -74,39 +77,40 @@ def bench_model(name: str, args, threads: int, log) -> dict:
 def to_markdown(results: list[dict], peak: dict | None, args, argv: list[str], machine: dict) -> str:
     from tvm_autoglm.measure.machine import machine_line
 
-    lines = [START, "## Latency vs onnxruntime and PyTorch (`make bench`)", ""]
+    lines = [START, "## Latency vs onnxruntime, OpenVINO and PyTorch (`make bench`)", ""]
     lines.append(f"{machine_line(machine)}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
     if peak:
         lines.append(f"Measured fp32 peak: {peak['gflops']:.1f} GFLOP/s with {peak['threads']} threads ({peak['method']}).")
+    peer_names = []
+    for r in results:
+        for c in r.get("candidates", [])[1:]:
+            if c["name"] not in peer_names:
+                peer_names.append(c["name"])
+    header = "| model | ours (ms) | p90 | " + " | ".join(f"{p} (ms) | ours vs {p}" for p in peer_names) + " | kernels tuned / default / plain | rounds dropped |"
     lines += [
         "",
-        "Median latency of clean interleaved rounds, batch 1. Speed-up = baseline median / our median (> 1: we are faster).",
+        "Median latency of clean interleaved rounds, batch 1. `ours vs X` = X's median / our median (> 1: we are faster).",
+        "OpenVINO's default precision is its own accuracy class (bf16 on CPUs with AVX512-BF16): compare fp32 builds with `openvino-f32`.",
         "",
-        "| model | ours (ms) | p90 | onnxruntime (ms) | speed-up vs ORT | PyTorch (ms) | speed-up vs PyTorch | kernels tuned / default / plain | rounds dropped |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+        header,
+        "|" + "---|" * (3 + 2 * len(peer_names)) + "---|---|",
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['label']} | failed: {r['error']} | | | | | | | |")
+            lines.append(f"| {r['label']} | failed: {r['error']} |" + " |" * (2 + 2 * len(peer_names)) + " |")
             continue
         by = {c["name"]: c for c in r["candidates"]}
         ours = r["candidates"][0]
-        ort_row, torch_row = by.get("onnxruntime"), by.get("pytorch")
         t = r.get("tuning") or {}
-
-        def speed(row):
-            return f"{row['median_ms'] / ours['median_ms']:.2f}x" if row else "n/a"
-
-        lines.append(
-            f"| {r['label']} | {ours['median_ms']:.2f} | {ours['p90_ms']:.2f} | {ort_row['median_ms']:.2f} | {speed(ort_row)} | "
-            f"{torch_row['median_ms']:.2f} | {speed(torch_row)} | "
-            if torch_row
-            else f"| {r['label']} | {ours['median_ms']:.2f} | {ours['p90_ms']:.2f} | {ort_row['median_ms']:.2f} | {speed(ort_row)} | n/a | n/a | "
-        )
+        cells = []
+        for name in peer_names:
+            row = by.get(name)
+            cells += [f"{row['median_ms']:.2f}", f"{row['median_ms'] / ours['median_ms']:.2f}x"] if row else ["n/a", "n/a"]
         dropped = f"{ours.get('dropped', 0)} of {ours.get('attempts', 0)}"
         if ours.get("topped_up"):
             dropped += f" ({ours['topped_up']} least-disturbed kept: machine saturated)"
-        lines[-1] += f"{t.get('tuned_kernels', '?')} / {t.get('default_scheduled_kernels', '?')} / {t.get('plain_kernels', '?')} | {dropped} |"
+        lines.append(f"| {r['label']} | {ours['median_ms']:.2f} | {ours['p90_ms']:.2f} | " + " | ".join(cells)
+                     + f" | {t.get('tuned_kernels', '?')} / {t.get('default_scheduled_kernels', '?')} / {t.get('plain_kernels', '?')} | {dropped} |")
     lines += ["", "Baselines:"]
     for r in results:
         for c in r.get("candidates", [])[1:]:
@@ -124,7 +128,7 @@ def to_markdown(results: list[dict], peak: dict | None, args, argv: list[str], m
     ]
     for r in results:
         if "artifact" in r:
-            lines.append(f"auto-glm bench --binary {r['artifact']} --vs ort --vs torch --model {r['onnx']} --threads {machine['threads']} --repeat {args.repeat}")
+            lines.append(f"auto-glm bench --binary {r['artifact']} " + " ".join(f"--vs {p}" for p in PEERS) + f" --model {r['onnx']} --threads {machine['threads']} --repeat {args.repeat}")
     lines += ["```", END]
     return "\n".join(lines) + "\n"
 

@@ -65,3 +65,36 @@ def test_bench_vs_torch_for_a_zoo_model(tmp_path, monkeypatch):
     result = bench(str(so), ["torch", "ort"], threads=2, repeat=5, warmup=1, idle_wait=0)
     assert [r["name"] for r in result["candidates"]] == ["bert.so", "pytorch", "onnxruntime"]
     assert "torch" in result["candidates"][1]["detail"] and not result["notes"]
+
+
+def test_bench_against_openvino_f32_and_its_default_precision(mm_build, monkeypatch):
+    pytest.importorskip("openvino")
+    import numpy as np
+
+    from tvm_autoglm.measure import candidates as cands
+    from tvm_autoglm.runtime import Session, example_inputs
+
+    monkeypatch.setenv("TVM_NUM_THREADS", "2")
+    result = bench(str(mm_build["so"]), ["openvino"], model=str(mm_build["onnx"]), threads=2, repeat=3, warmup=1, idle_wait=0)
+    rows = result["candidates"]
+    assert [r["name"] for r in rows][:2] == ["mm_o0.so", "openvino-f32"]
+    assert rows[2]["name"].startswith("openvino-default-")  # named after the precision it reports
+    assert "inference precision float32" in rows[1]["detail"] and "2 threads" in rows[1]["detail"]
+    # the f32 peer computes the same function as our build (fp32 tolerance 1e-4 relative, 1e-5 absolute)
+    session = Session.open(mm_build["so"])
+    inputs = example_inputs(session.input_specs)
+    ours = session.run(inputs)
+    ov_f32 = cands.openvino_candidates(str(mm_build["onnx"]), inputs, threads=2, default_precision=False)
+    assert len(ov_f32) == 1
+    theirs = ov_f32[0].outputs()
+    for name, value in ours.items():
+        np.testing.assert_allclose(theirs[name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_bench_skips_openvino_with_a_note_when_not_installed(mm_build, monkeypatch):
+    from tvm_autoglm.measure import candidates as cands
+
+    monkeypatch.setattr(cands, "openvino_available", lambda: False)
+    result = bench(str(mm_build["so"]), ["openvino-f32"], model=str(mm_build["onnx"]), threads=1, repeat=3, warmup=1, idle_wait=0)
+    assert [r["name"] for r in result["candidates"]] == ["mm_o0.so"]
+    assert any("--vs openvino skipped" in n and "peers" in n for n in result["notes"])

@@ -1,4 +1,4 @@
-"""``auto-glm bench``: latency of an artifact against onnxruntime, PyTorch or other artifacts.
+"""``auto-glm bench``: latency of an artifact against onnxruntime, OpenVINO, PyTorch or other artifacts.
 
 All candidates run in the same time window, interleaved round-robin after
 warm-up, on identical inputs, with the same thread count; runs disturbed by
@@ -13,7 +13,8 @@ import json
 def add_parser(subparsers):
     parser = subparsers.add_parser("bench", help="latency of a compiled .so/.glm vs onnxruntime / PyTorch / other builds")
     parser.add_argument("--binary", required=True, help="OUT.so (manifest beside it) or OUT.glm: the first candidate, the ratio base")
-    parser.add_argument("--vs", action="append", default=[], metavar="ort|torch|OTHER.so", help="a competitor (repeatable)")
+    parser.add_argument("--vs", action="append", default=[], metavar="ort|openvino|openvino-f32|torch|OTHER.so",
+                        help="a competitor (repeatable); openvino = OpenVINO f32 and its default precision (bf16 on CPUs with AVX512-BF16)")
     parser.add_argument("--model", default=None, help="ONNX model for --vs ort/torch (default: the manifest's source path)")
     parser.add_argument("--input", default=None, help="IN.npz keyed by input name (default: generated example inputs)")
     parser.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: physical cores)")
@@ -58,6 +59,13 @@ def bench(binary: str, vs: list[str], model: str | None = None, inputs: dict | N
             if not model:
                 raise InputError("--vs ort needs the ONNX model: the manifest has no source path, give --model")
             prepared.append(cands.ort_candidate(model, inputs, threads))
+        elif key in cands.OPENVINO_KEYS:
+            if not model:
+                raise InputError("--vs openvino needs the ONNX model: the manifest has no source path, give --model")
+            if not cands.openvino_available():
+                notes.append("--vs openvino skipped: openvino is not installed (pip install 'tvm_autoglm[peers]')")
+                continue
+            prepared.extend(cands.openvino_candidates(model, inputs, threads, default_precision=not key.endswith("-f32")))
         elif key in ("torch", "pytorch"):
             origin = cands.zoo_origin(model)
             if origin is None:
@@ -67,7 +75,7 @@ def bench(binary: str, vs: list[str], model: str | None = None, inputs: dict | N
         elif item.endswith((".so", ".glm")):
             prepared.append(cands.tvm_candidate(item, inputs))
         else:
-            raise InputError(f"--vs {item!r}: expected ort, torch, or a path to another .so/.glm")
+            raise InputError(f"--vs {item!r}: expected ort, openvino, openvino-f32, torch, or a path to another .so/.glm")
     names = [p.candidate.name for p in prepared]
     for i, name in enumerate(names):  # two files with the same base name
         if names.count(name) > 1:

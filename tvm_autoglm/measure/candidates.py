@@ -1,10 +1,11 @@
-"""The things ``auto-glm bench`` races: our artifacts, onnxruntime, PyTorch.
+"""The things ``auto-glm bench`` races: our artifacts, onnxruntime, OpenVINO, PyTorch.
 
 Each becomes a ``timing.Candidate`` whose ``run()`` does one synchronous
 inference on inputs already prepared, so only the runtime is timed, never
 input conversion. The baselines are given their best shot: onnxruntime gets
 the fastest of its graph optimisation levels (measured, not assumed) with the
-same thread count, PyTorch the same threads under ``inference_mode``.
+same thread count, OpenVINO its latency mode with the same threads (f32 and, separately,
+its default precision), PyTorch the same threads under ``inference_mode``.
 """
 
 from __future__ import annotations
@@ -89,6 +90,65 @@ def ort_candidate(model_path: str, inputs: dict, threads: int, probe_runs: int =
         return dict(zip(names, session.run(None, feeds)))
 
     return Prepared(Candidate("onnxruntime", run, pool=f"onnxruntime-{id(session)}"), f"onnxruntime {ort.__version__}, {level} (fastest of {len(ORT_LEVELS)} levels), {threads} intra-op threads", outputs)
+
+
+OPENVINO_KEYS = ("openvino", "ov", "openvino-f32", "ov-f32")
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def openvino_candidates(model_path: str, inputs: dict, threads: int, default_precision: bool = True) -> list[Prepared]:
+    """OpenVINO on the CPU, latency mode, ``threads`` inference threads: f32, and its default precision.
+
+    Its default precision is not f32 everywhere: on a CPU with AVX512-BF16 (or AMX) it runs
+    bf16, which is a different accuracy class, so it is a separate candidate named after the
+    precision the compiled model actually reports (``INFERENCE_PRECISION_HINT`` read back).
+    The model is reshaped to the given inputs (symbolic dims fixed) before compiling.
+    """
+    import numpy as np
+    import openvino as ov
+
+    if not Path(model_path).is_file():
+        raise InputError(f"--vs openvino needs the ONNX model: {model_path} not found (give it with --model)")
+    core = ov.Core()
+    model = core.read_model(model_path)
+    wanted = [port.get_any_name() for port in model.inputs]
+    missing = [n for n in wanted if n not in inputs]
+    if missing:
+        raise InputError(f"{model_path} wants input(s) {missing} the artifact does not take: is --model the model the artifact was built from?")
+    model.reshape({n: list(np.shape(inputs[n])) for n in wanted})
+    feeds = [inputs[n] for n in wanted]
+    configs = [("openvino-f32", {"INFERENCE_PRECISION_HINT": "f32"})]
+    if default_precision:
+        configs.append(("openvino-default", {}))
+    prepared = []
+    for name, extra in configs:
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, **extra}
+        compiled = core.compile_model(model, "CPU", config)
+        precision = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower().removeprefix("<type: '").removesuffix("'>")
+        request = compiled.create_infer_request()
+        request.infer(feeds)
+        names = [port.get_any_name() for port in compiled.outputs]
+
+        def run(request=request):
+            request.infer(feeds)
+
+        def outputs(request=request, names=names):
+            result = request.infer(feeds)
+            return {n: np.array(result[i]) for i, n in enumerate(names)}
+
+        label = name if name == "openvino-f32" else f"openvino-default-{precision}"
+        detail = f"openvino {ov.__version__}, LATENCY hint, {threads} threads, inference precision {precision}" + (
+            " (its default)" if name == "openvino-default" else " (INFERENCE_PRECISION_HINT=f32)"
+        )
+        prepared.append(Prepared(Candidate(label, run, pool=f"openvino-{id(compiled)}"), detail, outputs))
+    return prepared
 
 
 _ZOO_FILE = re.compile(r"^(?P<name>.+)-(?P<size>[A-Za-z0-9_]+)-(?P<seq>s\d+|img)-b(?P<batch>\d+)-(?P<exporter>[a-z]+)-seed(?P<seed>\d+)(?:-dyn)?\.onnx$")
