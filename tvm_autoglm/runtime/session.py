@@ -123,7 +123,9 @@ class Session:
         except Exception as err:
             if manifest["target"].get("device") != "cuda":
                 raise
-            reason = next((line.strip() for line in reversed(str(err).splitlines()) if line.strip()), type(err).__name__)
+            from ..errors import error_summary
+
+            reason = error_summary(err)
             raise DeviceError(
                 f"target {manifest['target'].get('name')} needs a CUDA device and runtime; loading {path} failed: {reason[:200]}"
             ) from None

@@ -43,8 +43,9 @@ def _json(status: int, payload: dict, headers: dict | None = None) -> Response:
 
 
 def _one_line(err: BaseException) -> str:
-    text = next((line.strip() for line in str(err).strip().splitlines()[::-1] if line.strip()), "")
-    return f"{type(err).__name__}: {text[:300]}"
+    from ..errors import error_summary
+
+    return f"{type(err).__name__}: {error_summary(err)}"
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
