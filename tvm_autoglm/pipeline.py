@@ -60,6 +60,8 @@ class RelaxBuild:
     #: the module after our passes, before fusion: what precision rewrites start from
     pre_fusion_mod: tvm.IRModule | None = None
     quantization: dict | None = None  # --quantize int8/auto: per-layer precisions and measured error (manifest "quantization")
+    #: --freeze-input: inputs bound to constants before import (manifest "frozen_inputs")
+    frozen_inputs: list = field(default_factory=list)
 
     @property
     def kernels(self) -> list[str]:
@@ -107,7 +109,27 @@ def import_onnx(proto: onnx.ModelProto, shapes: dict[str, list[int]], source: st
     dtypes = {spec.name: spec.dtype for spec in onnx_model.graph_inputs(proto)}
     # The support check has passed: a frontend failure now is ours to fix (or to add to the check).
     with stage_errors(f"ONNX import into Relax of {source}"), frontend.extended_convert_map():
-        return relax.frontend.onnx.from_onnx(proto, shape_dict=shapes, dtype_dict=dtypes)
+        mod = relax.frontend.onnx.from_onnx(proto, shape_dict=shapes, dtype_dict=dtypes)
+    if has_control_flow(mod):
+        # The frontend builds a function with an If without any dataflow block; FuseOps and
+        # our dataflow passes only look inside dataflow blocks, so wrap the straight-line parts.
+        with stage_errors(f"ONNX import into Relax of {source} (dataflow blocks around If)"):
+            mod = relax.transform.ConvertToDataflow(min_size=1)(mod)
+    return mod
+
+
+def has_control_flow(mod: tvm.IRModule) -> bool:
+    """Whether any Relax function of ``mod`` holds an ``If`` (ONNX If that did not fold away)."""
+    found = []
+
+    def visit(expr):
+        if isinstance(expr, relax.If):
+            found.append(expr)
+
+    for _, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, visit)
+    return bool(found)
 
 
 def _output_specs(mod: tvm.IRModule, proto: onnx.ModelProto) -> list[dict]:
@@ -142,8 +164,9 @@ def build_relax(
     disabled_passes: tuple[str, ...] = (),
     print_ir_after: tuple[str, ...] = (),
     log: StageLog | None = None,
+    freeze_inputs: dict | None = None,
 ) -> RelaxBuild:
-    """ONNX -> fused Relax module (no schedules yet)."""
+    """ONNX -> fused Relax module (no schedules yet); ``freeze_inputs`` binds inputs to constants first."""
     from .passes import get_pass
 
     log = log or StageLog(enabled=False)
@@ -159,6 +182,13 @@ def build_relax(
     from .resources import check_compile_memory, model_size
 
     check_compile_memory(model_size(proto, path), source)
+    source_sha256 = _source_digest(proto, path)  # of the model as given, before any input is frozen
+    frozen: list = []
+    if freeze_inputs:
+        from .freeze import freeze_inputs as bind_inputs
+
+        with log.stage("freeze inputs"):
+            proto, frozen = bind_inputs(proto, freeze_inputs)
     with log.stage("support check"):
         onnx_model.check_supported(proto, source)
         inputs = onnx_model.resolve_input_specs(proto, input_shapes)
@@ -198,11 +228,12 @@ def build_relax(
         outputs=outputs,
         passes=applied,
         pass_reports=reports,
-        source_sha256=_source_digest(proto, path),
+        source_sha256=source_sha256,
         source_path=source if path else None,
         onnx_model=cleaned,
         notes=notes,
         pre_fusion_mod=pre_fusion,
+        frozen_inputs=frozen,
     )
 
 
