@@ -232,3 +232,16 @@ def test_bad_freeze_flag_is_a_user_error(tmp_path):
     result = cli("compile", "--model", model_path, "--output", tmp_path / "o.so", "--freeze-input", "sr:8000")
     assert result.returncode == 2
     assert_clean_error(result, "bad --freeze-input 'sr:8000'")
+
+
+def test_serve_codec_accepts_the_frozen_value_and_refuses_another():
+    from tvm_autoglm.serve import codec
+
+    specs = [{"name": "x", "shape": [1, 2], "dtype": "float32"}]
+    frozen = [{"name": "sr", "dtype": "int64", "shape": [], "value": 8000}]
+    arrays = codec.decode(b'{"inputs": {"x": [[1, 2]], "sr": 8000}}', "application/json", specs, frozen)
+    assert list(arrays) == ["x"]
+    with pytest.raises(InputError, match=r"input 'sr' was frozen to 8000 at compile time .*; got 16000"):
+        codec.decode(b'{"inputs": {"x": [[1, 2]], "sr": 16000}}', "application/json", specs, frozen)
+    with pytest.raises(InputError, match="unknown"):  # without the manifest's record it is just an unknown input
+        codec.decode(b'{"inputs": {"x": [[1, 2]], "sr": 8000}}', "application/json", specs, None)
