@@ -103,16 +103,45 @@ def test_if_on_a_runtime_scalar_matches_onnxruntime_on_both_branches(opt_level):
         np.testing.assert_allclose(compiled.run(feeds)["y"], _ort(model, feeds), rtol=RTOL, atol=ATOL)
 
 
-def test_if_with_a_one_element_condition_and_fusion_outside_the_branches():
-    """ONNX allows a [1] condition; the straight-line code around the If still fuses (dataflow blocks)."""
+def test_if_with_a_one_element_condition_and_fusion_inside_the_branches():
+    """ONNX allows a [1] condition; each branch's code is fused and scheduled like straight-line code."""
     model = sr_switch_model(n=2, k=9, m=4, cond_shape=(1,))
     compiled = tvm_autoglm.compile(model, opt_level=3)
-    # Without dataflow blocks around the If, FuseOps and the weight packing see nothing: the kernels
-    # would be a plain 'matmul' and an unfused 'add'.
-    assert "matmul_packed" in compiled.kernels and any(k.startswith("fused_") for k in compiled.kernels), compiled.kernels
+    # Our passes and FuseOps reach the outlined branches: packed weights, fused matmul + add + tanh.
+    assert {"fused_matmul_packed_relu", "fused_matmul_packed_add1_fast_tanh"} <= set(compiled.kernels), compiled.kernels
     for sr in (SR_ON, 44100):
         feeds = {"x": _x((2, 9), seed=sr), "sr": np.array([sr], dtype=np.int64)}
         np.testing.assert_allclose(compiled.run(feeds)["y"], _ort(model, feeds), rtol=RTOL, atol=ATOL)
+
+
+def test_each_branch_keeps_its_own_work_in_a_function_of_its_own():
+    """TVM's importer emits a branch's bindings before the If (both branches' matmuls ran on every
+    call), and its memory planner reuses a true-branch storage in the false branch (segfault).
+    frontend/if_branches.py keeps each branch's work inside, outlined into its own function."""
+    import tvm
+    from tvm import relax
+
+    from tvm_autoglm.pipeline import build_relax
+
+    mod = build_relax(sr_switch_model(), "cpu", 0).pre_fusion_mod
+
+    def ops_in(expr):
+        found = []
+        relax.analysis.post_order_visit(expr, lambda e: found.append(e.op) if isinstance(e, relax.Call) else None)
+        return found
+
+    outside, branch_calls = [], []
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            if isinstance(binding.value, relax.If):
+                branch_calls += ops_in(binding.value.true_branch) + ops_in(binding.value.false_branch)
+            else:
+                outside += ops_in(binding.value)
+    assert all(isinstance(op, tvm.ir.Op) and op.name != "relax.matmul" for op in outside), outside
+    assert sorted(op.name_hint for op in branch_calls) == ["main_if1_else", "main_if1_then"]
+    then_ops = [op.name for op in ops_in(mod["main_if1_then"].body)]
+    else_ops = [op.name for op in ops_in(mod["main_if1_else"].body)]
+    assert (then_ops, else_ops) == (["relax.matmul", "relax.nn.relu"], ["relax.matmul", "relax.add", "relax.tanh"])
 
 
 @pytest.mark.parametrize("width", [5, 4])

@@ -105,16 +105,19 @@ def import_onnx(proto: onnx.ModelProto, shapes: dict[str, list[int]], source: st
     import tvm.relax.frontend.onnx  # noqa: F401  (not imported by tvm.relax)
 
     from . import frontend
+    from .frontend.if_branches import outline_if_branches, scoped_if_branches
 
     dtypes = {spec.name: spec.dtype for spec in onnx_model.graph_inputs(proto)}
     # The support check has passed: a frontend failure now is ours to fix (or to add to the check).
-    with stage_errors(f"ONNX import into Relax of {source}"), frontend.extended_convert_map():
+    with stage_errors(f"ONNX import into Relax of {source}"), frontend.extended_convert_map(), scoped_if_branches():
         mod = relax.frontend.onnx.from_onnx(proto, shape_dict=shapes, dtype_dict=dtypes)
     if has_control_flow(mod):
-        # The frontend builds a function with an If without any dataflow block; FuseOps and
-        # our dataflow passes only look inside dataflow blocks, so wrap the straight-line parts.
-        with stage_errors(f"ONNX import into Relax of {source} (dataflow blocks around If)"):
-            mod = relax.transform.ConvertToDataflow(min_size=1)(mod)
+        # The frontend builds a function with an If without any dataflow block, and memory
+        # planning breaks on branches with several allocations (frontend/if_branches.py):
+        # outline each branch into a function of its own, then wrap the straight-line code
+        # in dataflow blocks, which FuseOps and our passes need.
+        with stage_errors(f"ONNX import into Relax of {source} (If branches)"):
+            mod = relax.transform.ConvertToDataflow(min_size=1)(outline_if_branches(mod))
     return mod
 
 
