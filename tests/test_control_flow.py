@@ -73,6 +73,29 @@ def shape_switch_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def nested_switch_model() -> onnx.ModelProto:
+    """mode (bool) and sr (int64) both at run time: if mode: (if sr == 16000: x * 3 else: exp(x)) else: -x."""
+    inner = helper.make_node(
+        "If", ["is16k"], ["inner_out"], name="inner",
+        then_branch=helper.make_graph([helper.make_node("Mul", ["x", "three"], ["i_t"])], "i_then", [],
+                                      [helper.make_tensor_value_info("i_t", TP.FLOAT, [4, 3])]),
+        else_branch=helper.make_graph([helper.make_node("Exp", ["x"], ["i_e0"]), helper.make_node("Sqrt", ["i_e0"], ["i_e"])],
+                                      "i_else", [], [helper.make_tensor_value_info("i_e", TP.FLOAT, [4, 3])]))
+    outer = helper.make_node(
+        "If", ["mode"], ["y"], name="outer",
+        then_branch=helper.make_graph([helper.make_node("Equal", ["sr", "sr_on"], ["is16k"]), inner], "o_then", [],
+                                      [helper.make_tensor_value_info("inner_out", TP.FLOAT, [4, 3])]),
+        else_branch=helper.make_graph([helper.make_node("Neg", ["x"], ["o_e"])], "o_else", [],
+                                      [helper.make_tensor_value_info("o_e", TP.FLOAT, [4, 3])]))
+    inits = [numpy_helper.from_array(np.array(3.0, dtype=np.float32), "three"), numpy_helper.from_array(np.array(SR_ON, dtype=np.int64), "sr_on")]
+    graph = helper.make_graph(
+        [outer], "nested",
+        [helper.make_tensor_value_info("x", TP.FLOAT, [4, 3]), helper.make_tensor_value_info("mode", TP.BOOL, []),
+         helper.make_tensor_value_info("sr", TP.INT64, [])],
+        [helper.make_tensor_value_info("y", TP.FLOAT, [4, 3])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def _ort(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
 
@@ -112,6 +135,15 @@ def test_if_with_a_one_element_condition_and_fusion_inside_the_branches():
     for sr in (SR_ON, 44100):
         feeds = {"x": _x((2, 9), seed=sr), "sr": np.array([sr], dtype=np.int64)}
         np.testing.assert_allclose(compiled.run(feeds)["y"], _ort(model, feeds), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("opt_level", [1, 3])
+def test_nested_ifs_on_two_runtime_inputs_match_onnxruntime_on_every_path(opt_level):
+    model = nested_switch_model()
+    compiled = tvm_autoglm.compile(model, opt_level=opt_level)
+    for mode, sr in ((True, SR_ON), (True, 8000), (False, SR_ON)):
+        feeds = {"x": _x((4, 3), seed=sr), "mode": np.array(mode), "sr": np.array(sr, dtype=np.int64)}
+        np.testing.assert_allclose(compiled.run(feeds)["y"], _ort(model, feeds), rtol=RTOL, atol=ATOL, err_msg=f"mode={mode} sr={sr}")
 
 
 def test_each_branch_keeps_its_own_work_in_a_function_of_its_own():
