@@ -317,3 +317,15 @@ def test_serve_codec_accepts_the_frozen_value_and_refuses_another():
         codec.decode(b'{"inputs": {"x": [[1, 2]], "sr": 16000}}', "application/json", specs, frozen)
     with pytest.raises(InputError, match="unknown"):  # without the manifest's record it is just an unknown input
         codec.decode(b'{"inputs": {"x": [[1, 2]], "sr": 8000}}', "application/json", specs, None)
+
+
+def test_bench_feeds_onnxruntime_the_frozen_value(tmp_path):
+    """The ONNX model still takes the frozen input; bench --vs ort must give it the frozen value, not fail."""
+    from tvm_autoglm.cli.cmd_bench import bench
+
+    model_path = tmp_path / "sr.onnx"
+    onnx.save(sr_switch_model(), model_path)
+    so = tmp_path / "sr.so"
+    tvm_autoglm.compile(model_path, opt_level=1, freeze_inputs={"sr": 8000}).export(so)
+    result = bench(str(so), ["ort"], model=str(model_path), repeat=3, warmup=1, idle_wait=0.0, log=lambda *a: None)
+    assert [row["name"] for row in result["candidates"]][1] == "onnxruntime"  # the old code refused: "wants input(s) ['sr']"

@@ -27,6 +27,8 @@ def add_parser(subparsers):
 def bench(binary: str, vs: list[str], model: str | None = None, inputs: dict | None = None, threads: int | None = None,
           repeat: int = 30, warmup: int = 3, idle_wait: float = 30.0, log=print) -> dict:
     """The measurement behind the command (also used by benchmarks/run_benchmarks.py)."""
+    import numpy as np
+
     from ..errors import InputError
     from ..measure import candidates as cands
     from ..measure.machine import machine_info, use_threads
@@ -57,7 +59,9 @@ def bench(binary: str, vs: list[str], model: str | None = None, inputs: dict | N
         if key in ("ort", "onnxruntime"):
             if not model:
                 raise InputError("--vs ort needs the ONNX model: the manifest has no source path, give --model")
-            prepared.append(cands.ort_candidate(model, inputs, threads))
+            # the ONNX model still takes the inputs this build froze: feed them their frozen values
+            frozen = {f["name"]: np.asarray(f["value"], dtype=f["dtype"]) for f in (manifest or {}).get("frozen_inputs") or []}
+            prepared.append(cands.ort_candidate(model, {**inputs, **frozen}, threads))
         elif key in ("torch", "pytorch"):
             origin = cands.zoo_origin(model)
             if origin is None:
