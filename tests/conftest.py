@@ -14,6 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import mlp_model, token_model  # noqa: E402
 
+# A schedule rule that raises (or whose schedule does not lower) is a bug: fail the test, in this
+# process and in every CLI subprocess, instead of warning and falling back to a slower schedule.
+os.environ["AUTOGLM_STRICT_RULES"] = "1"
 os.environ.setdefault("AUTOGLM_CACHE", str(Path(__file__).resolve().parent.parent / ".cache" / "test"))
 
 

@@ -78,15 +78,19 @@ def compile(
     quantize: str = "none",
     accuracy_budget: float | None = None,
     calibration=None,
+    freeze_inputs: dict | None = None,
     verbose: bool = False,
 ) -> CompiledModel:
-    """Compile an ONNX model (path or ``onnx.ModelProto``) for ``target``."""
+    """Compile an ONNX model (path or ``onnx.ModelProto``) for ``target``.
+
+    ``freeze_inputs={"sr": 16000}`` binds inputs to constants before import (see ``tvm_autoglm.freeze``).
+    """
     from .progress import StageLog
 
     build, scheduled, executable, manifest = compile_parts(
         model, target, opt_level, input_shapes, tuning_db, disabled_passes=disabled_passes,
         use_shipped_schedules=use_shipped_schedules, quantize=quantize, accuracy_budget=accuracy_budget,
-        calibration=calibration, log=StageLog(enabled=verbose),
+        calibration=calibration, freeze_inputs=freeze_inputs, log=StageLog(enabled=verbose),
     )
     session = Session(executable, manifest) if build.target.device == "cpu" else _lazy_session(executable, manifest)
     return CompiledModel(session, executable, build)
@@ -105,6 +109,7 @@ def compile_parts(
     quantize: str = "none",
     accuracy_budget: float | None = None,
     calibration=None,
+    freeze_inputs: dict | None = None,
     log=None,
 ):
     """(build, scheduled, executable, manifest): the one compile flow behind ``compile`` and ``auto-glm compile``.
@@ -128,7 +133,7 @@ def compile_parts(
 
         records = records_scope(tuning_db)
     with records:
-        build = build_relax(model, spec, opt_level, input_shapes, disabled, tuple(print_ir_after), log=log)
+        build = build_relax(model, spec, opt_level, input_shapes, disabled, tuple(print_ir_after), log=log, freeze_inputs=freeze_inputs)
     if quantize and quantize != "none":
         from .quantize import apply_quantization
 
@@ -139,24 +144,30 @@ def compile_parts(
 
 
 def _lazy_session(executable, manifest):
-    """GPU builds can be exported without a GPU; running them needs one (Session raises then)."""
+    """GPU builds can be exported without a GPU; running them needs one.
+
+    Only the missing device is deferred (to the first run, with its own message); any
+    other failure to make the session is a real error and propagates now.
+    """
+    from .errors import DeviceError
+
     try:
         return Session(executable, manifest)
-    except Exception:
-        return _Unrunnable(manifest)
+    except DeviceError as err:
+        return _Unrunnable(manifest, err)
 
 
 class _Unrunnable:
-    def __init__(self, manifest):
+    """A built model that cannot run here: every run raises the reason the session could not be made."""
+
+    def __init__(self, manifest, reason: Exception):
         self.manifest = manifest
         self.input_specs = manifest["inputs"]
         self.output_specs = manifest["outputs"]
+        self.reason = reason
 
     def run(self, *args, **kwargs):
-        from .runtime.session import device_for
-
-        device_for(self.manifest)
-        raise RuntimeError("unreachable")
+        raise self.reason
 
     latencies = run
 

@@ -39,6 +39,7 @@ def make_manifest(build, scheduled) -> dict:
         "sha256": {"library": None, "model": build.source_sha256},
         "source": build.source_path,
         "index_ranges": ranges,
+        "frozen_inputs": list(getattr(build, "frozen_inputs", None) or []),
         "notes": list(build.notes) + unchecked,
         **({"quantization": build.quantization} if getattr(build, "quantization", None) else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

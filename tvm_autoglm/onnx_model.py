@@ -166,20 +166,34 @@ def _op_key(node) -> str:
     return node.op_type if node.domain in _DEFAULT_DOMAINS else f"{node.domain}.{node.op_type}"
 
 
+#: Ops TVM's frontend converts itself, outside its converter map (``_construct_nodes``).
+_STRUCTURAL_OPS = frozenset({"If"})
+
+
 def supported_ops() -> set[str]:
     from . import frontend
 
-    return set(frontend.convert_map())
+    return set(frontend.convert_map()) | _STRUCTURAL_OPS
+
+
+def _nodes_with_subgraphs(graph, prefix: str = ""):
+    """(node, display name) for every node of ``graph`` and, recursively, of its subgraphs (If branches)."""
+    for index, node in enumerate(graph.node):
+        yield node, prefix + (node.name or f"#{index}")
+        for attr in node.attribute:
+            subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for sub in subgraphs:
+                yield from _nodes_with_subgraphs(sub, f"{prefix}{node.name or f'#{index}'}/{attr.name}/")
 
 
 def unsupported_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
-    """(op, node name) for every node the frontend cannot convert, in graph order."""
+    """(op, node name) for every node the frontend cannot convert, in graph order (If branches included)."""
     supported = supported_ops()
     missing = []
-    for index, node in enumerate(model.graph.node):
+    for node, name in _nodes_with_subgraphs(model.graph):
         ok = node.domain in _DEFAULT_DOMAINS and node.op_type in supported
         if not ok:
-            missing.append((_op_key(node), node.name or f"#{index}"))
+            missing.append((_op_key(node), name))
     return missing
 
 

@@ -24,7 +24,7 @@ import tvm
 from tvm import relax
 
 from . import onnx_model
-from .errors import AutoGLMError, CompileError
+from .errors import AutoGLMError, CompileError, InternalError, stage_errors
 from .progress import StageLog
 from .targets import TargetSpec, load_target
 
@@ -60,6 +60,8 @@ class RelaxBuild:
     #: the module after our passes, before fusion: what precision rewrites start from
     pre_fusion_mod: tvm.IRModule | None = None
     quantization: dict | None = None  # --quantize int8/auto: per-layer precisions and measured error (manifest "quantization")
+    #: --freeze-input: inputs bound to constants before import (manifest "frozen_inputs")
+    frozen_inputs: list = field(default_factory=list)
 
     @property
     def kernels(self) -> list[str]:
@@ -99,28 +101,38 @@ def _source_digest(proto: onnx.ModelProto, path: Path | None) -> str:
     return hashlib.sha256(proto.SerializeToString()).hexdigest()
 
 
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    # TVM errors end with the useful "Check failed"/message line; Python errors start with it.
-    for line in reversed(lines):
-        if not line.startswith(("File ", "at ", "^", "~")) and "Traceback" not in line:
-            return line[:400]
-    return type(err).__name__
-
-
 def import_onnx(proto: onnx.ModelProto, shapes: dict[str, list[int]], source: str) -> tvm.IRModule:
     import tvm.relax.frontend.onnx  # noqa: F401  (not imported by tvm.relax)
 
     from . import frontend
+    from .frontend.if_branches import outline_if_branches, scoped_if_branches
 
     dtypes = {spec.name: spec.dtype for spec in onnx_model.graph_inputs(proto)}
-    try:
-        with frontend.extended_convert_map():
-            return relax.frontend.onnx.from_onnx(proto, shape_dict=shapes, dtype_dict=dtypes)
-    except AutoGLMError:
-        raise
-    except Exception as err:  # the frontend raises many kinds; none should reach the user raw
-        raise CompileError(f"{source}: ONNX import into Relax failed: {_first_line(err)}") from err
+    # The support check has passed: a frontend failure now is ours to fix (or to add to the check).
+    with stage_errors(f"ONNX import into Relax of {source}"), frontend.extended_convert_map(), scoped_if_branches():
+        mod = relax.frontend.onnx.from_onnx(proto, shape_dict=shapes, dtype_dict=dtypes)
+    if has_control_flow(mod):
+        # The frontend builds a function with an If without any dataflow block, and memory
+        # planning breaks on branches with several allocations (frontend/if_branches.py):
+        # outline each branch into a function of its own, then wrap the straight-line code
+        # in dataflow blocks, which FuseOps and our passes need.
+        with stage_errors(f"ONNX import into Relax of {source} (If branches)"):
+            mod = relax.transform.ConvertToDataflow(min_size=1)(outline_if_branches(mod))
+    return mod
+
+
+def has_control_flow(mod: tvm.IRModule) -> bool:
+    """Whether any Relax function of ``mod`` holds an ``If`` (ONNX If that did not fold away)."""
+    found = []
+
+    def visit(expr):
+        if isinstance(expr, relax.If):
+            found.append(expr)
+
+    for _, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, visit)
+    return bool(found)
 
 
 def _output_specs(mod: tvm.IRModule, proto: onnx.ModelProto) -> list[dict]:
@@ -128,7 +140,7 @@ def _output_specs(mod: tvm.IRModule, proto: onnx.ModelProto) -> list[dict]:
     ret = mod["main"].ret_ty
     leaves = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
     if len(leaves) != len(names):
-        raise CompileError(f"the imported graph returns {len(leaves)} values but the ONNX graph has {len(names)} outputs")
+        raise InternalError("ONNX import", f"the imported graph returns {len(leaves)} values but the ONNX graph has {len(names)} outputs")
     specs = []
     for name, leaf in zip(names, leaves):
         if not isinstance(leaf, relax.TensorType) or leaf.shape is None or not hasattr(leaf.shape, "values"):
@@ -155,8 +167,9 @@ def build_relax(
     disabled_passes: tuple[str, ...] = (),
     print_ir_after: tuple[str, ...] = (),
     log: StageLog | None = None,
+    freeze_inputs: dict | None = None,
 ) -> RelaxBuild:
-    """ONNX -> fused Relax module (no schedules yet)."""
+    """ONNX -> fused Relax module (no schedules yet); ``freeze_inputs`` binds inputs to constants first."""
     from .passes import get_pass
 
     log = log or StageLog(enabled=False)
@@ -172,17 +185,20 @@ def build_relax(
     from .resources import check_compile_memory, model_size
 
     check_compile_memory(model_size(proto, path), source)
+    source_sha256 = _source_digest(proto, path)  # of the model as given, before any input is frozen
+    frozen: list = []
+    if freeze_inputs:
+        from .freeze import freeze_inputs as bind_inputs
+
+        with log.stage("freeze inputs"):
+            proto, frozen = bind_inputs(proto, freeze_inputs)
     with log.stage("support check"):
         onnx_model.check_supported(proto, source)
         inputs = onnx_model.resolve_input_specs(proto, input_shapes)
     shapes = {spec_.name: list(spec_.shape) for spec_ in inputs}
     with log.stage("onnx clean-up (fold shape subgraphs)"):
-        try:
+        with stage_errors(f"ONNX clean-up of {source}"):
             cleaned = _clean(proto, shapes)
-        except AutoGLMError:
-            raise
-        except Exception as err:
-            raise CompileError(f"{source}: ONNX clean-up failed: {_first_line(err)}") from err
         onnx_model.check_supported(cleaned, source)
     with log.stage("import to Relax"):
         mod = import_onnx(cleaned, shapes, source)
@@ -198,7 +214,8 @@ def build_relax(
         pre_fusion = mod
         before = op_histogram(mod)
         start = time.perf_counter()
-        mod = fuse_module(mod, spec, opt_level)
+        with stage_errors("fusion" if opt_level >= 1 else "lowering"):
+            mod = fuse_module(mod, spec, opt_level)
         name = "fuse_ops" if opt_level >= 1 else "legalize_ops"
         reports.append(PassReport(name, time.perf_counter() - start, before, op_histogram(mod)))
         applied.append(name)
@@ -214,11 +231,12 @@ def build_relax(
         outputs=outputs,
         passes=applied,
         pass_reports=reports,
-        source_sha256=_source_digest(proto, path),
+        source_sha256=source_sha256,
         source_path=source if path else None,
         onnx_model=cleaned,
         notes=notes,
         pre_fusion_mod=pre_fusion,
+        frozen_inputs=frozen,
     )
 
 
@@ -260,11 +278,9 @@ def _run_passes(mod, spec, opt_level, disabled_passes, print_ir_after, log, repo
         before = op_histogram(mod)
         start = time.perf_counter()
         with log.stage(f"pass {pass_spec.name}"):
-            try:
+            with stage_errors(f"pass '{pass_spec.name}'", hint=f"skip the pass with --disable-pass {pass_spec.name}"):
                 with spec.tvm_target(), _quiet_take_warning():
                     mod = pass_spec.make()(mod)
-            except Exception as err:
-                raise CompileError(f"pass '{pass_spec.name}' failed: {_first_line(err)} (skip it with --disable-pass {pass_spec.name})") from err
         reports.append(PassReport(pass_spec.name, time.perf_counter() - start, before, op_histogram(mod)))
         applied.append(pass_spec.name)
         if pass_spec.name in print_ir_after:
@@ -285,23 +301,16 @@ def schedule(build: RelaxBuild, tuning_db: str | None = None, use_shipped_schedu
 
     log = log or StageLog(enabled=False)
     with log.stage("schedule kernels"):
-        try:
+        with stage_errors("scheduling"):
             mod, tuning = schedule_module(build.mod, build.target, build.opt_level, tuning_db, use_shipped_schedules, honor_vetoes)
-        except AutoGLMError:
-            raise
-        except Exception as err:
-            raise CompileError(f"scheduling failed: {_first_line(err)}") from err
     return Scheduled(mod, tuning)
 
 
 def build_executable(scheduled: Scheduled, build: RelaxBuild, log: StageLog | None = None):
     log = log or StageLog(enabled=False)
     with log.stage("codegen (tvm.compile)"):
-        try:
-            with _codegen_context(build.target):
-                return tvm.compile(scheduled.mod, build.target.tvm_target())
-        except Exception as err:
-            raise CompileError(f"code generation for target {build.target.name} failed: {_first_line(err)}") from err
+        with stage_errors(f"code generation for target {build.target.name}"), _codegen_context(build.target):
+            return tvm.compile(scheduled.mod, build.target.tvm_target())
 
 
 def uses_cuda_graph(spec: TargetSpec) -> bool:

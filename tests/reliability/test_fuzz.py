@@ -13,7 +13,9 @@ def test_fuzzed_models_fail_cleanly(tmp_path):
     seeds = [m.SerializeToString() for m in (mlp_model(), token_model(static=True), conv_model())]
     summary = run_campaign(seeds, CASES, seed=2026, codegen_every=15, workdir=str(tmp_path))
     assert summary["failures"] == [], summary["failures"][:5]
-    assert summary["ok"] + summary["clean_errors"] == CASES
+    # internal errors are counted apart from user errors: a mutant the support check let through
+    # and a later stage rejected (see the report of the campaign for which)
+    assert summary["ok"] + summary["clean_errors"] + len(summary["internal_errors"]) == CASES
     # the campaign must exercise both paths: some mutants still compile, most are rejected cleanly
     assert summary["ok"] > 0 and summary["clean_errors"] > CASES // 2
 

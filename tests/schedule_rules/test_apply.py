@@ -2,6 +2,7 @@
 kernels and rules it does not understand."""
 
 import numpy as np
+import pytest
 import tvm
 from sched_helpers import build_fused, prim_funcs, run
 from tvm import relax
@@ -77,10 +78,19 @@ class _Broken:
         raise RuntimeError("rule bug")
 
 
-def test_raising_rule_falls_through(target):
+def test_raising_rule_falls_through_with_a_warning_naming_kernel_and_rule(target, monkeypatch):
+    from tvm_autoglm.errors import ScheduleRuleWarning
+
+    monkeypatch.delenv("AUTOGLM_STRICT_RULES", raising=False)
     mod, w = _bert_block()
-    out = apply_default_schedules(mod, target, rules=(_Broken(),) + __import__(
-        "tvm_autoglm.schedule_rules", fromlist=["DEFAULT_RULES"]).DEFAULT_RULES)
+    rules = (_Broken(),) + __import__("tvm_autoglm.schedule_rules", fromlist=["DEFAULT_RULES"]).DEFAULT_RULES
+    with pytest.warns(ScheduleRuleWarning) as caught:
+        out = apply_default_schedules(mod, target, rules=rules)
+    kernels = set(prim_funcs(mod))
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == len(kernels), messages
+    for name in kernels:
+        assert any(f"_Broken raised on kernel {name}: RuntimeError: rule bug" in m for m in messages), (name, messages)
     x = rng.standard_normal((1, 8, 32)).astype("float32")
     pre = x.astype("float64") @ w
     from math import erf, sqrt
@@ -90,12 +100,23 @@ def test_raising_rule_falls_through(target):
     np.testing.assert_allclose(run(out, target, [x]), e / e.sum(-1, keepdims=True), rtol=1e-4, atol=1e-5)
 
 
+def test_raising_rule_fails_the_build_under_strict_rules(target, monkeypatch):
+    """The test suite's setting (conftest): a rule bug is an error, not a quiet slower schedule."""
+    monkeypatch.setenv("AUTOGLM_STRICT_RULES", "1")
+    mod, _ = _bert_block()
+    with pytest.raises(RuntimeError, match=r"schedule rule _Broken raised on kernel \w+: RuntimeError: rule bug"):
+        apply_default_schedules(mod, target, rules=(_Broken(),))
+
+
 def test_schedule_that_does_not_lower_falls_through(target, monkeypatch):
     import tvm_autoglm.schedule_rules as rules
+    from tvm_autoglm.errors import ScheduleRuleWarning
 
+    monkeypatch.delenv("AUTOGLM_STRICT_RULES", raising=False)
     monkeypatch.setattr(rules, "_lowers", lambda func, tgt: False)
     mod, _ = _bert_block()
-    out = apply_default_schedules(mod, target)
+    with pytest.warns(ScheduleRuleWarning, match="made a schedule that does not lower on kernel"):
+        out = apply_default_schedules(mod, target)
     # Every candidate rejected -> kernels left as they were, and the module still runs.
     assert all("tirx.is_scheduled" not in (f.attrs or {}) for f in prim_funcs(out).values())
     x = rng.standard_normal((1, 8, 32)).astype("float32")

@@ -28,6 +28,8 @@ def add_parser(subparsers):
 def bench(binary: str, vs: list[str], model: str | None = None, inputs: dict | None = None, threads: int | None = None,
           repeat: int = 30, warmup: int = 3, idle_wait: float = 30.0, log=print) -> dict:
     """The measurement behind the command (also used by benchmarks/run_benchmarks.py)."""
+    import numpy as np
+
     from ..errors import InputError
     from ..measure import candidates as cands
     from ..measure.machine import machine_info, use_threads
@@ -51,6 +53,8 @@ def bench(binary: str, vs: list[str], model: str | None = None, inputs: dict | N
     manifest = _manifest_of(binary, read_manifest, manifest_path_for)
     model = model or (manifest or {}).get("source")
 
+    # the ONNX model still takes the inputs this build froze: peers get them at their frozen values
+    frozen = {f["name"]: np.asarray(f["value"], dtype=f["dtype"]) for f in (manifest or {}).get("frozen_inputs") or []}
     prepared = [first]
     notes: list[str] = []
     for item in vs:
@@ -58,14 +62,14 @@ def bench(binary: str, vs: list[str], model: str | None = None, inputs: dict | N
         if key in ("ort", "onnxruntime"):
             if not model:
                 raise InputError("--vs ort needs the ONNX model: the manifest has no source path, give --model")
-            prepared.append(cands.ort_candidate(model, inputs, threads))
+            prepared.append(cands.ort_candidate(model, {**inputs, **frozen}, threads))
         elif key in cands.OPENVINO_KEYS:
             if not model:
                 raise InputError("--vs openvino needs the ONNX model: the manifest has no source path, give --model")
             if not cands.openvino_available():
                 notes.append("--vs openvino skipped: openvino is not installed (pip install 'tvm_autoglm[peers]')")
                 continue
-            prepared.extend(cands.openvino_candidates(model, inputs, threads, default_precision=not key.endswith("-f32")))
+            prepared.extend(cands.openvino_candidates(model, {**inputs, **frozen}, threads, default_precision=not key.endswith("-f32")))
         elif key in ("torch", "pytorch"):
             origin = cands.zoo_origin(model)
             if origin is None:

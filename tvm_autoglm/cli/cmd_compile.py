@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from .common import add_build_flags, add_model_flags, parse_shapes
+from .common import add_freeze_flag, add_build_flags, add_model_flags, parse_frozen, parse_shapes
 
 
 def add_parser(subparsers):
     parser = subparsers.add_parser("compile", help="compile an ONNX model to a deployable .so (+ .json manifest) or .glm")
     add_model_flags(parser)
+    add_freeze_flag(parser)
     add_build_flags(parser)
     parser.add_argument("--output", required=True, help="OUT.so (manifest OUT.json beside it) or OUT.glm")
     parser.add_argument("--print-ir-after", action="append", default=[], metavar="PASS", help="print the Relax IR after a pass (repeatable)")
@@ -39,6 +40,7 @@ def run(args) -> int:
         quantize=args.quantize,
         accuracy_budget=args.accuracy_budget,
         calibration=args.calibration,
+        freeze_inputs=parse_frozen(args),
         log=log,
     )
     with log.stage("export"), quiet_native_stderr():

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-from .common import add_model_flags, parse_shapes
+from .common import add_freeze_flag, add_model_flags, parse_frozen, parse_shapes
 
 
 def add_parser(subparsers):
     parser = subparsers.add_parser("inspect", help="inputs, outputs, op histogram and support of an ONNX model; per-pass effects with --optimize-level")
     add_model_flags(parser)
+    add_freeze_flag(parser)
     parser.add_argument("--optimize-level", type=int, default=None, choices=[0, 1, 2, 3], help="also run the passes of this level and show what each did")
     parser.add_argument("--target", default="cpu")
     parser.add_argument("--disable-pass", action="append", default=[], metavar="NAME")
@@ -25,6 +26,11 @@ def describe(args) -> dict:
     from .. import onnx_model
 
     proto, path = onnx_model.load_model(args.model)
+    frozen_values = parse_frozen(args)
+    if frozen_values:
+        from ..freeze import freeze_inputs
+
+        proto, frozen = freeze_inputs(proto, frozen_values)
     supported = onnx_model.supported_ops()
     histogram = onnx_model.op_histogram(proto)
     unsupported = onnx_model.unsupported_nodes(proto)
@@ -38,6 +44,8 @@ def describe(args) -> dict:
         "ops": [{"op": op, "count": n, "supported": op in supported} for op, n in sorted(histogram.items())],
         "unsupported": [{"op": op, "node": node} for op, node in unsupported],
     }
+    if frozen_values:
+        info["frozen_inputs"] = frozen
     quantize = getattr(args, "quantize", "none") or "none"
     if quantize != "none" and args.optimize_level is None:
         args.optimize_level = 3
@@ -46,7 +54,7 @@ def describe(args) -> dict:
         from ..quantize import apply_quantization, passes_off_for
 
         disabled = tuple(args.disable_pass) + tuple(p for p in passes_off_for(quantize) if p not in args.disable_pass)
-        build = build_relax(args.model, args.target, args.optimize_level, parse_shapes(args), disabled)
+        build = build_relax(args.model, args.target, args.optimize_level, parse_shapes(args), disabled, freeze_inputs=parse_frozen(args))
         if quantize != "none":
             build = apply_quantization(build, quantize, budget=args.accuracy_budget, calibration=args.calibration)
             if getattr(build, "quantization", None):
@@ -69,6 +77,8 @@ def run(args) -> int:
         print(f"{title}:")
         for spec in info[key]:
             print(f"  {spec['name']}: {spec['dtype']}[{', '.join(map(str, spec['shape']))}]")
+    for spec in info.get("frozen_inputs", []):
+        print(f"  {spec['name']}: frozen to {spec['dtype']} {spec['value']}")
     print("ops:")
     for row in info["ops"]:
         mark = "" if row["supported"] else "   <- UNSUPPORTED"

@@ -15,6 +15,16 @@ def add_model_flags(parser, required: bool = True) -> None:
     )
 
 
+def add_freeze_flag(parser) -> None:
+    parser.add_argument(
+        "--freeze-input",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="bind an input to a constant before import, e.g. sr=16000 or axes=0,2 (repeatable); Ifs and shape arithmetic on it fold away",
+    )
+
+
 def add_binary_flag(parser, help: str = "OUT.so (manifest beside it) or OUT.glm") -> None:
     parser.add_argument("--binary", required=True, help=help)
 
@@ -44,3 +54,9 @@ def parse_shapes(args) -> dict:
     from ..onnx_model import parse_input_shapes
 
     return parse_input_shapes(args.input_shape)
+
+
+def parse_frozen(args) -> dict:
+    from ..freeze import parse_freeze_items
+
+    return parse_freeze_items(getattr(args, "freeze_input", None))

@@ -3,8 +3,8 @@
 Sub-commands are discovered from ``cmd_*.py`` modules in this package, each
 exposing ``add_parser(subparsers)`` and ``run(args) -> int``, so a feature adds
 its command without touching this file. Errors the user can fix print one line
-and exit 2; anything unexpected prints one line and exit 1, with the traceback
-only when ``AUTOGLM_DEBUG=1``.
+and exit 2; compiler bugs (``InternalError``, or any exception that escaped a
+stage) print one line and exit 3, with the traceback only when ``AUTOGLM_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _skip_torch_import(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..errors import AutoGLMError
+    from ..errors import AutoGLMError, as_internal
 
     _skip_torch_import(sys.argv[1:] if argv is None else argv)
 
@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # never a raw traceback from deep inside TVM
         if os.environ.get("AUTOGLM_DEBUG") == "1":
             traceback.print_exc()
-        first = next((line.strip() for line in str(err).strip().splitlines()[::-1] if line.strip()), "")
-        print(f"{PROG}: internal error: {type(err).__name__}: {first[:300]} (rerun with AUTOGLM_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
+        internal = as_internal(f"'{args.command}'", err)
+        print(f"{PROG}: error: {internal.one_line()}", file=sys.stderr)
+        return internal.exit_code
 
 
 if __name__ == "__main__":  # pragma: no cover

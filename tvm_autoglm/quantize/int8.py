@@ -255,13 +255,13 @@ def apply_plan(build, plan: list[str] | None, record: dict, label: str, log=None
     import dataclasses
     import time
 
-    from ..errors import AutoGLMError, CompileError
-    from ..pipeline import PassReport, _first_line, op_histogram
+    from ..errors import AutoGLMError, stage_errors
+    from ..pipeline import PassReport, op_histogram
     from ..progress import StageLog
 
     log = log or StageLog(enabled=False)
     with log.stage(f"quantize ({label})"):
-        try:
+        with stage_errors(f"--quantize {label} on target {build.target.name}"):
             mod = unfused_module(build)
             before = op_histogram(mod)
             start = time.perf_counter()
@@ -269,10 +269,6 @@ def apply_plan(build, plan: list[str] | None, record: dict, label: str, log=None
             plan = plan or ["int8"] * len(sites)
             report = PassReport(f"quantize_{label}", time.perf_counter() - start, before, op_histogram(mod))
             mod = _fuse(build, mod)
-        except AutoGLMError:
-            raise
-        except Exception as err:
-            raise CompileError(f"--quantize {label} failed on target {build.target.name}: {_first_line(err)}") from err
     if not sites:
         raise AutoGLMError(f"--quantize {label}: the model has no matmul with a constant 2-D float32 weight to quantize", hint="use --quantize none or fp16")
     passes = [p for p in build.passes if p not in _FUSION] + [report.name] + [p for p in build.passes if p in _FUSION]

@@ -21,16 +21,10 @@ import time
 import tvm
 from tvm import relax
 
-from ..errors import AutoGLMError, CompileError
+from ..errors import AutoGLMError, CompileError, stage_errors
 from ..pipeline import fuse_module
 
 _FUSION = ("fuse_ops", "legalize_ops")
-
-
-def _first_line(err: BaseException) -> str:
-    from ..pipeline import _first_line as first
-
-    return first(err)
 
 
 def unfused_module(build) -> tvm.IRModule:
@@ -85,16 +79,12 @@ def apply_mixed_precision(build, mode: str, log=None):
     log = log or StageLog(enabled=False)
     dtype = "float16" if mode == "fp16" else "bfloat16"
     with log.stage(f"mixed precision ({mode}, fp32 accumulation)"):
-        try:
+        with stage_errors(f"--quantize {mode} (rebuilding the unfused module)"):
             mod = unfused_module(build)
-        except AutoGLMError:
-            raise
-        except Exception as err:
-            raise CompileError(f"--quantize {mode}: rebuilding the unfused module failed: {_first_line(err)}") from err
         before = op_histogram(mod)
         start = time.perf_counter()
         target = build.target.tvm_target()
-        try:
+        with stage_errors(f"--quantize {mode} on target {build.target.name}"):
             with target:
                 mod = relax.transform.ToMixedPrecision(out_dtype="float32")(mod)
                 if mode == "bf16":
@@ -102,8 +92,6 @@ def apply_mixed_precision(build, mode: str, log=None):
                 converted = _count_dtype(mod, dtype)
                 report = PassReport(f"to_mixed_precision_{mode}", time.perf_counter() - start, before, op_histogram(mod))
                 mod = fuse_module(mod, build.target, 1 if "fuse_ops" in build.passes else 0)
-        except Exception as err:
-            raise CompileError(f"--quantize {mode} failed on target {build.target.name}: {_first_line(err)}") from err
     if mode == "bf16" and build.target.kind == "cpu":
         _check_bf16_codegen(build.target)
     passes = [p for p in build.passes if p not in _FUSION] + [report.name] + [p for p in build.passes if p in _FUSION]

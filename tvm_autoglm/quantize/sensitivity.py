@@ -47,7 +47,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..errors import AutoGLMError, CompileError, InputError
+from ..errors import AutoGLMError, CompileError, InputError, stage_errors
 from . import int8
 
 DEFAULT_BUDGET = 0.01
@@ -181,7 +181,6 @@ def plan_from(moves: list[tuple[int, str]], count: int) -> list[str]:
 
 def search(build, budget: float | None = None, calibration=None, log=None) -> tuple[list[str], dict]:
     """(plan, manifest record) for ``build`` under ``budget``."""
-    from ..pipeline import _first_line
     from ..progress import StageLog
 
     log = log or StageLog(enabled=False)
@@ -190,12 +189,8 @@ def search(build, budget: float | None = None, calibration=None, log=None) -> tu
         raise AutoGLMError(f"--accuracy-budget {budget}: must be in [0, 1) (allowed 1 - mean cosine similarity, e.g. 0.01)")
     samples, source = calibration_inputs(build, calibration)
     with log.stage(f"quantize auto: probe ({len(samples)} calibration samples)"):
-        try:
+        with stage_errors("--quantize auto (building the sensitivity probe)"):
             probe = Probe(build, samples)
-        except AutoGLMError:
-            raise
-        except Exception as err:
-            raise CompileError(f"--quantize auto: building the sensitivity probe failed: {_first_line(err)}") from err
     count = len(probe.sites)
     if count == 0:
         raise AutoGLMError("--quantize auto: the model has no matmul with a constant 2-D float32 weight to quantize", hint="use --quantize none or fp16")

@@ -5,7 +5,7 @@ compiler passes, so a deployment image needs just ``apache-tvm``,
 ``apache-tvm-ffi`` and ``numpy``.
 """
 
-from .inputs import example_inputs, read_inputs, validate_inputs
+from .inputs import drop_frozen_inputs, example_inputs, read_inputs, validate_inputs
 from .manifest import read_manifest, sha256_file
 from .session import Session, resolve_artifact, summarize
 
@@ -15,4 +15,4 @@ def load(path) -> Session:
     return Session.open(path)
 
 
-__all__ = ["Session", "example_inputs", "load", "read_inputs", "read_manifest", "resolve_artifact", "sha256_file", "summarize", "validate_inputs"]
+__all__ = ["Session", "drop_frozen_inputs", "example_inputs", "load", "read_inputs", "read_manifest", "resolve_artifact", "sha256_file", "summarize", "validate_inputs"]

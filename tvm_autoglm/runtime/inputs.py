@@ -41,7 +41,7 @@ def validate_inputs(inputs: dict, specs: list[dict], index_ranges: dict | None =
             raise InputError(
                 f"input '{spec['name']}' has shape {got}, expected {'x'.join(str(d) for d in want_shape)} ({spec['dtype']})"
             )
-        arrays.append(np.ascontiguousarray(value))
+        arrays.append(np.ascontiguousarray(value).reshape(want_shape))  # ascontiguousarray makes a 0-d array 1-d
     if index_ranges:
         check_index_ranges(dict(zip(expected, arrays)), index_ranges)
     return arrays
@@ -139,3 +139,26 @@ def example_inputs(specs: list[dict], seed: int = 0, index_ranges: dict | None =
         else:
             result[spec["name"]] = rng.standard_normal(shape).astype(dtype)
     return result
+
+
+def drop_frozen_inputs(inputs: dict, frozen: list[dict] | None) -> dict:
+    """``inputs`` without the build's frozen inputs, each checked to carry exactly its frozen value.
+
+    A frozen input was bound to a constant at compile time (``--freeze-input``), so the library
+    no longer takes it. Passing it anyway is fine if the value is the frozen one; any other value
+    would be silently ignored, so it is refused.
+    """
+    if not frozen:
+        return inputs
+    kept = dict(inputs)
+    for record in frozen:
+        name = record["name"]
+        if name not in kept:
+            continue
+        given = np.asarray(kept.pop(name))
+        want = np.asarray(record["value"], dtype=np.dtype(record["dtype"]))
+        same = given.size == want.size and given.dtype.kind in "biuf" and np.array_equal(given.reshape(want.shape).astype(np.float64), want.astype(np.float64))
+        if not same:
+            shown = given.tolist() if given.size <= 8 else f"{given.dtype}[{'x'.join(map(str, given.shape))}]"
+            raise InputError(f"input '{name}' was frozen to {record['value']} at compile time (--freeze-input); got {shown}")
+    return kept

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ArtifactError, DeviceError
 from . import package
-from .inputs import validate_inputs
+from .inputs import drop_frozen_inputs, validate_inputs
 from .manifest import manifest_path_for, read_manifest, sha256_file
 
 
@@ -123,7 +123,9 @@ class Session:
         except Exception as err:
             if manifest["target"].get("device") != "cuda":
                 raise
-            reason = next((line.strip() for line in reversed(str(err).splitlines()) if line.strip()), type(err).__name__)
+            from ..errors import error_summary
+
+            reason = error_summary(err)
             raise DeviceError(
                 f"target {manifest['target'].get('name')} needs a CUDA device and runtime; loading {path} failed: {reason[:200]}"
             ) from None
@@ -139,6 +141,14 @@ class Session:
         return self.manifest.get("index_ranges") or {}
 
     @property
+    def frozen_inputs(self) -> list[dict]:
+        """Inputs bound to constants at compile time: accepted only with exactly their frozen value."""
+        return self.manifest.get("frozen_inputs") or []
+
+    def _checked(self, inputs: dict) -> list:
+        return validate_inputs(drop_frozen_inputs(inputs, self.frozen_inputs), self.input_specs, self.index_ranges)
+
+    @property
     def output_specs(self) -> list[dict]:
         return self.manifest["outputs"]
 
@@ -148,7 +158,7 @@ class Session:
         return [tvm.runtime.tensor(a, self.device) for a in arrays]
 
     def run(self, inputs: dict | None = None, **kwargs) -> dict[str, np.ndarray]:
-        arrays = validate_inputs({**(inputs or {}), **kwargs}, self.input_specs, self.index_ranges)
+        arrays = self._checked({**(inputs or {}), **kwargs})
         result = self.vm["main"](*self._to_device(arrays))
         return self._outputs(result)
 
@@ -161,7 +171,7 @@ class Session:
 
     def latencies(self, inputs: dict, repeat: int = 10, warmup: int = 2) -> list[float]:
         """Wall-clock seconds of ``repeat`` runs of main (inputs already on the device)."""
-        arrays = self._to_device(validate_inputs(inputs, self.input_specs, self.index_ranges))
+        arrays = self._to_device(self._checked(inputs))
         fn = self.vm["main"]
         for _ in range(warmup):
             fn(*arrays)

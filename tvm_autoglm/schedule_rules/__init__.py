@@ -16,19 +16,25 @@ rule                      kernels
 ========================  ======================================================
 
 Rules are tried in that order and the first that returns a schedule wins; a
-rule that fails on a kernel returns None, so an unknown kernel is left exactly
-as it was (unscheduled but compilable). Kernels already scheduled (tuning
+rule that does not apply to a kernel returns None, so an unknown kernel is left
+exactly as it was (unscheduled but compilable). A rule that *raises*, or whose
+schedule does not lower, has a bug: the kernel falls through to the next rule
+and a ``ScheduleRuleWarning`` names kernel and rule (with ``AUTOGLM_STRICT_RULES=1``,
+set by the test suite, the exception propagates instead). Kernels already scheduled (tuning
 records applied by MetaSchedule, marked ``tirx.is_scheduled``) are untouched.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 
 import tvm
 from tvm import tirx
 from tvm.target import Target
 
+from ..errors import ScheduleRuleWarning, error_summary
 from ._common import is_scheduled
 from .elementwise import Elementwise
 from .fallback import Fallback
@@ -50,33 +56,52 @@ from .attention import AttentionCPU  # noqa: E402  (fused matmul-softmax-matmul 
 DEFAULT_RULES = (Int8MatmulAVX2(), Matmul(), Reduction(), Pool(), AttentionCPU(), Elementwise(), Fallback())
 
 
-def default_schedule(func: tirx.PrimFunc, target: Target, rules=DEFAULT_RULES):
+STRICT_ENV = "AUTOGLM_STRICT_RULES"
+
+
+def _kernel_name(func: tirx.PrimFunc) -> str:
+    symbol = func.attrs.get("global_symbol") if func.attrs else None
+    return str(symbol) if symbol else "<unnamed kernel>"
+
+
+def _rule_failed(kernel: str, rule, what: str, err: BaseException | None = None) -> None:
+    """A rule bug: warn (the kernel falls back to the next rule), or raise under AUTOGLM_STRICT_RULES=1."""
+    message = f"schedule rule {type(rule).__name__} {what} on kernel {kernel}"
+    if err is not None:
+        message += f": {type(err).__name__}: {error_summary(err)}"
+    if os.environ.get(STRICT_ENV) == "1":
+        raise RuntimeError(message + f" ({STRICT_ENV}=1)") from err
+    warnings.warn(message + "; the kernel gets the next rule's schedule", ScheduleRuleWarning, stacklevel=3)
+
+
+def default_schedule(func: tirx.PrimFunc, target: Target, rules=DEFAULT_RULES, kernel: str | None = None):
     """Return ``(Schedule, rule name)`` for the first rule whose schedule lowers, or ``(None, None)``.
 
     The Schedule (not just the scheduled function) is what tuning needs: its trace
     replays exactly on the same workload, so the tuner can measure it and commit it
     to the database as the baseline every search record has to beat.
     """
+    named = kernel or _kernel_name(func)
     for rule in rules:
         try:
             sch = rule.apply(func, target, False)
-        except Exception:  # pylint: disable=broad-except  # a rule bug must not break the build
-            _LOG.debug("schedule rule %s raised", type(rule).__name__, exc_info=True)
+        except Exception as err:  # pylint: disable=broad-except  # a rule bug must not break the build
+            _rule_failed(named, rule, "raised", err)
             sch = None
         if sch is None:
             continue
         if isinstance(sch, list):
             sch = sch[0]
         if not _lowers(sch.mod["main"], target):
-            _LOG.debug("schedule from %s does not lower; trying the next rule", type(rule).__name__)
+            _rule_failed(named, rule, "made a schedule that does not lower")
             continue
         return sch, type(rule).__name__
     return None, None
 
 
-def schedule_func(func: tirx.PrimFunc, target: Target, rules=DEFAULT_RULES):
+def schedule_func(func: tirx.PrimFunc, target: Target, rules=DEFAULT_RULES, kernel: str | None = None):
     """Return ``(scheduled PrimFunc, rule name)``, or ``(None, None)`` if no rule applies."""
-    sch, rule = default_schedule(func, target, rules)
+    sch, rule = default_schedule(func, target, rules, kernel)
     if sch is None:
         return None, None
     return sch.mod["main"].with_attr("tirx.is_scheduled", True), rule
@@ -124,7 +149,7 @@ def apply_default_schedules(mod: tvm.IRModule, target: Target, rules=DEFAULT_RUL
     for gvar, func in mod.functions_items():
         if not isinstance(func, tirx.PrimFunc) or is_scheduled(func):
             continue
-        new_func, rule = schedule_func(func, target, rules)
+        new_func, rule = schedule_func(func, target, rules, gvar.name_hint)
         if new_func is not None:
             _LOG.debug("%s scheduled by %s", gvar.name_hint, rule)
             new_mod[gvar] = new_func

@@ -71,6 +71,10 @@ class Fallback(C.CPURule):
         infos = normalize_prim_func(sch)
         if infos is None:
             return None
+        # An opaque iterator (a scan, a loop-carried dependency) can be neither parallelized nor
+        # vectorized: decline rather than let the schedule primitives refuse it.
+        if any("O" in info.dom_kind() for info in infos):
+            return None
         remaining = list(infos)
         # Inline consumers only (reverse_compute_inline).
         changed = True

@@ -43,8 +43,9 @@ def _json(status: int, payload: dict, headers: dict | None = None) -> Response:
 
 
 def _one_line(err: BaseException) -> str:
-    text = next((line.strip() for line in str(err).strip().splitlines()[::-1] if line.strip()), "")
-    return f"{type(err).__name__}: {text[:300]}"
+    from ..errors import error_summary
+
+    return f"{type(err).__name__}: {error_summary(err)}"
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -135,9 +136,9 @@ def create_app(config: ServeConfig, engine: Engine, layout: Layout) -> Starlette
         try:
             content_type = request.headers.get("content-type")
             if len(body) > OFFLOAD_BYTES:  # parsing megabytes of JSON would stall every other request
-                arrays = await asyncio.to_thread(codec.decode, body, content_type, layout.inputs)
+                arrays = await asyncio.to_thread(codec.decode, body, content_type, layout.inputs, engine.manifest.get("frozen_inputs"))
             else:
-                arrays = codec.decode(body, content_type, layout.inputs)
+                arrays = codec.decode(body, content_type, layout.inputs, engine.manifest.get("frozen_inputs"))
             rows = layout.rows_of(arrays)
             check_index_ranges(arrays, engine.manifest.get("index_ranges"))  # before batching: one bad id must fail only its own request
         except InputError as err:

@@ -15,6 +15,7 @@ import zipfile
 import numpy as np
 
 from ..errors import InputError
+from ..runtime.inputs import drop_frozen_inputs
 
 NPZ = "application/x-npz"
 JSON = "application/json"
@@ -69,7 +70,7 @@ def to_array(name: str, value, dtype: str) -> np.ndarray:
     return raw.astype(target)
 
 
-def decode_json(body: bytes, specs: list[dict]) -> dict[str, np.ndarray]:
+def decode_json(body: bytes, specs: list[dict], frozen: list[dict] | None = None) -> dict[str, np.ndarray]:
     """``{"inputs": {name: nested list}}`` or a bare ``{name: nested list}``."""
     if not body.strip():
         raise InputError('empty request body; send {"inputs": {name: nested list}} as JSON or an .npz keyed by input name')
@@ -87,25 +88,30 @@ def decode_json(body: bytes, specs: list[dict]) -> dict[str, np.ndarray]:
         payload = payload["inputs"]
         if not isinstance(payload, dict):
             raise InputError('"inputs" must be a JSON object mapping input names to nested lists')
+    payload = drop_frozen_inputs(payload, frozen)
     _check_names(payload, specs)
     return {spec["name"]: to_array(spec["name"], payload[spec["name"]], spec["dtype"]) for spec in specs}
 
 
-def decode_npz(body: bytes, specs: list[dict]) -> dict[str, np.ndarray]:
+def decode_npz(body: bytes, specs: list[dict], frozen: list[dict] | None = None) -> dict[str, np.ndarray]:
     try:
         with np.load(io.BytesIO(body), allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
         raise InputError(f"request body is not a readable .npz file: {err}") from None
+    arrays = drop_frozen_inputs(arrays, frozen)
     _check_names(arrays, specs)
     return arrays
 
 
-def decode(body: bytes, content_type: str | None, specs: list[dict]) -> dict[str, np.ndarray]:
-    """Anything that is not declared ``application/x-npz`` is read as JSON (curl's default form type included)."""
+def decode(body: bytes, content_type: str | None, specs: list[dict], frozen: list[dict] | None = None) -> dict[str, np.ndarray]:
+    """Anything that is not declared ``application/x-npz`` is read as JSON (curl's default form type included).
+
+    ``frozen``: the manifest's ``frozen_inputs``, accepted only with their frozen value and dropped.
+    """
     if wants_npz(content_type):
-        return decode_npz(body, specs)
-    return decode_json(body, specs)
+        return decode_npz(body, specs, frozen)
+    return decode_json(body, specs, frozen)
 
 
 def encode_json(outputs: dict[str, np.ndarray]) -> bytes:

@@ -69,8 +69,10 @@ def mutate(model_bytes: bytes, kind: str, rng: random.Random) -> bytes:
 
 
 def check_one(path: str, codegen: bool) -> str:
-    """'ok', or 'clean: <message>'; anything else propagates (a bug)."""
-    from ..errors import AutoGLMError
+    """'ok', 'clean: <message>' (a user error), or 'internal: <message>' (a stage failed on a
+    model the checks accepted: a compiler bug or a gap in the support check); anything else
+    propagates (a bug that escaped the one-line errors)."""
+    from ..errors import AutoGLMError, InternalError
     from ..pipeline import build_executable, build_relax, schedule
 
     try:
@@ -78,6 +80,8 @@ def check_one(path: str, codegen: bool) -> str:
         if codegen:
             build_executable(schedule(build), build)
         return "ok"
+    except InternalError as err:
+        return "internal: " + err.one_line()
     except AutoGLMError as err:
         return "clean: " + err.one_line()
 
@@ -151,13 +155,15 @@ def run_campaign(seeds: list[bytes], count: int, seed: int = 0, codegen_every: i
         if crashed and current is not None:
             results[current] = crashed
         pending = [case for case in pending if case["id"] not in results]
-    summary = {"cases": count, "ok": 0, "clean_errors": 0, "failures": []}
+    summary = {"cases": count, "ok": 0, "clean_errors": 0, "internal_errors": [], "failures": []}
     for case in cases:
         outcome = results[case["id"]]
         if outcome == "ok":
             summary["ok"] += 1
         elif outcome.startswith("clean: "):
             summary["clean_errors"] += 1
+        elif outcome.startswith("internal: "):
+            summary["internal_errors"].append({"case": case["id"], "kind": case["kind"], "path": case["path"], "outcome": outcome})
         else:
             summary["failures"].append({"case": case["id"], "kind": case["kind"], "path": case["path"], "outcome": outcome})
     return summary
