@@ -173,7 +173,7 @@ def build_relax(
 
     check_compile_memory(model_size(proto, path), source)
     with log.stage("support check"):
-        onnx_model.check_supported(proto, source)
+        onnx_model.check_supported(proto, source, folded=False)
         inputs = onnx_model.resolve_input_specs(proto, input_shapes)
     shapes = {spec_.name: list(spec_.shape) for spec_ in inputs}
     with log.stage("onnx clean-up (fold shape subgraphs)"):
@@ -184,7 +184,7 @@ def build_relax(
         except Exception as err:
             raise CompileError(f"{source}: ONNX clean-up failed: {_first_line(err)}") from err
         onnx_model.check_supported(cleaned, source)
-    with log.stage("import to Relax"):
+    with log.stage("import to Relax"), spec.tvm_target():  # converters may read the target (e.g. vector width)
         mod = import_onnx(cleaned, shapes, source)
     outputs = _output_specs(mod, cleaned)
 
