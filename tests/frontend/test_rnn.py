@@ -171,6 +171,20 @@ def test_parity_with_onnxruntime(op, kwargs, shape, opt_level):
     assert_parity(model, feeds, opt_level)
 
 
+@pytest.mark.parametrize("per_step", [False, True], ids=["per-direction-threads", "per-step-threads"])
+@pytest.mark.parametrize("op,kwargs", [("LSTM", {"direction": "bidirectional"}), ("GRU", {"lbr": 0, "direction": "reverse"}),
+                                       ("GRU", {"lbr": 1, "direction": "bidirectional"}), ("RNN", {})])
+def test_both_thread_strategies(monkeypatch, per_step, op, kwargs):
+    """The kernel's two parallel layouts (chosen by step size) give the same answers."""
+    from tvm_autoglm.frontend import rnn_kernel
+
+    monkeypatch.setattr(rnn_kernel, "STEP_PARALLEL_MIN_MACS", 0 if per_step else 1 << 40)
+    model, feeds = rnn_model(op, 7, 3, 3, 70, **kwargs)  # 70: several tiles (RNN tiles are 64 wide on AVX2)
+    shape = rnn_kernel.RecurrenceShape(op.lower(), 7, 3, 70, 2 if "bidirectional" in kwargs.values() else 1, False, lanes=8)
+    assert rnn_kernel.steps_in_parallel(shape) == per_step
+    assert_parity(model, feeds, 2, target="cpu-x86-avx2")  # pinned: the tiling (and so the strategy) depends on the lanes
+
+
 def test_numpy_reference_agrees_with_onnxruntime():
     """The float64 reference used for layout 1 is itself checked against onnxruntime (layout 0)."""
     for op, kwargs in (("LSTM", {"direction": "bidirectional"}), ("GRU", {"lbr": 0}), ("GRU", {"lbr": 1}), ("RNN", {})):

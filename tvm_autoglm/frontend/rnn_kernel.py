@@ -15,7 +15,8 @@ nest per node:
   tiles (padding units have zero weights and stay zero); the cell state updates in place;
 * sigmoid and tanh are the rational tanh approximation TVM's ``topi.fast_tanh`` uses
   (multiply/add/divide only, so they vectorize; LLVM has no vector ``expf`` on x86);
-* the two directions of a bidirectional node run in parallel (one per thread).
+* threads: each step's tiles in parallel when a step has enough work, else the two
+  directions of a bidirectional node in parallel (one per thread).
 
 The kernel is emitted already scheduled (``tirx.is_scheduled``): the default CPU rules leave
 it alone, MetaSchedule does not extract it, and a CUDA build refuses it as unbound.
@@ -121,6 +122,118 @@ def fast_sigmoid(x):
     return half * fast_tanh(half * x) + half
 
 
+#: Per-step GEMV work (multiply-adds over all directions and batch rows) from which each step's
+#: tiles are spread over the threads (one parallel region per step, i.e. a thread-pool barrier
+#: per step). Below it the steps run on one thread per direction. Measured on a shared 2-core
+#: Zen 3 (2-layer LSTM, batch 1, TVM_NUM_THREADS=2), per-step threads lost: hidden 128 seq 32
+#: 2.04 vs 1.42 ms, hidden 256 seq 100 15.6 vs 12.4 ms; hence a threshold (4M MACs, hidden
+#: ~1000 for an LSTM) that only much larger steps reach (not measured).
+STEP_PARALLEL_MIN_MACS = 1 << 22
+
+
+def steps_in_parallel(shape: RecurrenceShape) -> bool:
+    """Whether each step's tiles are split over threads (else: one thread per direction)."""
+    macs = shape.directions * shape.batch * shape.hidden * shape.gates * shape.padded_hidden
+    return macs >= STEP_PARALLEL_MIN_MACS and shape.directions * shape.tiles >= 2
+
+
+class _Kernel:
+    """Buffers and sizes of one recurrence while its body is being emitted."""
+
+    def __init__(self, shape: RecurrenceShape, xw, rw, rb, hbuf, cbuf, zbuf, rh):
+        self.s = shape
+        self.xw, self.rw, self.rb, self.hbuf, self.cbuf, self.zbuf, self.rh = xw, rw, rb, hbuf, cbuf, zbuf, rh
+        self.TL, self.NT, self.H = shape.tile, shape.tiles, shape.hidden
+        self.GT = shape.gates * shape.tile
+
+    def time_index(self, d, t):
+        """The timestep direction ``d`` processes at step ``t`` (backwards: seq - 1 - t)."""
+        S = self.s.seq
+        if self.s.directions == 1:
+            backwards = tirx.const(1 if self.s.reverse_first else 0, "int32")
+        else:
+            backwards = tirx.Cast("int32", d == (0 if self.s.reverse_first else 1))
+        return t + backwards * (S - 1 - 2 * t)
+
+    def tile(self, d, jt, b, tt, cur, nxt) -> None:
+        """GEMV of one tile (all its gates) and its gates: LSTM, RNN, GRU with linear_before_reset."""
+        f32, one = "float32", tirx.const(1.0, "float32")
+        xw, rw, hbuf, cbuf = self.xw, self.rw, self.hbuf, self.cbuf
+        TL, GT, H, cell = self.TL, self.GT, self.H, self.s.cell
+        acc = T.alloc_buffer((GT,), f32)
+        if cell == "gru":  # linear_before_reset: z, r start from xw; the h gate's recurrent part from rb
+            with T.vectorized(0, 2 * TL) as c:
+                T.buffer_store(acc, xw[tt, b, d, jt * GT + c], [c])
+            with T.vectorized(0, TL) as c:
+                T.buffer_store(acc, self.rb[d, jt * GT + 2 * TL + c], [2 * TL + c])
+        else:
+            with T.vectorized(0, GT) as c:
+                T.buffer_store(acc, xw[tt, b, d, jt * GT + c], [c])
+        with T.serial(0, H) as k:
+            with T.vectorized(0, GT) as c:
+                T.buffer_store(acc, acc[c] + hbuf[d, cur, b, k] * rw[d, jt, k, c], [c])
+        with T.vectorized(0, TL) as lane:
+            j = jt * TL + lane
+            if cell == "lstm":  # ONNX gate order i, o, f, c
+                gi = fast_sigmoid(acc[lane])
+                go = fast_sigmoid(acc[TL + lane])
+                gf = fast_sigmoid(acc[2 * TL + lane])
+                gc = fast_tanh(acc[3 * TL + lane])
+                T.buffer_store(cbuf, gf * cbuf[d, b, j] + gi * gc, [d, b, j])
+                # reads the stored c: an expression is not a value, and one reusing
+                # gf * cbuf[...] here would read the *new* cbuf
+                T.buffer_store(hbuf, go * fast_tanh(cbuf[d, b, j]), [d, nxt, b, j])
+            elif cell == "gru":  # gate order z, r, h
+                gz = fast_sigmoid(acc[lane])
+                gr = fast_sigmoid(acc[TL + lane])
+                gh = fast_tanh(xw[tt, b, d, jt * GT + 2 * TL + lane] + gr * acc[2 * TL + lane])
+                T.buffer_store(hbuf, (one - gz) * gh + gz * hbuf[d, cur, b, j], [d, nxt, b, j])
+            else:
+                T.buffer_store(hbuf, fast_tanh(acc[lane]), [d, nxt, b, j])
+
+    def gru_reset_tile(self, d, jt, b, tt, cur) -> None:
+        """GRU, linear_before_reset=0, first half of a step: z and r * h_prev of one tile."""
+        f32 = "float32"
+        TL, GT, H = self.TL, self.GT, self.H
+        acc = T.alloc_buffer((2 * TL,), f32)
+        with T.vectorized(0, 2 * TL) as c:
+            T.buffer_store(acc, self.xw[tt, b, d, jt * GT + c], [c])
+        with T.serial(0, H) as k:
+            with T.vectorized(0, 2 * TL) as c:
+                T.buffer_store(acc, acc[c] + self.hbuf[d, cur, b, k] * self.rw[d, jt, k, c], [c])
+        with T.vectorized(0, TL) as lane:
+            j = jt * TL + lane
+            T.buffer_store(self.zbuf, fast_sigmoid(acc[lane]), [d, b, j])
+            # padding units of h_prev are zero, so r * h_prev is zero there too
+            T.buffer_store(self.rh, fast_sigmoid(acc[TL + lane]) * self.hbuf[d, cur, b, j], [d, b, j])
+
+    def gru_candidate_tile(self, d, jt, b, tt, cur, nxt) -> None:
+        """GRU, linear_before_reset=0, second half: the h gate reads r * h_prev of *all* units."""
+        f32, one = "float32", tirx.const(1.0, "float32")
+        TL, GT, H = self.TL, self.GT, self.H
+        acc = T.alloc_buffer((TL,), f32)
+        with T.vectorized(0, TL) as c:
+            T.buffer_store(acc, self.xw[tt, b, d, jt * GT + 2 * TL + c], [c])
+        with T.serial(0, H) as k:
+            with T.vectorized(0, TL) as c:
+                T.buffer_store(acc, acc[c] + self.rh[d, b, k] * self.rw[d, jt, k, 2 * TL + c], [c])
+        with T.vectorized(0, TL) as lane:
+            j = jt * TL + lane
+            gz = self.zbuf[d, b, j]
+            T.buffer_store(self.hbuf, (one - gz) * fast_tanh(acc[lane]) + gz * self.hbuf[d, cur, b, j], [d, nxt, b, j])
+
+    def step_tiles(self, d, b, tt, cur, nxt, tiles_loop) -> None:
+        """Every tile of one (direction, batch row) step; ``tiles_loop()`` opens the tile loop(s)."""
+        if self.s.cell == "gru" and not self.s.linear_before_reset:
+            with tiles_loop() as jt:
+                self.gru_reset_tile(d, jt, b, tt, cur)
+            with tiles_loop() as jt:
+                self.gru_candidate_tile(d, jt, b, tt, cur, nxt)
+        else:
+            with tiles_loop() as jt:
+                self.tile(d, jt, b, tt, cur, nxt)
+
+
 def build_recurrence(shape: RecurrenceShape) -> tirx.PrimFunc:
     """The PrimFunc: ``(xw, rw, h0[, c0][, rb]) -> (y, y_h[, y_c])``.
 
@@ -129,15 +242,19 @@ def build_recurrence(shape: RecurrenceShape) -> tirx.PrimFunc:
     ``rw``: [dirs, tiles, hidden, gates * tile] packed recurrent weights;
     ``h0``/``c0``: [dirs, batch, hidden]; ``rb``: [dirs, packed_width];
     ``y``: [seq, dirs, batch, hidden] (ONNX layout 0); ``y_h``/``y_c``: [dirs, batch, hidden].
+
+    Threads: when :func:`steps_in_parallel`, each step's (direction, tile) pairs are one
+    parallel loop (tiles write disjoint units of the next state; the loop's end is the
+    step's barrier; GRU with ``linear_before_reset=0`` needs two per step). Otherwise each
+    direction runs its whole sequence on one thread.
     """
     s = shape
     f32 = "float32"
     S, B, H, D, G, TL, NT, HP = s.seq, s.batch, s.hidden, s.directions, s.gates, s.tile, s.tiles, s.padded_hidden
     GT = G * TL
     lstm, gru = s.cell == "lstm", s.cell == "gru"
-    gru_split = gru and not s.linear_before_reset  # the h gate needs r * h_prev of *all* units first
+    gru_split = gru and not s.linear_before_reset
     zero = tirx.const(0.0, f32)
-    one = tirx.const(1.0, f32)
 
     with IRBuilder() as ib:
         with T.prim_func():
@@ -152,99 +269,51 @@ def build_recurrence(shape: RecurrenceShape) -> tirx.PrimFunc:
             y_c = T.arg("y_c", T.buffer((D, B, H), f32)) if lstm else None
             T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "autoglm.kernel": f"{s.cell}_recurrence"})
 
-            loop_d = T.parallel(0, D) if D > 1 else T.serial(0, D)
-            with loop_d as d:
-                hbuf = T.alloc_buffer((2, B, HP), f32)
-                cbuf = T.alloc_buffer((B, HP), f32) if lstm else None
-                zbuf = T.alloc_buffer((B, HP), f32) if gru_split else None
-                rh = T.alloc_buffer((B, HP), f32) if gru_split else None
+            # state: h double-buffered (read cur, write next), padded to whole tiles; c in place
+            hbuf = T.alloc_buffer((D, 2, B, HP), f32)
+            cbuf = T.alloc_buffer((D, B, HP), f32) if lstm else None
+            zbuf = T.alloc_buffer((D, B, HP), f32) if gru_split else None
+            rh = T.alloc_buffer((D, B, HP), f32) if gru_split else None
+            k = _Kernel(s, xw, rw, rb, hbuf, cbuf, zbuf, rh)
+            with T.serial(0, D) as d:
                 with T.serial(0, B) as b:
                     with T.serial(0, HP) as j:
-                        T.buffer_store(hbuf, tirx.if_then_else(j < H, h0[d, b, tirx.min(j, H - 1)], zero), [0, b, j])
+                        T.buffer_store(hbuf, tirx.if_then_else(j < H, h0[d, b, tirx.min(j, H - 1)], zero), [d, 0, b, j])
                         if lstm:
-                            T.buffer_store(cbuf, tirx.if_then_else(j < H, c0[d, b, tirx.min(j, H - 1)], zero), [b, j])
-                if D == 1:
-                    backwards = tirx.const(1 if s.reverse_first else 0, "int32")
-                else:
-                    backwards = tirx.Cast("int32", d == 1) if not s.reverse_first else tirx.Cast("int32", d == 0)
+                            T.buffer_store(cbuf, tirx.if_then_else(j < H, c0[d, b, tirx.min(j, H - 1)], zero), [d, b, j])
+
+            if steps_in_parallel(s):
                 with T.serial(0, S) as t:
-                    tt = t + backwards * (S - 1 - 2 * t)
-                    cur = t % 2
-                    nxt = 1 - cur
-                    with T.serial(0, B) as b:
-                        if gru_split:
-                            _gru_split_step(s, xw, rw, hbuf, zbuf, rh, tt, b, d, cur, nxt)
-                        else:
-                            with T.serial(0, NT) as jt:
-                                acc = T.alloc_buffer((GT,), f32)
-                                if gru:  # linear_before_reset: z, r from xw; h gate's recurrent part from rb
-                                    with T.vectorized(0, 2 * TL) as c:
-                                        T.buffer_store(acc, xw[tt, b, d, jt * GT + c], [c])
-                                    with T.vectorized(0, TL) as c:
-                                        T.buffer_store(acc, rb[d, jt * GT + 2 * TL + c], [2 * TL + c])
+                    cur, nxt = t % 2, 1 - t % 2
+                    phases = 2 if gru_split else 1
+                    for phase in range(phases):
+                        with T.parallel(0, D * NT) as task:
+                            d, jt = task // NT, task % NT
+                            tt = k.time_index(d, t)
+                            with T.serial(0, B) as b:
+                                if not gru_split:
+                                    k.tile(d, jt, b, tt, cur, nxt)
+                                elif phase == 0:
+                                    k.gru_reset_tile(d, jt, b, tt, cur)
                                 else:
-                                    with T.vectorized(0, GT) as c:
-                                        T.buffer_store(acc, xw[tt, b, d, jt * GT + c], [c])
-                                with T.serial(0, H) as k:
-                                    with T.vectorized(0, GT) as c:
-                                        T.buffer_store(acc, acc[c] + hbuf[cur, b, k] * rw[d, jt, k, c], [c])
-                                with T.vectorized(0, TL) as lane:
-                                    j = jt * TL + lane
-                                    if lstm:  # ONNX gate order i, o, f, c
-                                        gi = fast_sigmoid(acc[lane])
-                                        go = fast_sigmoid(acc[TL + lane])
-                                        gf = fast_sigmoid(acc[2 * TL + lane])
-                                        gc = fast_tanh(acc[3 * TL + lane])
-                                        T.buffer_store(cbuf, gf * cbuf[b, j] + gi * gc, [b, j])
-                                        # reads the stored c: an expression is not a value, and one
-                                        # reusing gf * cbuf[...] here would read the *new* cbuf
-                                        T.buffer_store(hbuf, go * fast_tanh(cbuf[b, j]), [nxt, b, j])
-                                    elif gru:  # gate order z, r, h; linear_before_reset=1
-                                        gz = fast_sigmoid(acc[lane])
-                                        gr = fast_sigmoid(acc[TL + lane])
-                                        gh = fast_tanh(xw[tt, b, d, jt * GT + 2 * TL + lane] + gr * acc[2 * TL + lane])
-                                        T.buffer_store(hbuf, (one - gz) * gh + gz * hbuf[cur, b, j], [nxt, b, j])
-                                    else:
-                                        T.buffer_store(hbuf, fast_tanh(acc[lane]), [nxt, b, j])
-                        with T.serial(0, H) as j:
-                            T.buffer_store(y, hbuf[nxt, b, j], [tt, d, b, j])
+                                    k.gru_candidate_tile(d, jt, b, tt, cur, nxt)
+                    with T.serial(0, D) as d:
+                        with T.serial(0, B) as b:
+                            with T.serial(0, H) as j:
+                                T.buffer_store(y, hbuf[d, nxt, b, j], [k.time_index(d, t), d, b, j])
+            else:
+                with (T.parallel(0, D) if D > 1 else T.serial(0, D)) as d:
+                    with T.serial(0, S) as t:
+                        tt = k.time_index(d, t)
+                        cur, nxt = t % 2, 1 - t % 2
+                        with T.serial(0, B) as b:
+                            k.step_tiles(d, b, tt, cur, nxt, lambda: T.serial(0, NT))
+                            with T.serial(0, H) as j:
+                                T.buffer_store(y, hbuf[d, nxt, b, j], [tt, d, b, j])
+            with T.serial(0, D) as d:
                 with T.serial(0, B) as b:
                     with T.serial(0, H) as j:
-                        T.buffer_store(y_h, hbuf[S % 2, b, j], [d, b, j])
+                        T.buffer_store(y_h, hbuf[d, S % 2, b, j], [d, b, j])
                         if lstm:
-                            T.buffer_store(y_c, cbuf[b, j], [d, b, j])
+                            T.buffer_store(y_c, cbuf[d, b, j], [d, b, j])
     return ib.get()
-
-
-def _gru_split_step(s: RecurrenceShape, xw, rw, hbuf, zbuf, rh, tt, b, d, cur, nxt) -> None:
-    """One GRU step with ``linear_before_reset=0``: z, r for every unit, then r*h_prev, then the h gate.
-
-    The h gate's GEMV reads ``r * h_prev`` of all units, so it cannot start until every
-    tile's r is known: two tile loops per step instead of one.
-    """
-    f32, one = "float32", tirx.const(1.0, "float32")
-    TL, NT, H = s.tile, s.tiles, s.hidden
-    GT = s.gates * TL
-    with T.serial(0, NT) as jt:
-        acc = T.alloc_buffer((2 * TL,), f32)
-        with T.vectorized(0, 2 * TL) as c:
-            T.buffer_store(acc, xw[tt, b, d, jt * GT + c], [c])
-        with T.serial(0, H) as k:
-            with T.vectorized(0, 2 * TL) as c:
-                T.buffer_store(acc, acc[c] + hbuf[cur, b, k] * rw[d, jt, k, c], [c])
-        with T.vectorized(0, TL) as lane:
-            j = jt * TL + lane
-            T.buffer_store(zbuf, fast_sigmoid(acc[lane]), [b, j])
-            # Padding units of h_prev are zero, so r * h_prev is zero there too.
-            T.buffer_store(rh, fast_sigmoid(acc[TL + lane]) * hbuf[cur, b, j], [b, j])
-    with T.serial(0, NT) as jt:
-        acc = T.alloc_buffer((TL,), f32)
-        with T.vectorized(0, TL) as c:
-            T.buffer_store(acc, xw[tt, b, d, jt * GT + 2 * TL + c], [c])
-        with T.serial(0, H) as k:
-            with T.vectorized(0, TL) as c:
-                T.buffer_store(acc, acc[c] + rh[b, k] * rw[d, jt, k, 2 * TL + c], [c])
-        with T.vectorized(0, TL) as lane:
-            j = jt * TL + lane
-            gz = zbuf[b, j]
-            T.buffer_store(hbuf, (one - gz) * fast_tanh(acc[lane]) + gz * hbuf[cur, b, j], [nxt, b, j])
