@@ -239,6 +239,19 @@ def test_structure_one_kernel_per_node_and_target_tiles(target, lanes):
     assert any("matmul" in name for name in funcs), sorted(funcs)
 
 
+def test_recurrence_is_not_a_tuning_task():
+    """The kernel is born scheduled: MetaSchedule must not tune (or replace) it; the projection GEMM is a task."""
+    from tvm_autoglm.pipeline import build_relax
+    from tvm_autoglm.tuning.tasks import extract
+
+    model, _ = rnn_model("GRU", 7, 1, 32, 16, lbr=1)
+    build = build_relax(model, "cpu-x86-avx2", 3)
+    keep, skip = extract(build.mod, build.target.tvm_target(), 0.0)
+    names = [t.name for t in keep + skip]
+    assert not any("recurrence" in n for n in names), names
+    assert any("matmul" in n for n in names), names
+
+
 # --- refusals: one per branch, each naming node, op and the attribute or input ---
 
 REFUSED = [
@@ -312,3 +325,15 @@ def test_cli_refusal_is_one_line_exit_2(tmp_path):
     result = cli("compile", "--model", path, "--output", tmp_path / "clip.so")
     assert result.returncode == 2
     assert_clean_error(result, "LSTM node 'rnn0'", "clip")
+
+
+def test_inspect_lists_refused_nodes(tmp_path):
+    from tvm_autoglm.cli.cmd_inspect import describe
+    import argparse
+
+    model, _ = rnn_model("LSTM", 7, 1, 3, 5, input_forget=1)
+    path = tmp_path / "forget.onnx"
+    onnx.save(model, path)
+    info = describe(argparse.Namespace(model=str(path), optimize_level=None, quantize="none"))
+    assert info["unsupported"] == []
+    assert len(info["refused"]) == 1 and "LSTM node 'rnn0'" in info["refused"][0] and "input_forget" in info["refused"][0]

@@ -23,6 +23,7 @@ def add_parser(subparsers):
 
 def describe(args) -> dict:
     from .. import onnx_model
+    from ..frontend.checks import refusals
 
     proto, path = onnx_model.load_model(args.model)
     supported = onnx_model.supported_ops()
@@ -37,6 +38,7 @@ def describe(args) -> dict:
         "initializers": len(proto.graph.initializer),
         "ops": [{"op": op, "count": n, "supported": op in supported} for op, n in sorted(histogram.items())],
         "unsupported": [{"op": op, "node": node} for op, node in unsupported],
+        "refused": refusals(proto, folded=False),  # nodes whose attributes/inputs a converter does not handle
     }
     quantize = getattr(args, "quantize", "none") or "none"
     if quantize != "none" and args.optimize_level is None:
@@ -77,6 +79,8 @@ def run(args) -> int:
         print(f"unsupported nodes: {', '.join(u['op'] + ' (' + u['node'] + ')' for u in info['unsupported'])}")
     else:
         print("all ops supported")
+    for reason in info["refused"]:
+        print(f"refused: {reason}")
     if "passes" in info:
         print(f"passes at O{info['optimize_level']}:")
         for report in info["passes"]:
