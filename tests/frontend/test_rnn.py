@@ -22,22 +22,23 @@ GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
 def rnn_model(op, seq, batch, input_size, hidden, direction="forward", bias=True, h0=True, c0=True,
-              lbr=None, layout=0, seq_lens=None, seed=0, **attrs):
+              lbr=None, layout=0, seq_lens=None, seed=0, scale=0.4, **attrs):
     """One LSTM/GRU/RNN node with seeded weights; X (and h0/c0 when asked) are graph inputs.
 
-    ``seq_lens``: None (absent), "input" (a graph input) or an int list (a constant).
+    ``seq_lens``: None (absent), "input" (a graph input) or an int list (a constant);
+    ``scale``: of the random weights (large values drive the gates into saturation).
     Returns (model, feeds).
     """
     rng = np.random.default_rng(seed)
     dirs = 2 if direction == "bidirectional" else 1
     g = GATES[op]
     inits = [
-        numpy_helper.from_array((rng.standard_normal((dirs, g * hidden, input_size)) * 0.4).astype("float32"), "W"),
-        numpy_helper.from_array((rng.standard_normal((dirs, g * hidden, hidden)) * 0.4).astype("float32"), "R"),
+        numpy_helper.from_array((rng.standard_normal((dirs, g * hidden, input_size)) * scale).astype("float32"), "W"),
+        numpy_helper.from_array((rng.standard_normal((dirs, g * hidden, hidden)) * scale).astype("float32"), "R"),
     ]
     names = ["X", "W", "R"]
     if bias:
-        inits.append(numpy_helper.from_array((rng.standard_normal((dirs, 2 * g * hidden)) * 0.4).astype("float32"), "B"))
+        inits.append(numpy_helper.from_array((rng.standard_normal((dirs, 2 * g * hidden)) * scale).astype("float32"), "B"))
     names.append("B" if bias else "")
     x_shape = [seq, batch, input_size] if layout == 0 else [batch, seq, input_size]
     state_shape = [dirs, batch, hidden] if layout == 0 else [batch, dirs, hidden]
@@ -161,6 +162,8 @@ CASES = [
     ("RNN", {}, (7, 3, 32, 5), 3),
     ("RNN", {"direction": "bidirectional", "h0": False, "bias": False}, (7, 1, 3, 64), 0),
     ("RNN", {"direction": "reverse"}, (1, 3, 3, 16), 2),
+    ("LSTM", {"scale": 4.0}, (7, 3, 32, 16), 3),  # saturated gates: the tanh/sigmoid approximation's clamp
+    ("GRU", {"lbr": 0, "scale": 4.0}, (7, 1, 32, 5), 1),
 ]
 
 
