@@ -222,15 +222,15 @@ class _Kernel:
             gz = self.zbuf[d, b, j]
             T.buffer_store(self.hbuf, (one - gz) * fast_tanh(acc[lane]) + gz * self.hbuf[d, cur, b, j], [d, nxt, b, j])
 
-    def step_tiles(self, d, b, tt, cur, nxt, tiles_loop) -> None:
-        """Every tile of one (direction, batch row) step; ``tiles_loop()`` opens the tile loop(s)."""
+    def step_tiles(self, d, b, tt, cur, nxt) -> None:
+        """Every tile of one (direction, batch row) step, one after the other on this thread."""
         if self.s.cell == "gru" and not self.s.linear_before_reset:
-            with tiles_loop() as jt:
+            with T.serial(0, self.NT) as jt:
                 self.gru_reset_tile(d, jt, b, tt, cur)
-            with tiles_loop() as jt:
+            with T.serial(0, self.NT) as jt:
                 self.gru_candidate_tile(d, jt, b, tt, cur, nxt)
         else:
-            with tiles_loop() as jt:
+            with T.serial(0, self.NT) as jt:
                 self.tile(d, jt, b, tt, cur, nxt)
 
 
@@ -307,7 +307,7 @@ def build_recurrence(shape: RecurrenceShape) -> tirx.PrimFunc:
                         tt = k.time_index(d, t)
                         cur, nxt = t % 2, 1 - t % 2
                         with T.serial(0, B) as b:
-                            k.step_tiles(d, b, tt, cur, nxt, lambda: T.serial(0, NT))
+                            k.step_tiles(d, b, tt, cur, nxt)
                             with T.serial(0, H) as j:
                                 T.buffer_store(y, hbuf[d, nxt, b, j], [tt, d, b, j])
             with T.serial(0, D) as d:
