@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import tvm
+import numpy as np
 from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
@@ -83,7 +83,6 @@ def packed_row_order(shape: RecurrenceShape):
     ONNX stacks the gates: row ``g * hidden + j``. Packed column
     ``tile_index * gates * tile + g * tile + lane`` holds unit ``j = tile_index * tile + lane``.
     """
-    import numpy as np
 
     order = np.full(shape.packed_width, -1, dtype=np.int64)
     for jt in range(shape.tiles):
