@@ -197,9 +197,19 @@ def unsupported_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
     return missing
 
 
-def check_supported(model: onnx.ModelProto, source: str = "model") -> None:
+def check_supported(model: onnx.ModelProto, source: str = "model", folded: bool = True) -> None:
+    """Refuse the model if an op has no converter, or a converter's check refuses a node.
+
+    ``folded``: the model's shape subgraphs are already folded (see ``frontend.checks``).
+    """
     missing = unsupported_nodes(model)
     if missing:
         shown = ", ".join(f"{op} (node '{name}')" for op, name in missing[:20])
         more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
         raise UnsupportedModelError(f"{source}: unsupported ONNX ops: {shown}{more}")
+    from .frontend.checks import refusals
+
+    refused = refusals(model, folded)
+    if refused:
+        more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        raise UnsupportedModelError(f"{source}: unsupported: {'; '.join(refused[:5])}{more}")

@@ -193,14 +193,14 @@ def build_relax(
         with log.stage("freeze inputs"):
             proto, frozen = bind_inputs(proto, freeze_inputs)
     with log.stage("support check"):
-        onnx_model.check_supported(proto, source)
+        onnx_model.check_supported(proto, source, folded=False)
         inputs = onnx_model.resolve_input_specs(proto, input_shapes)
     shapes = {spec_.name: list(spec_.shape) for spec_ in inputs}
     with log.stage("onnx clean-up (fold shape subgraphs)"):
         with stage_errors(f"ONNX clean-up of {source}"):
             cleaned = _clean(proto, shapes)
         onnx_model.check_supported(cleaned, source)
-    with log.stage("import to Relax"):
+    with log.stage("import to Relax"), spec.tvm_target():  # converters may read the target (e.g. vector width)
         mod = import_onnx(cleaned, shapes, source)
     outputs = _output_specs(mod, cleaned)
 

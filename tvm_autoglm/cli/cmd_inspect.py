@@ -24,6 +24,7 @@ def add_parser(subparsers):
 
 def describe(args) -> dict:
     from .. import onnx_model
+    from ..frontend.checks import refusals
 
     proto, path = onnx_model.load_model(args.model)
     frozen_values = parse_frozen(args)
@@ -43,6 +44,7 @@ def describe(args) -> dict:
         "initializers": len(proto.graph.initializer),
         "ops": [{"op": op, "count": n, "supported": op in supported} for op, n in sorted(histogram.items())],
         "unsupported": [{"op": op, "node": node} for op, node in unsupported],
+        "refused": refusals(proto, folded=False),  # nodes whose attributes/inputs a converter does not handle
     }
     if frozen_values:
         info["frozen_inputs"] = frozen
@@ -87,6 +89,8 @@ def run(args) -> int:
         print(f"unsupported nodes: {', '.join(u['op'] + ' (' + u['node'] + ')' for u in info['unsupported'])}")
     else:
         print("all ops supported")
+    for reason in info["refused"]:
+        print(f"refused: {reason}")
     if "passes" in info:
         print(f"passes at O{info['optimize_level']}:")
         for report in info["passes"]:

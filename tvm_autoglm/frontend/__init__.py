@@ -7,6 +7,8 @@ swaps the frontend's map for the base map plus ours for the duration of one impo
 so nothing outside an import sees the change and TVM's converters stay untouched.
 
 A converter here is ours to keep correct: each one is tested against onnxruntime.
+A converter that handles only part of its op registers a support check in :mod:`.checks`
+(``register_check``), which refuses the rest before import, one line per node.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import threading
 #: op_type -> converter class. Filled by the modules in ``_CONVERTER_MODULES``.
 _EXTRA: dict[str, type] = {}
 #: Modules whose import registers converters (one module per op family).
-_CONVERTER_MODULES: tuple[str, ...] = ()
+_CONVERTER_MODULES: tuple[str, ...] = ("rnn",)
 _lock = threading.RLock()
 _loaded = False
 

@@ -24,6 +24,15 @@ class Task:
         return self.extracted.dispatched[0]
 
 
+def _born_scheduled(extracted) -> bool:
+    """A kernel whose PrimFunc already carries ``tirx.is_scheduled`` (MetaSchedule's task keeps it)."""
+    import tvm
+
+    from ..scheduling import is_scheduled
+
+    return any(is_scheduled(f) for m in (extracted.mod, *extracted.dispatched) for f in m.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+
+
 def extract(mod, tvm_target, min_share: float = 0.005) -> tuple[list[Task], list[Task]]:
     """(tasks to tune, skipped tasks) from a fused Relax module; the input is not modified."""
     from tvm.s_tir import meta_schedule as ms
@@ -35,6 +44,8 @@ def extract(mod, tvm_target, min_share: float = 0.005) -> tuple[list[Task], list
     tasks = []
     for t in extracted:
         if t.mod.attrs is not None and t.mod.attrs.get("tirx.is_scheduled", False):
+            continue
+        if _born_scheduled(t):  # e.g. the LSTM/GRU/RNN recurrence (frontend/rnn_kernel.py): nothing to tune
             continue
         try:
             flops = float(estimate_tir_flops(t.dispatched[0]))
