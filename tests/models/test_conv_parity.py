@@ -4,7 +4,9 @@ Each case is Conv (+bias) -> activation, compared with onnxruntime at O1 (TVM fu
 rules on NCHW) and at O3 (NHWC, packed weights, the conv rule) with the AVX2 plan and with the
 AVX-512 plan run as AVX2 code (tests/targets/cpu-x86-avx2-plan512.json). The first case is the
 depthwise 1x1 conv that was 2.7% wrong at O1-O3: its unit reductions vanish in normalize_prim_func
-and the bias + relu were inlined into both the init and the update of the conv block.
+and the bias + relu were inlined into both the init and the update of the conv block. The
+"tile_straddles_rows" cases were up to 100% wrong at O3: the conv rule tiled the fused pixel axis of
+a 1x1 conv in tiles that cross a row end, and wrote each tile back over its rows' bounding box.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ CASES = {
     "3x3_f32_7x7_ragged": (16, 32, 1, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], [7, 7], "Relu", 1),
     "3x3_f24_not_16_lanes": (8, 24, 1, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], [6, 9], "Relu", 1),
     "2x2_stride2_asym": (4, 16, 1, [2, 2], [2, 2], [1, 1], [0, 0, 1, 1], [9, 9], "", 1),
+    "1x1_tile_straddles_rows_58": (16, 96, 1, [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], [2, 58], "Relu", 1),
+    "1x1_padded_tile_straddles_rows_82": (16, 128, 1, [1, 1], [1, 1], [1, 1], [1, 0, 0, 1], [4, 82], "", 1),
     "1d_k3_stride2_asym": (8, 16, 1, [3], [2], [1], [1, 2], [21], "Relu", 1),
     "1d_dw_k5_dilated": (16, 16, 16, [5], [1], [2], [4, 0], [19], "", 2),
     "1d_dw1x1_asym_pads": (8, 8, 8, [1], [2], [1], [1, 2], [9], "Relu", 1),
