@@ -65,8 +65,8 @@ class GraphBuilder:
     def model(self, inputs: dict[str, list[int]], output: str, opset: int = 17, weights_as_inputs: bool = False) -> onnx.ModelProto:
         graph_inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()]
         if weights_as_inputs:  # opset <= 8 exporters listed every initializer as a graph input too
-            graph_inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(v.shape))
-                             for n, v in self.inits.items() if v.dtype == np.float32]
+            graph_inputs += [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
+                             for n, v in self.inits.items()]
         graph = helper.make_graph(self.nodes, "family", graph_inputs, [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
                                   [numpy_helper.from_array(v, n) for n, v in self.inits.items()])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
