@@ -23,10 +23,14 @@ its inputs in their original layout) and put back afterwards, unchanged.
 
 from __future__ import annotations
 
+import logging
+
 import tvm
 from tvm import relax
 
 from .registry import register_pass
+
+_LOG = logging.getLogger(__name__)
 
 NHWC_LAYOUTS = {"relax.nn.conv2d": ["NHWC", "OHWI"]}
 
@@ -133,7 +137,11 @@ def convert_layout_nhwc_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     for gv, func in _graph_functions(mod):
         hider.builder_.update_func(gv, hider.visit_expr(func))
     hidden_mod = hider.builder_.get()
-    converted = relax.transform.ConvertLayout(NHWC_LAYOUTS)(hidden_mod)
+    try:
+        converted = relax.transform.ConvertLayout(NHWC_LAYOUTS)(hidden_mod)
+    except (RuntimeError, ValueError, TypeError) as err:  # TVM check failures (InternalError is a RuntimeError): decline
+        _LOG.warning("convert_layout_nhwc left the module in NCHW: ConvertLayout failed (%s)", str(err).strip().splitlines()[-1][:200])
+        return mod
     restorer = _Restorer(converted, hider.hidden)
     for gv, func in _graph_functions(converted):
         if gv.name_hint not in hider.hidden:
