@@ -131,8 +131,22 @@ def _graph_functions(mod):
             if isinstance(f, relax.Function) and not (f.attrs and "Primitive" in f.attrs)]
 
 
+def _has_nchw_conv2d(mod) -> bool:
+    found = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.nn.conv2d" and expr.attrs.data_layout == "NCHW":
+            found.append(expr)
+
+    for _, func in _graph_functions(mod):
+        relax.analysis.post_order_visit(func.body, visit)
+    return bool(found)
+
+
 @tvm.transform.module_pass(opt_level=0, name="AutoGLMConvertLayoutNHWC")
 def convert_layout_nhwc_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    if not _has_nchw_conv2d(mod):
+        return mod  # nothing to convert: skip hiding every op of a transformer
     hider = _Hider(mod)
     for gv, func in _graph_functions(mod):
         hider.builder_.update_func(gv, hider.visit_expr(func))
