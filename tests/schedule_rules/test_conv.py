@@ -199,3 +199,27 @@ def test_window_width_and_channels_are_one_reduction_loop(target, image, stride,
             window = xp[:, ry : ry + stride * out_h : stride, rx : rx + stride * out_w : stride]
             ref += np.einsum("nhwc,cf->nhwf", window, weight[ry, rx])
     np.testing.assert_allclose(got, np.maximum(ref, 0).astype("float32"), rtol=RTOL, atol=ATOL)
+
+
+def test_fused_pixel_tiles_must_not_cross_a_row_end():
+    """A fused (y*W + x) tile crossing a row end was written back over both rows' full width (issue #20)."""
+    from tvm_autoglm.schedule_rules.conv import rows_aligned
+
+    assert not rows_aligned(58, 4) and not rows_aligned(14, 4) and not rows_aligned(82, 6)
+    assert rows_aligned(56, 4) and rows_aligned(2, 4) and rows_aligned(7, 7) and rows_aligned(1, 6)
+
+
+@pytest.mark.parametrize("name,lanes,registers", [("cpu-x86-avx2", 8, 16), ("cpu-x86-avx512", 16, 32), ("plan512", 16, 32)])
+def test_plan512_test_target_plans_like_avx512_but_targets_haswell(name, lanes, registers):
+    """tests/targets/cpu-x86-avx2-plan512.json: the rules see AVX-512's width; LLVM still gets mcpu=haswell."""
+    from pathlib import Path
+
+    from tvm_autoglm.schedule_rules import _common as C
+    from tvm_autoglm.targets import load_target
+
+    path = str(Path(__file__).resolve().parent.parent / "targets" / "cpu-x86-avx2-plan512.json")
+    spec = load_target(path if name == "plan512" else name)
+    target = spec.tvm_target()
+    assert (C.vector_lanes(target, "float32"), C.num_vector_registers(target)) == (lanes, registers)
+    if name == "plan512":
+        assert spec.tvm_config["mcpu"] == "haswell"

@@ -41,6 +41,13 @@ def is_cpu_target(target: Target) -> bool:
     return target.kind.name == "llvm"
 
 
+#: A target key that makes the rules and passes plan for 512-bit registers (16 fp32 lanes, 32
+#: registers) whatever ``mcpu`` says. LLVM still emits code for ``mcpu`` (it splits the wide
+#: vectors), so an AVX2 host can run, and check for parity, the AVX-512 tilings and weight
+#: packings it could otherwise only compile (tests/targets/cpu-x86-avx2-plan512.json).
+PLAN_512_KEY = "autoglm-plan-512"
+
+
 def vector_bits(target: Target) -> int:
     """SIMD register width in bits, from the target's mcpu / features.
 
@@ -52,6 +59,8 @@ def vector_bits(target: Target) -> int:
 
     if not is_cpu_target(target):
         return 128
+    if PLAN_512_KEY in target.keys:
+        return 512
     try:
         if codegen.llvm_cpu_has_features(["avx512f"], target):
             return 512
@@ -97,6 +106,27 @@ def const_extent(sch: s_tir.Schedule, loop) -> int | None:
     return None
 
 
+def has_init(sch: s_tir.Schedule, block_rv) -> bool:
+    """Whether the block has a ``T.init()`` (a reduction block, even if it has no reduction axis left)."""
+    return sch.get(block_rv).init is not None
+
+
+def inline_loses_init(sch: s_tir.Schedule, block_rv, reverse: bool) -> bool:
+    """Whether inlining ``block_rv`` would touch a block with an init statement.
+
+    ``normalize_prim_func`` drops unit loops, so a reduction whose reduction axes all have
+    extent 1 (a depthwise 1x1 conv: one input channel per group, 1x1 window) keeps its
+    ``T.init()`` but has no reduction axis: ``is_reduction()`` says False and TVM 0.27's
+    ``reverse_compute_inline`` accepts it as a producer, then applies the consumer to both
+    the init and the update (``max(max(0 + b, 0) + x*w + b, 0)`` for conv + bias + relu,
+    a silently wrong answer). ``compute_inline`` of such a block would read the output
+    before its init. Neither is allowed here.
+    """
+    if not reverse:
+        return has_init(sch, block_rv)
+    return any(has_init(sch, producer) for producer in sch.get_producers(block_rv))
+
+
 def try_inline(sch: s_tir.Schedule, blocks: list[SBlockInfo], single_consumer: bool = False) -> list[SBlockInfo]:
     """Inline every block that can be inlined (producers first), keep the rest.
 
@@ -112,6 +142,8 @@ def try_inline(sch: s_tir.Schedule, blocks: list[SBlockInfo], single_consumer: b
             if info.is_reduction():
                 continue
             if single_consumer and fn == sch.compute_inline and len(sch.get_consumers(info.block_rv)) > 1:
+                continue
+            if inline_loses_init(sch, info.block_rv, reverse=fn == sch.reverse_compute_inline):
                 continue
             try:
                 fn(info.block_rv)

@@ -158,6 +158,18 @@ def choose_ragged_tile(width: int, channels: int, lanes: int, exact) -> tuple[in
     return best
 
 
+def rows_aligned(width: int, mr: int) -> bool:
+    """Whether ``mr``-pixel tiles of the fused (y*width + x) axis never straddle a row boundary.
+
+    The write-back of a tile (fused epilogue or accumulator copy) is placed with
+    ``reverse_compute_at``, which covers the tile's pixels by their (y, x) bounding box. A tile
+    from x = 56 of one 58-wide row to x = 1 of the next gets two full rows: 116 pixels written
+    from a 4-pixel accumulator, the rest uninitialised (wrong outputs, up to 100% of the scale,
+    for 1x1 stride-1 convs 58 or 82 pixels wide). Tiles of whole rows, or within a row, are exact.
+    """
+    return width % mr == 0 or mr % width == 0
+
+
 def _contiguous_pixels(block, ana, rows: list[int]) -> bool:
     """True if the input reads pixel (y, x) at exactly ``[.., y, x, ..]`` (a 1x1, stride-1 conv).
 
@@ -201,6 +213,8 @@ def schedule_conv(sch: s_tir.Schedule, main_rv, consumers, ana, rows: list[int],
         for i in rows:
             pixels *= extents[i]
         fused = choose_conv_tile(pixels, extents[ana.vec], lanes, nregs)
+        if fused is not None and not rows_aligned(extents[rows[-1]], fused[0]):
+            fused = None
         if fused is not None and (tile is None or _score(fused) > _score(tile)):
             tile, fuse_rows = fused, True
     pixels_first = pixels_outermost(sch.get(main_rv), ana)
@@ -238,6 +252,8 @@ def schedule_conv(sch: s_tir.Schedule, main_rv, consumers, ana, rows: list[int],
     else:
         epi = sch.cache_write(main_rv, 0, C.ACC_SCOPE)
         sch.reverse_compute_at(epi, par, preserve_unit_loops=True)
+        if not C.epilogue_covers_tile(sch, epi, par, mr * nv * lane):
+            raise C.EpilogueNotExact("write-back")
     C.vectorize_innermost(sch, epi, lane)
 
     _register_tile(sch, main_rv, red[0], p_i, f_n, f_l)
@@ -305,6 +321,8 @@ def _schedule_ragged_rows(sch: s_tir.Schedule, main_rv, consumers, ana, rows: li
     else:
         epi = sch.cache_write(main_rv, 0, C.ACC_SCOPE)
         sch.reverse_compute_at(epi, par, preserve_unit_loops=True)
+        if not C.epilogue_covers_tile(sch, epi, par, task_elems):
+            raise C.EpilogueNotExact("write-back")
     C.vectorize_innermost(sch, epi, lane)
 
     full = width - width % mr

@@ -81,7 +81,7 @@ class Fallback(C.CPURule):
         while changed:
             changed = False
             for info in list(remaining):
-                if info.is_reduction():
+                if info.is_reduction() or C.inline_loses_init(sch, info.block_rv, reverse=True):
                     continue
                 try:
                     sch.reverse_compute_inline(info.block_rv)
