@@ -83,6 +83,10 @@ class Pool(C.CPURule):
         if not isinstance(store, tirx.BufferStore) or not store.indices:
             return None
         kinds = main.dom_kind()
+        if "R" not in kinds:
+            # a block with an init but no reduction loop left (a depthwise 1x1 conv after
+            # normalize_prim_func drops its unit reduction loops): nothing to window over
+            return None
         vec_pos = None
         for pos, iv in enumerate(block.iter_vars):
             if kinds[pos] == "S" and store.indices[-1].same_as(iv.var):
