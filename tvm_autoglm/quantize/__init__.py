@@ -28,14 +28,18 @@ def passes_off_for(mode: str | None) -> tuple[str, ...]:
     producer made ToMixedPrecision fail outright: which convs the passes took
     depends on the SIMD width, so it failed on AVX-512 only.) int8 and auto
     rewrite matmuls per layer without ToMixedPrecision, so their GELU stays the
-    vectorized float32 one and their convs stay packed.
+    vectorized float32 one and their convs stay packed; but they rewrite the
+    graph function only, and ``fuse_epilogue`` moves a matmul whose output is
+    reshaped into a composite function: every ONNX ``Gemm`` of a Hugging Face
+    ``Conv1D`` export (GPT-2: reshape to 2-D, Gemm, reshape back) ended there,
+    and ``--quantize int8`` found the LM head only (or nothing at all).
     """
     mode = (mode or "none").lower()
     if mode == "none":
         return ()
     if mode in ("fp16", "bf16"):
         return ("pack_dense_weights", "fast_math", "winograd_conv", "pack_conv_weights")
-    return ("pack_dense_weights",)
+    return ("pack_dense_weights", "fuse_epilogue")
 
 
 def apply_quantization(build, mode: str, budget: float | None = None, calibration=None, log=None):
