@@ -52,3 +52,15 @@ def mlp_so(workdir, mlp_onnx) -> Path:
     out = workdir / "mlp.so"
     tvm_autoglm.compile(mlp_onnx, opt_level=3).export(out)
     return out
+
+
+def pytest_report_header(config):
+    """Say so when $AUTOGLM_HOST_CPU makes the ``cpu`` target another CPU than this one.
+
+    Meant for compile-only runs (e.g. checking AVX-512 schedules from an AVX2 box); a test
+    that runs code built for a CPU the machine lacks dies with "Illegal instruction".
+    """
+    override = os.environ.get("AUTOGLM_HOST_CPU")
+    if override:
+        return f"AUTOGLM_HOST_CPU={override}: the 'cpu' target is {override}, not this machine (compile-only checks)"
+    return None

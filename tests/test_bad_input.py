@@ -108,16 +108,21 @@ def test_bad_output_suffix(workdir, mlp_onnx):
     assert_clean_error(cli("compile", "--model", mlp_onnx, "--output", workdir / "x.bin"), ".so", ".glm")
 
 
-def test_glm_with_path_traversal_is_refused(workdir):
+def test_glm_with_path_traversal_is_refused(tmp_path):
     import io
     import tarfile
 
-    evil = workdir / "evil.glm"
+    evil = tmp_path / "in" / "evil.glm"
+    evil.parent.mkdir()
     with tarfile.open(evil, "w") as tar:
         for name in ("../../escaped.txt", "model.json"):
             payload = b"{}"
             info = tarfile.TarInfo(name)
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
-    assert_clean_error(cli("execute", "--binary", evil), "refusing member", "../../escaped.txt")
-    assert not (workdir.parent / "escaped.txt").exists()
+    # A .glm is extracted into $AUTOGLM_CACHE/glm/<sha>/, so ../../escaped.txt would land
+    # in $AUTOGLM_CACHE itself: give the run its own cache and look everywhere under tmp_path.
+    cache = tmp_path / "cache"
+    assert_clean_error(cli("execute", "--binary", evil, env={"AUTOGLM_CACHE": str(cache)}), "refusing member", "../../escaped.txt")
+    assert not (cache / "escaped.txt").exists()
+    assert list(tmp_path.rglob("escaped.txt")) == []

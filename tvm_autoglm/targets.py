@@ -20,6 +20,12 @@ from .errors import TargetError
 
 HOST = "@host"
 
+# Overrides the detected LLVM cpu of the build machine (e.g. ``znver4``), so a
+# CI box can compile and inspect the code the ``cpu`` target would give on
+# another CPU. Compile-only: code built for a CPU the machine lacks dies with
+# "Illegal instruction" when it runs. Never set in normal runs.
+HOST_CPU_ENV = "AUTOGLM_HOST_CPU"
+
 
 def targets_dir() -> Path:
     """Where target files live: $AUTOGLM_TARGETS_DIR, the repo's targets/, or the packaged copy."""
@@ -58,12 +64,22 @@ class TargetSpec:
         return {"name": self.name, "device": self.device, "kind": self.kind, "tvm": self.tvm_config, **self.extra}
 
 
-@lru_cache(maxsize=1)
 def host_cpu() -> dict:
-    """The build machine's LLVM cpu name and usable core count."""
+    """The build machine's LLVM cpu name (or $AUTOGLM_HOST_CPU) and usable core count."""
+    return _host_cpu(os.environ.get(HOST_CPU_ENV, ""))
+
+
+@lru_cache(maxsize=4)
+def _host_cpu(override: str) -> dict:
     from tvm.target import codegen
 
-    mcpu = str(codegen.llvm_get_system_cpu())
+    if override:
+        triple = str(codegen.llvm_get_system_triple())
+        if not codegen.llvm_is_valid_cpu(override, triple):
+            raise TargetError(f"{HOST_CPU_ENV}={override!r} is not a CPU LLVM knows for {triple} (e.g. znver3, znver4, cascadelake)")
+        mcpu = override
+    else:
+        mcpu = str(codegen.llvm_get_system_cpu())
     if mcpu in ("", "generic"):
         mcpu = "x86-64"
     try:

@@ -75,7 +75,11 @@ def test_packs_for_the_target_vector_width():
     mod = convert_layout_nhwc()(import_model(_model(out_channels=32)))
     with tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"}):
         wide = pack_conv_weights()(mod)
-    assert all(s[0] == 2 and s[-1] == 16 for s in _packed_shapes(wide))
+    # both convs packed (an empty list would pass an all() check), 32 channels as 2 blocks of 16
+    assert sorted(_packed_shapes(wide)) == sorted([(2, 3, 3, 3, 16), (2, 1, 1, 32, 16)])
+    with tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}):
+        narrow = pack_conv_weights()(mod)
+    assert sorted(_packed_shapes(narrow)) == sorted([(4, 3, 3, 3, 8), (4, 1, 1, 32, 8)])
 
 
 def test_registered_after_layout_conversion_cpu_o3():

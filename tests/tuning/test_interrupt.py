@@ -54,10 +54,9 @@ def test_killed_run_leaves_a_loadable_database(tiny_model, tmp_path, sig):
             except ProcessLookupError:
                 pass
     if sig == signal.SIGINT:
-        # Known issue: about one run in three, TVM's native code segfaults (-11) while Python unwinds
-        # after Ctrl-C (seen on the loaded build box). The contract under test is the database below:
-        # every record reported as committed is there and loads.
-        assert rc in (130, -signal.SIGSEGV), f"unexpected exit {rc} after SIGINT"
+        # Ctrl-C stops after the batch in flight and exits 130 (a KeyboardInterrupt raised inside
+        # MetaSchedule's native loop used to end in SIGSEGV about one run in three).
+        assert rc == 130, f"unexpected exit {rc} after SIGINT: {out[-2000:]}"
     else:
         assert rc == -signal.SIGKILL
     database = dbmod.open_db(db, create=False)

@@ -20,17 +20,26 @@ def passes_off_for(mode: str | None) -> tuple[str, ...]:
 
     Every mode rewrites ``R.matmul`` with a constant [K, N] weight, which
     ``pack_dense_weights`` has already turned into a packed kernel call. fp16/bf16
-    also go through ToMixedPrecision, which cannot see through ``fast_math``'s
-    call_tir kernels (and its approximations are float32 formulas), so they keep
-    the named GELU/erf/tanh ops; int8 and auto rewrite matmuls per layer without
-    ToMixedPrecision, so their GELU stays the vectorized float32 one.
+    also go through ToMixedPrecision, which rewrites named ops only: it cannot
+    see through the call_tir kernels of ``fast_math`` (whose approximations are
+    float32 formulas), ``winograd_conv`` or ``pack_conv_weights``, so they keep
+    the named GELU/erf/tanh ops and ``R.nn.conv2d``. (With those passes on, the
+    convs stayed fp32 under ``--quantize fp16``, and a packed conv fed by an fp16
+    producer made ToMixedPrecision fail outright: which convs the passes took
+    depends on the SIMD width, so it failed on AVX-512 only.) int8 and auto
+    rewrite matmuls per layer without ToMixedPrecision, so their GELU stays the
+    vectorized float32 one and their convs stay packed; but they rewrite the
+    graph function only, and ``fuse_epilogue`` moves a matmul whose output is
+    reshaped into a composite function: every ONNX ``Gemm`` of a Hugging Face
+    ``Conv1D`` export (GPT-2: reshape to 2-D, Gemm, reshape back) ended there,
+    and ``--quantize int8`` found the LM head only (or nothing at all).
     """
     mode = (mode or "none").lower()
     if mode == "none":
         return ()
     if mode in ("fp16", "bf16"):
-        return ("pack_dense_weights", "fast_math")
-    return ("pack_dense_weights",)
+        return ("pack_dense_weights", "fast_math", "winograd_conv", "pack_conv_weights")
+    return ("pack_dense_weights", "fuse_epilogue")
 
 
 def apply_quantization(build, mode: str, budget: float | None = None, calibration=None, log=None):

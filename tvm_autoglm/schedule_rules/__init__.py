@@ -36,6 +36,7 @@ from tvm.target import Target
 
 from ..errors import ScheduleRuleWarning, error_summary
 from ._common import is_scheduled
+from .bf16_stores import serialize_bf16_constant_stores
 from .elementwise import Elementwise
 from .fallback import Fallback
 from .int8_matmul import Int8MatmulAVX2
@@ -104,7 +105,7 @@ def schedule_func(func: tirx.PrimFunc, target: Target, rules=DEFAULT_RULES, kern
     sch, rule = default_schedule(func, target, rules, kernel)
     if sch is None:
         return None, None
-    return sch.mod["main"].with_attr("tirx.is_scheduled", True), rule
+    return serialize_bf16_constant_stores(sch.mod["main"]).with_attr("tirx.is_scheduled", True), rule
 
 
 def _lowers(func: tirx.PrimFunc, target: Target) -> bool:

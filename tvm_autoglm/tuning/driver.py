@@ -254,7 +254,7 @@ def tune(
         per_iter = trials_per_iter or int(min(32, max(8, expected // max(3 * n, 1))))
         patience = early_stop_trials or max(4 * per_iter, 64)
 
-        builder = ms.builder.LocalBuilder(max_workers=cores, timeout_sec=builder_timeout_s, initializer=preload_tensor_intrin)
+        builder = ms.builder.LocalBuilder(max_workers=cores, timeout_sec=builder_timeout_s, initializer=builder_worker_init)
         # Measure kernels the way the model runs them. Threads: the runner's worker process must
         # use the deployment's thread count (TVM's own default is half the CPUs). Caches: in a
         # model a kernel's weights come cold from DRAM (bert-base is 440 MB), timed back to back
@@ -267,7 +267,7 @@ def tune(
         if rpc_tracker:
             runner, _ = _rpc_runner(rpc_tracker, rpc_key, evaluator)
         else:
-            runner = ms.runner.LocalRunner(timeout_sec=runner_timeout_s, evaluator_config=evaluator)
+            runner = ms.runner.LocalRunner(timeout_sec=runner_timeout_s, evaluator_config=evaluator, initializer=ignore_sigint)
         baselines = []
         if with_baselines and spec.kind == "cpu":
             # The default rule's schedule of each kernel, measured like any candidate and
@@ -353,8 +353,16 @@ def tune(
         import signal
 
         def _on_sigint(signum, frame):
+            # The first Ctrl-C only asks the scheduler to stop: its next_task_id returns -1
+            # after joining the batch in flight, so MetaSchedule's loop ends normally. Raising
+            # here instead unwound through whatever native frame the main thread was in (the
+            # handler runs in the next Python callback MetaSchedule makes, e.g. a cost-model
+            # update or our measure callback): about one run in three then died with SIGSEGV
+            # (TVM's own handler) instead of exiting 130. A second Ctrl-C aborts at once.
+            if state["reason"] == "interrupted":
+                raise KeyboardInterrupt
             state["reason"] = "interrupted"
-            raise KeyboardInterrupt
+            line.update("interrupted: stopping after the batch being measured (Ctrl-C again to abort now)", force=True)
 
         previous = signal.signal(signal.SIGINT, _on_sigint) if _main_thread() else None
         # XGBModel predicts with numpy's global generator until it has enough samples: seed it
@@ -520,6 +528,21 @@ def _make_scheduler(weights, best, state, per_iter: int, alpha: float = 0.5, win
             return self.last
 
     return _Scheduler()
+
+
+def ignore_sigint() -> None:
+    """Builder/runner worker initializer: Ctrl-C reaches the whole process group, and a worker
+    killed mid-batch turns the batch being measured into errors; the main process decides."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def builder_worker_init() -> None:
+    from .fastimport import preload_tensor_intrin
+
+    ignore_sigint()
+    preload_tensor_intrin()
 
 
 class _StopTuning(Exception):
