@@ -10,10 +10,10 @@ fp16`` runs). Before the search each kernel's dlight schedule is measured and
 committed as a record (``tuning.baseline``), so the database's best never loses to
 the untuned build in the per-kernel timing. The machine's cores build the
 candidates (LocalBuilder, one worker per core), its GPU measures them
-(LocalRunner on cuda). Everything lands in ``--out`` as it goes: ``tasks.json``
-first, the database (``db/``, one JSON line per record), ``curve.json`` after every
-measured batch, ``tune.json`` at the end; a call cut short still returns the
-records measured so far. The end-to-end check (tuned vs untuned build, each timed
+(LocalRunner on cuda). Everything lands in ``--out`` as it goes: the database
+(``db/``, one JSON line per record, the baselines first), ``curve.json`` after
+every measured batch, ``tune.json`` and ``tasks.json`` at the end; a call cut
+short still returns the records measured so far. The end-to-end check (tuned vs untuned build, each timed
 in its own process) is ``bench_gpu.py --tuning-db DIR --compare-untuned``.
 
 ``--dry-run`` needs no GPU: it extracts and ranks the tasks, builds dlight's

@@ -158,3 +158,41 @@ def test_shipped_gpu_hopper_schedules_apply_and_their_vetoes_hold(fp16_build, fp
     from tvm_autoglm.gpu import unbound_kernels
 
     assert unbound_kernels(vetoed.mod) == []
+
+
+def _benchmark(name):
+    """A script of benchmarks/ as a module (they are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_gpu_sizes_per_model_and_tuned_row_labels():
+    bench = _benchmark("bench_gpu")
+    assert bench.model_size(None, "bert") == "large" and bench.model_size(None, "resnet50") == "base"
+    assert bench.model_size("tiny", "resnet50") == "tiny"
+    assert bench.model_size("bert=tiny", "bert") == "tiny" and bench.model_size("bert=tiny", "resnet50") == "base"
+    with pytest.raises(SystemExit, match=r"unknown model\(s\) \['gpt'\]"):
+        bench.model_size("gpt=tiny", "bert")
+    assert bench.engine_name(True, None) == "tvm_autoglm"
+    assert bench.engine_name(True, "/db") == "tvm_autoglm tuned"
+    assert bench.engine_name(False, "/db") == "tvm_autoglm tuned (no cuda graph)"
+
+
+def test_gpu_tune_dry_summary_counts_builds_per_task():
+    tune = _benchmark("gpu_tune")
+    rows = [
+        {"task": "gemm", "kind": "baseline", "rule": "Matmul", "built": True},
+        {"task": "gemm", "kind": "candidate", "built": True},
+        {"task": "gemm", "kind": "candidate", "built": False, "error": "lowering failed"},
+        {"task": "gemm", "kind": "candidate", "error": "a postprocessor rejected this draw"},
+        {"task": "attn", "kind": "baseline", "rule": "Fallback", "built": False, "error": "nvcc"},
+    ]
+    summary = tune.summarize(rows)
+    assert summary["gemm"] == {"rule": "Matmul", "baseline_built": True, "candidates": 3, "candidates_built": 1, "rejected_by_postproc": 1}
+    assert summary["attn"]["baseline_built"] is False and summary["attn"]["candidates"] == 0
