@@ -295,7 +295,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     built = run_parallel(_build_job, jobs, args.jobs)
     print(f"{len(jobs)} builds in {time.perf_counter() - start:.0f} s ({args.jobs} at a time)", flush=True)
-    report["build_only"] = args.build_only
+    report["build_only"] = report["dry"] = args.build_only  # "dry": nothing was timed (the dry session says so in every JSON)
     for job, (path, seconds, applied) in zip(jobs, built):
         job["path"], job["build_s"] = Path(path), seconds
         tuned = "_tuned" if job["tuning_db"] else ""

@@ -23,6 +23,10 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 DRY_RUN=${DRY_RUN:-0}
+if [ "$DRY_RUN" = 1 ]; then
+    # 2 shared cores build one model at a time here: the same phases, longer caps.
+    : "${SESSION_S:=1500}" "${TEST_TIMEOUT:=150}" "${BENCH_TIMEOUT:=420}" "${TUNE_TIMEOUT:=420}" "${TUNED_TIMEOUT:=300}"
+fi
 SESSION_S=${SESSION_S:-520}
 START=$SECONDS
 # cap SECONDS [RESERVE]: a phase's timeout, the smaller of its cap and the time left before the deadline
@@ -40,7 +44,7 @@ if [ "$DRY_RUN" = 1 ]; then
     RESNET_SIZE=${RESNET_SIZE:-tiny}
     JOBS=${JOBS:-1}
     DRY_FLAGS="--dry-run"
-    BENCH_DRY="--build-only --no-record"
+    BENCH_DRY="--build-only"
     echo "dry run: no GPU, TVM from $PY" | tee "$OUT/device.txt"
 else
     SITE=/tmp/autoglm-site
