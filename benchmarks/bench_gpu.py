@@ -9,7 +9,9 @@ target follows the device: compute capability 9.x -> gpu-hopper (sm_90a),
 otherwise gpu-ampere (sm_80). fp16 is our ``--quantize fp16`` (matmul/conv
 operands fp16, fp32 accumulation) against ``torch.autocast(float16)`` for
 eager and torch.compile. Untuned builds use dlight's default GPU schedules;
-pass ``--tuning-db`` for a MetaSchedule database tuned on this GPU. Each
+pass ``--tuning-db`` for a MetaSchedule database tuned on this GPU (with
+``--compare-untuned`` each variant is also built and timed without it, so
+tuned and untuned rows come from one run). Each
 precision is built twice, with and without CUDA-graph capture (the target's
 ``cuda_graph`` switch, on by default), to show what the graph is worth.
 All builds run first, in parallel processes (``--jobs``): a lent GPU is held
@@ -39,6 +41,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 RESULTS = Path(__file__).resolve().parent / "results" / "gpu.md"
 ZOO_NAMES = {"bert": "bert", "resnet50": "resnet50"}
 DEFAULT_SIZE = {"bert": "large", "resnet50": "base"}
+
+
+def model_size(option: str | None, name: str) -> str:
+    """The zoo size of ``name`` from ``--size``: one size for all, or ``model=size`` pairs (others default)."""
+    if not option:
+        return DEFAULT_SIZE[name]
+    if "=" not in option:
+        return option
+    pairs = dict(part.split("=", 1) for part in option.split(",") if part.strip())
+    unknown = set(pairs) - set(ZOO_NAMES)
+    if unknown:
+        raise SystemExit(f"bench_gpu: --size names unknown model(s) {sorted(unknown)} (known: {sorted(ZOO_NAMES)})")
+    return pairs.get(name, DEFAULT_SIZE[name])
 
 
 def device_target() -> tuple[str, str]:
@@ -75,10 +90,16 @@ def _target_file(target: str, cuda_graph: bool, workdir: Path) -> str:
     return str(path)
 
 
-def build_ours(onnx_path, target, shapes, precision, tuning_db, workdir: Path, cuda_graph: bool = True) -> tuple[Path, float]:
+def build_ours(onnx_path, target, shapes, precision, tuning_db, workdir: Path, cuda_graph: bool = True,
+               reuse: bool = False) -> tuple[Path, float, int]:
     import tvm_autoglm
     from tvm_autoglm.gpu import embedded_cuda_modules
 
+    tuned = "-tuned" if tuning_db else ""
+    out = workdir / f"{Path(onnx_path).stem}-{target}-{precision}-graph{int(cuda_graph)}{tuned}.so"
+    if reuse and out.is_file() and out.with_suffix(".applied").is_file():
+        print(f"  reusing {out.name} (built earlier in this session)", flush=True)
+        return out, 0.0, int(out.with_suffix(".applied").read_text())
     start = time.perf_counter()
     model = tvm_autoglm.compile(
         onnx_path,
@@ -87,18 +108,20 @@ def build_ours(onnx_path, target, shapes, precision, tuning_db, workdir: Path, c
         tuning_db=tuning_db,
         quantize="none" if precision == "fp32" else precision,
     )
-    out = model.export(workdir / f"{Path(onnx_path).stem}-{target}-{precision}-graph{int(cuda_graph)}.so")
+    out = model.export(out)
     seconds = time.perf_counter() - start
     arches = sorted({i.arch for m in embedded_cuda_modules(out) for i in m["images"] if i.kind == "sass"})
-    print(f"  built {out.name} in {seconds:.1f} s; SASS for {', '.join(arches)}", flush=True)
-    return out, seconds
+    applied = int(model.manifest.get("tuning", {}).get("records_applied", 0) or 0)
+    print(f"  built {out.name} in {seconds:.1f} s; SASS for {', '.join(arches)}; {applied} tuning record(s) applied", flush=True)
+    out.with_suffix(".applied").write_text(str(applied))  # written last: marks a finished build for --reuse-builds
+    return out, seconds, applied
 
 
-def _build_job(job: dict) -> tuple[str, float]:
+def _build_job(job: dict) -> tuple[str, float, int]:
     """One build in a worker process (spawned: TVM's state is not fork-safe)."""
-    path, seconds = build_ours(job["onnx"], job["target"], job["shapes"], job["precision"], job["tuning_db"],
-                               Path(job["workdir"]), job["cuda_graph"])
-    return str(path), seconds
+    path, seconds, applied = build_ours(job["onnx"], job["target"], job["shapes"], job["precision"], job["tuning_db"],
+                                        Path(job["workdir"]), job["cuda_graph"], job.get("reuse", False))
+    return str(path), seconds, applied
 
 
 def _export_job(job: dict) -> str:
@@ -116,6 +139,11 @@ def run_parallel(fn, jobs: list[dict], workers: int) -> list:
 
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(fn, jobs))
+
+
+def engine_name(cuda_graph: bool, tuning_db) -> str:
+    """The row label of one of our builds: tuned (a --tuning-db applied) and CUDA-graph variants."""
+    return "tvm_autoglm" + (" tuned" if tuning_db else "") + ("" if cuda_graph else " (no cuda graph)")
 
 
 def run_ours(path: Path, inputs: dict, repeat: int, warmup: int) -> tuple[dict, dict]:
@@ -205,16 +233,22 @@ def torch_baselines(name, size, seq, batch, inputs, precisions, repeat, warmup, 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="bert,resnet50", help="comma list of bert, resnet50")
-    parser.add_argument("--size", default=None, help="zoo size (default: large for bert, base for resnet50)")
+    parser.add_argument("--size", default=None,
+                        help="zoo size for every model, or per model as bert=tiny,resnet50=base (default: large for bert, base for resnet50)")
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--precisions", default="fp32,fp16")
     parser.add_argument("--cuda-graph", default="on,off", help="build variants: on, off or on,off (default both)")
     parser.add_argument("--target", default=None, help="default: from the device (gpu-hopper for sm_9x, else gpu-ampere)")
     parser.add_argument("--tuning-db", default=None)
+    parser.add_argument("--compare-untuned", action="store_true",
+                        help="with --tuning-db: also build and time each variant without it (tuned vs untuned, same run)")
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=1, help="parallel build processes")
+    parser.add_argument("--workdir", default=None, help="folder for the built .so files (default: a new temporary one)")
+    parser.add_argument("--reuse-builds", action="store_true",
+                        help="take a .so already in --workdir instead of building it again (same session, same sources)")
     parser.add_argument("--no-torch-compile", action="store_true", help="time PyTorch eager only")
     parser.add_argument("--build-only", action="store_true", help="compile and check the .so; no timing (no GPU needed)")
     parser.add_argument("--json-out", default=None, help="also write the report here (rewritten after each model)")
@@ -236,10 +270,11 @@ def main(argv=None) -> int:
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     graphs = [{"on": True, "off": False}[g.strip()] for g in args.cuda_graph.split(",") if g.strip()]
     rows, report = [], {"device": device, "target": target, "command": " ".join(sys.argv), "models": {}}
-    workdir = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-gpu-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     models = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        size = args.size or DEFAULT_SIZE[name]
+        size = model_size(args.size, name)
         zname = ZOO_NAMES[name]
         label = f"{name}-{size}" + (f" s{args.seq}" if zoo.MODELS[zname].uses_seq else "") + f" b{args.batch}"
         models.append({"name": name, "zoo": zname, "size": size, "label": label, "seq": args.seq, "batch": args.batch})
@@ -251,16 +286,25 @@ def main(argv=None) -> int:
     for model, onnx_path in zip(models, onnx_paths):
         model["onnx"] = onnx_path
         shapes = zoo.input_shapes(model["zoo"], model["size"], args.seq, args.batch)
+        databases = [args.tuning_db] + ([None] if args.compare_untuned and args.tuning_db else [])
         for precision in precisions:
             for graph in graphs:
-                jobs.append({"label": model["label"], "onnx": onnx_path, "target": target, "shapes": shapes, "precision": precision,
-                             "tuning_db": args.tuning_db, "workdir": str(workdir), "cuda_graph": graph})
+                for db in databases:
+                    jobs.append({"label": model["label"], "onnx": onnx_path, "target": target, "shapes": shapes, "precision": precision,
+                                 "tuning_db": db, "workdir": str(workdir), "cuda_graph": graph, "reuse": args.reuse_builds})
     start = time.perf_counter()
     built = run_parallel(_build_job, jobs, args.jobs)
     print(f"{len(jobs)} builds in {time.perf_counter() - start:.0f} s ({args.jobs} at a time)", flush=True)
-    for job, (path, seconds) in zip(jobs, built):
+    report["build_only"] = report["dry"] = args.build_only  # "dry": nothing was timed (the dry session says so in every JSON)
+    for job, (path, seconds, applied) in zip(jobs, built):
         job["path"], job["build_s"] = Path(path), seconds
-        report["models"].setdefault(job["label"], {})[f"build_s_{job['precision']}_graph{int(job['cuda_graph'])}"] = round(seconds, 1)
+        tuned = "_tuned" if job["tuning_db"] else ""
+        entry = report["models"].setdefault(job["label"], {})
+        entry[f"build_s_{job['precision']}_graph{int(job['cuda_graph'])}{tuned}"] = round(seconds, 1)
+        if job["tuning_db"]:
+            entry[f"records_applied_{job['precision']}_graph{int(job['cuda_graph'])}"] = applied
+    if args.json_out:  # the builds alone are a result: a call cut short during timing still returns them
+        Path(args.json_out).write_text(json.dumps(report, indent=2))
     if args.build_only:
         print(json.dumps(report, indent=2))
         return 0
@@ -272,7 +316,7 @@ def main(argv=None) -> int:
         print(f"{label}: target {target}, device {device}", flush=True)
         ours = {}
         for job in (j for j in jobs if j["label"] == label):
-            engine = "tvm_autoglm" + ("" if job["cuda_graph"] else " (no cuda graph)")
+            engine = engine_name(job["cuda_graph"], job["tuning_db"])
             stats, outputs, failure = run_ours_isolated(job["path"], inputs, args.repeat, args.warmup)
             if failure:
                 entry[f"{engine}_{job['precision']}"] = {"failed": failure}

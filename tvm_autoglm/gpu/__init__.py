@@ -8,7 +8,7 @@ the ``.so`` carries SASS for the target arch instead of CUDA source.
 from .binary import Image, embedded_cuda_modules
 from .export import cuda_export_options
 from .nvcc import find_nvcc, install_compile_callback
-from .schedules import check_thread_bound, default_rules, is_thread_bound, unbound_kernels
+from .schedules import check_thread_bound, default_gpu_schedule, default_rules, is_thread_bound, unbound_kernels
 from .schedules import apply_gpu_default_schedules as _apply
 
 
@@ -23,6 +23,7 @@ __all__ = [
     "apply_gpu_default_schedules",
     "check_thread_bound",
     "cuda_export_options",
+    "default_gpu_schedule",
     "default_rules",
     "embedded_cuda_modules",
     "find_nvcc",

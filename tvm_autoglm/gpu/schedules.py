@@ -62,7 +62,7 @@ def apply_gpu_default_schedules(mod: tvm.IRModule, target, rules=None) -> tvm.IR
         for gvar, func in mod.functions.items():
             if not isinstance(func, tvm.tirx.PrimFunc) or _is_scheduled(func):
                 continue
-            sch = _first_schedule(func, rules_target, rules)
+            sch, _rule = _first_schedule(func, rules_target, rules)
             if sch is not None:
                 updates[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
     for gvar, func in updates.items():
@@ -90,6 +90,23 @@ def _is_scheduled(func) -> bool:
     return bool(func.attrs and int(func.attrs.get("tirx.is_scheduled", 0)) == 1)
 
 
+def default_gpu_schedule(func, target, rules=None):
+    """``(Schedule, rule name)`` of the first dlight rule that binds the whole kernel, or ``(None, None)``.
+
+    The ``Schedule`` (not just the scheduled function) is what tuning needs: its trace replays
+    on the same workload, so ``tuning.baseline`` can measure dlight's schedule and commit it as
+    the record every MetaSchedule candidate has to beat, as it does with our CPU rules.
+    """
+    if isinstance(target, dict):
+        target = tvm.target.Target(target)
+    if _has_tensor_core_dtypes(tvm.IRModule({"main": func})):
+        preload_tensor_intrinsics()
+    rules = default_rules() if rules is None else tuple(rules)
+    rules_target = _rules_target(target)
+    with rules_target:
+        return _first_schedule(func, rules_target, rules)
+
+
 def _first_schedule(func, target, rules):
     for rule in rules:
         try:
@@ -104,8 +121,8 @@ def _first_schedule(func, target, rules):
             space = space[0]
         if not is_thread_bound(space.mod["main"]):  # a partial schedule: let a later rule do all of it
             continue
-        return space
-    return None
+        return space, type(rule).__name__
+    return None, None
 
 
 def _has_tensor_core_dtypes(mod: tvm.IRModule) -> bool:

@@ -9,8 +9,9 @@ database's best never worse than the default: a search record wins only by
 being faster. The trace also seeds the evolutionary search's first population
 (``PickBestFromDatabase``), and the tuning curve starts from the default build.
 
-A baseline record is recognisable by its trace: our rules use no sampling
-instructions, MetaSchedule's design spaces always do.
+A baseline record is recognisable by its trace: our rules (and dlight's GPU
+rules, the untuned schedule on CUDA) use no sampling instructions,
+MetaSchedule's design spaces always do.
 """
 
 from __future__ import annotations
@@ -78,8 +79,7 @@ def commit_baselines(tasks, database, tvm_target, builder, runner, progress=None
     """
     from tvm.s_tir import meta_schedule as ms
 
-    from ..schedule_rules import default_schedule
-
+    default_schedule = default_schedule_for(tvm_target)
     out: list[Baseline] = []
     pending = []  # (index, schedule, workload)
     for i, task in enumerate(tasks):
@@ -124,6 +124,22 @@ def commit_baselines(tasks, database, tvm_target, builder, runner, progress=None
         if progress:
             progress(f"baseline {n}/{len(pending)}: {tasks[i].name[:40]} {out[i].seconds * 1e6:.1f} us ({out[i].rule})")
     return out
+
+
+def default_schedule_for(tvm_target):
+    """The function giving a kernel's untuned schedule on this target: ``(Schedule, rule) or (None, None)``.
+
+    CPU: our rules (``schedule_rules``). CUDA: dlight's rules as the compile applies them
+    (``gpu.default_gpu_schedule``: the ``sm_90a`` -> ``sm_90`` view, a rule that binds only part
+    of a kernel skipped), so a GPU baseline record is exactly what an untuned GPU build runs.
+    """
+    if tvm_target.kind.name == "cuda":
+        from ..gpu import default_gpu_schedule
+
+        return default_gpu_schedule
+    from ..schedule_rules import default_schedule
+
+    return default_schedule
 
 
 def _device_type(tvm_target) -> str:

@@ -130,6 +130,8 @@ def tune(
     remeasure_top: int = 2,
     check_in_model: bool = True,
     rule_space: bool = False,
+    quantize: str = "none",
+    max_tasks: int | None = None,
 ) -> TuneResult:
     """Tunes the kernels of one model into a MetaSchedule database; returns what it did.
 
@@ -143,12 +145,17 @@ def tune(
     applies a record only where it beats the default in a fair comparison. Finally, kernels
     whose best record is a search record are profiled inside the model against the default
     schedule (``in_model``); a record that loses there is vetoed for compile.
+
+    ``quantize`` tunes the kernels of that precision's build (``fp16``: what ``compile
+    --quantize fp16`` runs); ``max_tasks`` keeps only the costliest kernels (a short GPU
+    session). On CUDA the baselines are dlight's schedules; the in-model check is CPU-only
+    (its per-kernel profile cannot see inside a captured CUDA graph), so a GPU database is
+    checked end to end instead (``benchmarks/bench_gpu.py --compare-untuned``).
     """
     with contextlib.ExitStack() as held_locks:
         from tvm.s_tir import meta_schedule as ms
         from tvm.ir.utils import derived_object
 
-        from ..pipeline import build_relax
         from ..targets import TargetSpec, load_target
         from . import tasks as taskmod
         from .apply import shipped_databases
@@ -181,8 +188,11 @@ def tune(
         held_locks.enter_context(dbmod.exclusive(work_dir, notify=lambda text: line.update(text, force=True)))
 
         line.update("building the fused module ...", force=True)
-        build = build_relax(model, spec, opt_level, input_shapes)
+        build = _build_for_tuning(model, spec, opt_level, input_shapes, quantize)
         keep, skip = taskmod.extract(build.mod, tvm_target, min_share=min_share)
+        if max_tasks is not None:
+            keep, rest = taskmod.top_tasks(keep, max_tasks)
+            skip = sorted(skip + rest, key=lambda t: -t.share)
 
         database = dbmod.open_db(work_dir)
         records_before = dbmod.count_records(work_dir)
@@ -263,13 +273,16 @@ def tune(
         from ..runtime.session import default_thread_count
 
         default_thread_count()
-        evaluator = ms.runner.EvaluatorConfig(number=1, repeat=5, min_repeat_ms=0, enable_cpu_cache_flush=spec.device == "cpu")
+        # A GPU kernel of a batch-1 model runs for microseconds: one launch per repeat would time
+        # the launch, so each repeat averages 20 back-to-back runs (no cache flush on the GPU).
+        evaluator = ms.runner.EvaluatorConfig(number=20 if spec.device == "cuda" else 1, repeat=5, min_repeat_ms=0,
+                                              enable_cpu_cache_flush=spec.device == "cpu")
         if rpc_tracker:
             runner, _ = _rpc_runner(rpc_tracker, rpc_key, evaluator)
         else:
             runner = ms.runner.LocalRunner(timeout_sec=runner_timeout_s, evaluator_config=evaluator, initializer=ignore_sigint)
         baselines = []
-        if with_baselines and spec.kind == "cpu":
+        if with_baselines and spec.kind in ("cpu", "cuda"):
             # The default rule's schedule of each kernel, measured like any candidate and
             # committed as a record: the database's best can then never lose to an untuned build.
             from .baseline import commit_baselines
@@ -469,6 +482,18 @@ def tune(
             + (f"; estimated {result.estimated_ms_start:.2f} -> {end:.2f} ms over tuned kernels" if end and result.estimated_ms_start else "")
         )
         return result
+
+
+def _build_for_tuning(model, spec, opt_level, input_shapes, quantize: str):
+    """The fused module whose kernels compile would schedule, at the requested precision."""
+    from ..pipeline import build_relax
+
+    if not quantize or quantize == "none":
+        return build_relax(model, spec, opt_level, input_shapes)
+    from ..quantize import apply_quantization, passes_off_for
+
+    build = build_relax(model, spec, opt_level, input_shapes, passes_off_for(quantize))
+    return apply_quantization(build, quantize)
 
 
 def _make_scheduler(weights, best, state, per_iter: int, alpha: float = 0.5, window: int = 3):

@@ -59,3 +59,19 @@ def extract(mod, tvm_target, min_share: float = 0.005) -> tuple[list[Task], list
     keep = [t for t in tasks if t.share >= min_share]
     skip = [t for t in tasks if t.share < min_share]
     return keep, skip
+
+
+def top_tasks(tasks: list[Task], count: int | None, min_share: float = 0.0) -> tuple[list[Task], list[Task]]:
+    """(the ``count`` costliest tasks with at least ``min_share``, the rest), costliest first.
+
+    Why: on a lent GPU the search has minutes, not hours; spreading them over every
+    kernel measures each a few times and improves none. The few GEMMs that hold most of
+    bert-large's estimated cost get them all. ``count=None`` keeps every task over the share.
+    """
+    if count is not None and count < 1:
+        raise ValueError(f"top_tasks: count must be >= 1 (got {count})")
+    ranked = sorted(tasks, key=lambda t: (-t.share, t.name))
+    eligible = [t for t in ranked if t.share >= min_share]
+    chosen = eligible if count is None else eligible[:count]
+    names = {id(t) for t in chosen}
+    return chosen, [t for t in ranked if id(t) not in names]
