@@ -189,3 +189,9 @@ def check_supported(model: onnx.ModelProto, source: str = "model") -> None:
         shown = ", ".join(f"{op} (node '{name}')" for op, name in missing[:20])
         more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
         raise UnsupportedModelError(f"{source}: unsupported ONNX ops: {shown}{more}")
+    from .support_rules import violations
+
+    broken = violations(model)
+    if broken:
+        more = f"; and {len(broken) - 5} more" if len(broken) > 5 else ""
+        raise UnsupportedModelError(f"{source}: unsupported: {'; '.join(broken[:5])}{more}")
