@@ -43,6 +43,14 @@ class NodeView:
         """numpy dtype name of input ``index``; None when absent or not inferable."""
         return self._types.dtype(self.node.input[index]) if self.has_input(index) else None
 
+    def input_shape(self, index: int) -> list | None:
+        """Declared shape of input ``index`` (graph input or value_info); None when unknown."""
+        return self._types.shapes.get(self.node.input[index]) if self.has_input(index) else None
+
+    def constant(self, index: int):
+        """Input ``index`` as a numpy array when it is an initializer; else None."""
+        return self._types.constants.get(self.node.input[index]) if self.has_input(index) else None
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -142,7 +150,56 @@ attr_in("IsInf", "detect_positive", (1,), 1, "TVM's converter ignores it")
 attr_in("IsInf", "detect_negative", (1,), 1, "TVM's converter ignores it")
 
 
+
+
+def _resize_check(node: NodeView):
+    """Linear/cubic downsampling and nearest resizing to non-integer ratios come out wrong in TVM's Resize."""
+    mode = node.attr("mode", b"nearest")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    shape = node.input_shape(0)
+    scales, sizes = node.constant(2), node.constant(3)
+    if shape is None or any(d is None for d in shape):
+        return None
+    if sizes is not None and sizes.size == len(shape):
+        ratios = [out / size for out, size in zip(sizes.tolist(), shape)]
+    elif scales is not None and scales.size == len(shape):
+        ratios = scales.tolist()
+    else:
+        return None
+    if mode in ("linear", "cubic") and any(r < 1 for r in ratios):
+        return f"mode={mode} with scale {ratios} (downsampling: TVM's {mode} resize does not match ONNX there)"
+    if mode == "nearest" and sizes is not None and any(r != int(r) for r in ratios):
+        return f"mode=nearest to sizes {sizes.tolist()} from {shape} (non-integer ratio: TVM's nearest does not match ONNX there)"
+    return None
+
+
+def _refuse_op(op: str, why: str) -> Rule:
+    return add_rule(op, lambda node: f"the op itself ({why})")
+
+
+attr_in("Resize", "antialias", (0,), 0, "antialiased resizing is not implemented")
+attr_unset("Resize", "axes", "TVM's converter assumes all spatial axes")
+attr_in("Resize", "keep_aspect_ratio_policy", ("stretch",), "stretch", "TVM's converter ignores it")
+add_rule("Resize", _resize_check)
+attr_in("SpaceToDepth", "mode", ("DCR",), "DCR", "TVM's converter implements DCR only")
+add_rule("Mod", lambda node: (f"attribute fmod=0 with {node.input_dtype(0)} inputs (float Mod needs fmod=1)"
+                              if node.attr("fmod", 0) == 0 and (node.input_dtype(0) or "").startswith("float") else None))
+output_absent("MaxPool", 1, "Indices", "MaxPool indices are not implemented")
+input_dtype_in("TopK", 0, ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32"),
+               "TVM has no uint64 TopK")
+_refuse_op("Sinh", "TVM 0.27 has no CPU code generation for tirx.sinh")
+_refuse_op("Cosh", "TVM 0.27 has no CPU code generation for tirx.cosh")
+_refuse_op("NonZero", "its output shape depends on the data; we compile static shapes only")
+
+
 # ---------------------------------------------------------------- checking a model
+
+
+def _numel(init) -> int:
+    count = 1
+    for d in init.dims:
+        count *= d
+    return count
 
 
 class _Types:
@@ -156,7 +213,20 @@ class _Types:
             self._add(vi.name, vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0)
         for init in graph.initializer:
             self._add(init.name, init.data_type)
+        self.shapes = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+                       for vi in list(graph.input) + list(graph.value_info) if vi.type.HasField("tensor_type")}
+        self._inits = {init.name: init for init in graph.initializer}
+        self._constants: dict | None = None
         self._inferred = False
+
+    @property
+    def constants(self) -> dict:
+        """Small initializers as arrays (read on first use; large ones are weights no rule looks at)."""
+        if self._constants is None:
+            from onnx import numpy_helper
+
+            self._constants = {n: numpy_helper.to_array(i) for n, i in self._inits.items() if _numel(i) <= 64}
+        return self._constants
 
     def _add(self, name: str, elem_type: int) -> None:
         if elem_type:

@@ -13,7 +13,8 @@ of the ops inference models use into a test tier:
 * each case compiles with :func:`tvm_autoglm.compile` at the chosen opt level, runs, and is
   compared with the case's expected outputs: the case's own rtol/atol where it sets them,
   else :data:`DEFAULT_TOLERANCE` by dtype (exact for ints and bools; NaN must match NaN);
-* outcome: ``pass``; ``refused`` (``UnsupportedModelError`` from the support check: an
+* outcome: ``pass``; ``refused`` (``UnsupportedModelError`` or ``InputError`` from the
+  support check (ops, per-op rules, static non-empty input shapes): an
   acceptable, up-front, one-line refusal); ``wrong`` (ran, mismatched: shape, dtype or
   values); ``error`` (anything failing after the support check accepted the case, a crash
   or a hang included).
@@ -267,7 +268,7 @@ def run_case(model_path: str, data_path: str, opt_level: int, target: str, rtol=
     import onnx
 
     from .. import compile as autoglm_compile
-    from ..errors import UnsupportedModelError
+    from ..errors import InputError, UnsupportedModelError
 
     model = onnx.load(model_path)
     data = np.load(data_path)
@@ -275,7 +276,7 @@ def run_case(model_path: str, data_path: str, opt_level: int, target: str, rtol=
     expected = [data[f"out:{i}"] for i in range(len(model.graph.output))]
     try:
         compiled = autoglm_compile(model, target=target, opt_level=opt_level)
-    except UnsupportedModelError as err:
+    except (UnsupportedModelError, InputError) as err:  # the support check (ops, rules, input shapes)
         return "refused", err.one_line()
     except Exception as err:  # noqa: BLE001 - every other failure is an outcome to report
         return "error", _one_line(err)

@@ -1,0 +1,81 @@
+"""The per-op support rules: each refuses its case up front, in one line naming node, op, attribute/input/dtype and value."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from tvm_autoglm import support_rules
+from tvm_autoglm.errors import UnsupportedModelError
+from tvm_autoglm.onnx_model import check_supported
+
+
+def _model(node, inputs, opset=23):
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in node.output if o])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10
+    return model
+
+
+F = TensorProto.FLOAT
+QKV = [("q", F, [1, 2, 3, 4]), ("k", F, [1, 2, 3, 4]), ("v", F, [1, 2, 3, 4])]
+BN_IN = [("x", F, [1, 3, 4, 4])] + [(n, F, [3]) for n in ("s", "b", "m", "var")]
+
+# (refused node, its inputs, words the message must hold, the same node with an accepted value)
+CASES = {
+    "attention_nonpad": (helper.make_node("Attention", ["q", "k", "v", "", "", "", "n"], ["y"], name="att"), QKV + [("n", TensorProto.INT64, [1])],
+                         ["'att'", "Attention", "nonpad_kv_seqlen"], helper.make_node("Attention", ["q", "k", "v"], ["y"], name="att")),
+    "attention_window": (helper.make_node("Attention", ["q", "k", "v"], ["y"], name="att", left_window_size=2), QKV,
+                         ["Attention", "left_window_size=2"], helper.make_node("Attention", ["q", "k", "v"], ["y"], name="att", left_window_size=-1)),
+    "attention_right_window": (helper.make_node("Attention", ["q", "k", "v"], ["y"], name="att", right_window_size=0), QKV,
+                               ["Attention", "right_window_size=0"], None),
+    "batchnorm_training": (helper.make_node("BatchNormalization", ["x", "s", "b", "m", "var"], ["y"], name="bn", training_mode=1), BN_IN,
+                           ["'bn'", "BatchNormalization", "training_mode=1"], helper.make_node("BatchNormalization", ["x", "s", "b", "m", "var"], ["y"], name="bn", training_mode=0)),
+    "convtranspose_output_shape": (helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="ct", output_shape=[10, 8]), [("x", F, [1, 1, 3, 3]), ("w", F, [1, 2, 3, 3])],
+                                   ["ConvTranspose", "output_shape=[10, 8]"], helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="ct")),
+    "quantize_blocked": (helper.make_node("QuantizeLinear", ["x", "s"], ["y"], name="q", block_size=2, axis=1), [("x", F, [2, 4]), ("s", F, [2, 2])],
+                         ["QuantizeLinear", "block_size=2"], helper.make_node("QuantizeLinear", ["x", "s"], ["y"], name="q", axis=1)),
+    "dequantize_blocked": (helper.make_node("DequantizeLinear", ["x", "s"], ["y"], name="dq", block_size=2, axis=1), [("x", TensorProto.INT8, [2, 4]), ("s", F, [2, 2])],
+                           ["DequantizeLinear", "block_size=2"], None),
+    "pow_mixed": (helper.make_node("Pow", ["x", "e"], ["y"], name="pw"), [("x", F, [3]), ("e", TensorProto.INT64, [3])],
+                  ["'pw'", "Pow", "float32 and int64"], None),
+    "isinf_positive": (helper.make_node("IsInf", ["x"], ["y"], name="inf", detect_positive=0), [("x", F, [3])],
+                       ["IsInf", "detect_positive=0"], helper.make_node("IsInf", ["x"], ["y"], name="inf", detect_positive=1)),
+    "isinf_negative": (helper.make_node("IsInf", ["x"], ["y"], name="inf", detect_negative=0), [("x", F, [3])],
+                       ["IsInf", "detect_negative=0"], None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rule_refuses_in_one_line(case):
+    node, inputs, words, accepted = CASES[case]
+    with pytest.raises(UnsupportedModelError) as err:
+        check_supported(_model(node, inputs))
+    text = err.value.one_line()
+    assert "\n" not in text
+    for word in words:
+        assert word in text, (word, text)
+    if accepted is not None:
+        check_supported(_model(accepted, inputs))  # the allowed value passes the same check
+
+
+def test_every_rule_has_a_refusal_test():
+    """A rule added to the table without a case above is untested."""
+    covered = {CASES[c][0].op_type for c in CASES}
+    assert set(support_rules.RULES) <= covered, set(support_rules.RULES) - covered
+
+
+def test_add_rule_extends_the_check():
+    node = helper.make_node("Relu", ["x"], ["y"], name="r")
+    model = _model(node, [("x", F, [2])])
+    check_supported(model)
+    rule = support_rules.add_rule("Relu", lambda view: "input 0 is float32 (test rule)" if view.input_dtype(0) == "float32" else None)
+    try:
+        with pytest.raises(UnsupportedModelError, match=r"node 'r' \(Relu\): input 0 is float32 \(test rule\)"):
+            check_supported(model)
+    finally:
+        support_rules.RULES["Relu"].remove(rule)
+        if not support_rules.RULES["Relu"]:
+            del support_rules.RULES["Relu"]
