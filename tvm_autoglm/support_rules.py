@@ -187,6 +187,8 @@ add_rule("Mod", lambda node: (f"attribute fmod=0 with {node.input_dtype(0)} inpu
 output_absent("MaxPool", 1, "Indices", "MaxPool indices are not implemented")
 input_dtype_in("TopK", 0, ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32"),
                "TVM has no uint64 TopK")
+input_dtype_in("OneHot", 1, ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"),
+               "TVM's converter needs an integer depth")
 _refuse_op("Sinh", "TVM 0.27 has no CPU code generation for tirx.sinh")
 _refuse_op("Cosh", "TVM 0.27 has no CPU code generation for tirx.cosh")
 _refuse_op("NonZero", "its output shape depends on the data; we compile static shapes only")

@@ -106,3 +106,17 @@ def test_scalar_input_keeps_its_shape():
               "c": np.array(0.75, dtype="float32")}
     node = helper.make_node("Gemm", ["a", "b", "c"], ["y"], alpha=0.5)
     _check(_model(node, inputs, ["y"], opset=17), inputs)
+
+
+def test_shape_output_after_constant_folding():
+    """The clean-up folds Shape into Constant(value_ints=...); TVM's Constant converter read only `value`."""
+    rng = np.random.default_rng(5)
+    inputs = {"x": rng.standard_normal((2, 3, 5)).astype("float32")}
+    graph = helper.make_graph([helper.make_node("Shape", ["x"], ["s"], start=1), helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 5])],
+                              [helper.make_tensor_value_info("s", TensorProto.INT64, [2]), helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 5])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    got = tvm_autoglm.compile(model, target="cpu", opt_level=1).run(inputs)
+    np.testing.assert_array_equal(got["s"], np.array([3, 5], dtype="int64"))  # exact: shape values
+    np.testing.assert_array_equal(got["y"], np.maximum(inputs["x"], 0))
