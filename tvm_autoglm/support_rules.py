@@ -173,6 +173,17 @@ def _resize_check(node: NodeView):
     return None
 
 
+def _empty_shape_slice(node: NodeView):
+    """Shape with start/end selecting no dims: a zero-size output, which we do not compile."""
+    shape = node.input_shape(0)
+    if shape is None:
+        return None
+    rank = len(shape)
+    start, end = node.attr("start", 0), node.attr("end", rank)
+    start, end = [min(max(v + rank if v < 0 else v, 0), rank) for v in (start, end)]
+    return f"attributes start={node.attr('start', 0)} end={node.attr('end', rank)} select no dims of a rank-{rank} input (zero-size output)" if end <= start else None
+
+
 def _refuse_op(op: str, why: str) -> Rule:
     return add_rule(op, lambda node: f"the op itself ({why})")
 
@@ -189,6 +200,7 @@ input_dtype_in("TopK", 0, ("float16", "float32", "float64", "int8", "int16", "in
                "TVM has no uint64 TopK")
 input_dtype_in("OneHot", 1, ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"),
                "TVM's converter needs an integer depth")
+add_rule("Shape", lambda node: _empty_shape_slice(node))
 _refuse_op("Sinh", "TVM 0.27 has no CPU code generation for tirx.sinh")
 _refuse_op("Cosh", "TVM 0.27 has no CPU code generation for tirx.cosh")
 _refuse_op("NonZero", "its output shape depends on the data; we compile static shapes only")

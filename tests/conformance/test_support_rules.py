@@ -65,6 +65,8 @@ CASES = {
                     ["TopK", "uint64"], None),
     "onehot_float_depth": (helper.make_node("OneHot", ["i", "d", "vals"], ["y"], name="oh"), [("i", TensorProto.INT64, [3]), ("d", F, [1]), ("vals", F, [2])],
                            ["OneHot", "input 1 dtype float32"], None),
+    "shape_empty_slice": (helper.make_node("Shape", ["x"], ["y"], name="shp", start=2, end=1), [("x", F, [2, 3, 4])],
+                          ["Shape", "start=2 end=1", "zero-size"], helper.make_node("Shape", ["x"], ["y"], name="shp", start=1, end=-1)),
     "sinh": (helper.make_node("Sinh", ["x"], ["y"], name="sh"), [("x", F, [3])], ["Sinh", "tirx.sinh"], None),
     "cosh": (helper.make_node("Cosh", ["x"], ["y"], name="ch"), [("x", F, [3])], ["Cosh", "tirx.cosh"], None),
     "nonzero": (helper.make_node("NonZero", ["x"], ["y"], name="nz"), [("x", F, [3])], ["NonZero", "depends on the data"], None),
