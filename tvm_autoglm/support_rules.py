@@ -146,6 +146,13 @@ attr_unset("ConvTranspose", "output_shape", "TVM's converter ignores it")
 attr_in("QuantizeLinear", "block_size", (0,), 0, "blocked quantization is not implemented")
 attr_in("DequantizeLinear", "block_size", (0,), 0, "blocked quantization is not implemented")
 same_input_dtypes("Pow", 0, 1, "mixed base/exponent types are not implemented")
+input_dtype_in("Pow", 0, ("float16", "float32", "float64"), "TVM's power is float-only")
+input_dtype_in("ReduceMax", 0, ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"),
+               "TVM has no bool max")
+input_dtype_in("ReduceMin", 0, ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"),
+               "TVM has no bool min")
+attr_in("Resize", "coordinate_transformation_mode", ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_crop_and_resize"),
+        "half_pixel", "TVM does not implement it")
 attr_in("IsInf", "detect_positive", (1,), 1, "TVM's converter ignores it")
 attr_in("IsInf", "detect_negative", (1,), 1, "TVM's converter ignores it")
 
