@@ -208,8 +208,10 @@ def check_supported(model: onnx.ModelProto, source: str = "model", folded: bool 
         more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
         raise UnsupportedModelError(f"{source}: unsupported ONNX ops: {shown}{more}")
     from .frontend.checks import refusals
+    from .support_rules import violations
 
-    refused = refusals(model, folded)
+    # attribute/dtype conditions (support_rules) and the checks our partial converters register (frontend.checks)
+    refused = violations(model) + refusals(model, folded)
     if refused:
-        more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        more = f"; and {len(refused) - 5} more" if len(refused) > 5 else ""
         raise UnsupportedModelError(f"{source}: unsupported: {'; '.join(refused[:5])}{more}")

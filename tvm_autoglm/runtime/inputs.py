@@ -41,7 +41,8 @@ def validate_inputs(inputs: dict, specs: list[dict], index_ranges: dict | None =
             raise InputError(
                 f"input '{spec['name']}' has shape {got}, expected {'x'.join(str(d) for d in want_shape)} ({spec['dtype']})"
             )
-        arrays.append(np.ascontiguousarray(value).reshape(want_shape))  # ascontiguousarray makes a 0-d array 1-d
+        # np.require, not np.ascontiguousarray: the latter turns a 0-d (scalar) input into shape (1,)
+        arrays.append(np.require(value, requirements="C"))
     if index_ranges:
         check_index_ranges(dict(zip(expected, arrays)), index_ranges)
     return arrays
