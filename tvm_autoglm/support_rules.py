@@ -39,6 +39,10 @@ class NodeView:
     def has_output(self, index: int) -> bool:
         return index < len(self.node.output) and self.node.output[index] != ""
 
+    def output_used(self, index: int) -> bool:
+        """Output ``index`` is read by another node or is a graph output (old exports name unused outputs)."""
+        return self.has_output(index) and self.node.output[index] in self._types.used
+
     def input_dtype(self, index: int) -> str | None:
         """numpy dtype name of input ``index``; None when absent or not inferable."""
         return self._types.dtype(self.node.input[index]) if self.has_input(index) else None
@@ -199,6 +203,22 @@ attr_in("Resize", "antialias", (0,), 0, "antialiased resizing is not implemented
 attr_unset("Resize", "axes", "TVM's converter assumes all spatial axes")
 attr_in("Resize", "keep_aspect_ratio_policy", ("stretch",), "stretch", "TVM's converter ignores it")
 add_rule("Resize", _resize_check)
+
+def _dropout_check(node: NodeView):
+    """Inference Dropout is the identity; a training-mode one is random, and TVM's mask output is float, not bool."""
+    if node.has_input(2):
+        mode = node.constant(2)
+        if mode is None:
+            return "input 2 (training_mode) is not a constant (training-mode Dropout is random: not an inference op)"
+        if bool(mode.reshape(-1)[0]):
+            return "input 2 (training_mode) is true (training-mode Dropout is random: not an inference op)"
+    if node.output_used(1):
+        return "output 1 (mask) is used (the mask output is not implemented)"
+    return None
+
+
+add_rule("Dropout", _dropout_check)
+
 attr_in("SpaceToDepth", "mode", ("DCR",), "DCR", "TVM's converter implements DCR only")
 add_rule("Mod", lambda node: (f"attribute fmod=0 with {node.input_dtype(0)} inputs (float Mod needs fmod=1)"
                               if node.attr("fmod", 0) == 0 and (node.input_dtype(0) or "").startswith("float") else None))
@@ -237,6 +257,7 @@ class _Types:
         self.shapes = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
                        for vi in list(graph.input) + list(graph.value_info) if vi.type.HasField("tensor_type")}
         self._inits = {init.name: init for init in graph.initializer}
+        self.used = {name for node in graph.node for name in node.input} | {vi.name for vi in graph.output}
         self._constants: dict | None = None
         self._inferred = False
 

@@ -19,7 +19,8 @@ SAMPLE_OPS = set(
     """Add Sub Mul Div Pow Mod Relu Sigmoid Tanh Erf Gelu Softmax LogSoftmax MatMul Gemm LayerNormalization
     RMSNormalization Attention Transpose Reshape Concat Split Slice Gather GatherElements Where Cast Clip ReduceMean
     ReduceSum ReduceMax ArgMax CumSum Trilu Expand Tile Unsqueeze Pad TopK QuantizeLinear DequantizeLinear
-    BatchNormalization LeakyRelu HardSwish Einsum Equal Less And Not SpaceToDepth DepthToSpace IsInf""".split()
+    BatchNormalization LeakyRelu HardSwish Einsum Equal Less And Not SpaceToDepth DepthToSpace IsInf Min Max Sum Mean
+    Dropout Squeeze Conv ConvTranspose MaxPool AveragePool""".split()
 )
 SAMPLE, SEED = 60, 2026
 

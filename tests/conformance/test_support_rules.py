@@ -77,11 +77,18 @@ CASES = {
     "sinh": (helper.make_node("Sinh", ["x"], ["y"], name="sh"), [("x", F, [3])], ["Sinh", "tirx.sinh"], None),
     "cosh": (helper.make_node("Cosh", ["x"], ["y"], name="ch"), [("x", F, [3])], ["Cosh", "tirx.cosh"], None),
     "nonzero": (helper.make_node("NonZero", ["x"], ["y"], name="nz"), [("x", F, [3])], ["NonZero", "depends on the data"], None),
+    "dropout_training": (helper.make_node("Dropout", ["x", "", "tm_true"], ["y"], name="do"), [("x", F, [3])],
+                         ["'do'", "Dropout", "training_mode) is true"], helper.make_node("Dropout", ["x", "", "tm_false"], ["y"], name="do")),
+    "dropout_training_input": (helper.make_node("Dropout", ["x", "", "tm"], ["y"], name="do"), [("x", F, [3]), ("tm", TensorProto.BOOL, [])],
+                               ["Dropout", "training_mode) is not a constant"], None),
+    "dropout_mask": (helper.make_node("Dropout", ["x"], ["y", "mask"], name="do"), [("x", F, [3])],
+                     ["Dropout", "output 1 (mask) is used"], helper.make_node("Dropout", ["x"], ["y"], name="do")),
 }
 
 #: initializers the Resize cases read (scales / sizes are constants in exports)
 _CONSTS = {"sc": np.array([1, 1, 0.5, 0.5], "float32"), "up": np.array([1, 1, 2, 2], "float32"),
-           "sz": np.array([1, 1, 7, 8], "int64"), "sz2": np.array([1, 1, 4, 6], "int64")}
+           "sz": np.array([1, 1, 7, 8], "int64"), "sz2": np.array([1, 1, 4, 6], "int64"),
+           "tm_true": np.array(True), "tm_false": np.array(False)}
 
 
 def _with_constants(model):
