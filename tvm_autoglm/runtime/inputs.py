@@ -41,7 +41,7 @@ def validate_inputs(inputs: dict, specs: list[dict], index_ranges: dict | None =
             raise InputError(
                 f"input '{spec['name']}' has shape {got}, expected {'x'.join(str(d) for d in want_shape)} ({spec['dtype']})"
             )
-        arrays.append(np.ascontiguousarray(value))
+        arrays.append(np.asarray(value, order="C"))  # not ascontiguousarray: it turns a 0-d input into shape (1,)
     if index_ranges:
         check_index_ranges(dict(zip(expected, arrays)), index_ranges)
     return arrays
