@@ -97,6 +97,20 @@ def const_extent(sch: s_tir.Schedule, loop) -> int | None:
     return None
 
 
+def reads_a_reduction(sch: s_tir.Schedule, block_rv) -> bool:
+    """Whether a producer of the block is a reduction block (one with an init).
+
+    ``normalize_prim_func`` drops unit loops, so a reduction over an axis of extent 1
+    (a mean or softmax over a width-1 axis) leaves a block with an init and no
+    reduction axis, which ``SBlockInfo.is_reduction()`` calls spatial.
+    ``reverse_compute_inline`` of its consumer into it rewrites both the init and the
+    update with the consumer's expression, and the update then reads the rewritten
+    value as its accumulator: ``x - mean(x)`` became ``x - (x + x)`` and softmax
+    NaN. Such consumers must stay separate blocks.
+    """
+    return any(sch.get(producer).init is not None for producer in sch.get_producers(block_rv))
+
+
 def try_inline(sch: s_tir.Schedule, blocks: list[SBlockInfo], single_consumer: bool = False) -> list[SBlockInfo]:
     """Inline every block that can be inlined (producers first), keep the rest.
 
@@ -109,7 +123,9 @@ def try_inline(sch: s_tir.Schedule, blocks: list[SBlockInfo], single_consumer: b
 
     def _trial(fn: Callable) -> int | None:
         for idx, info in enumerate(remaining):
-            if info.is_reduction():
+            if info.is_reduction() or sch.get(info.block_rv).init is not None:
+                continue
+            if fn == sch.reverse_compute_inline and reads_a_reduction(sch, info.block_rv):
                 continue
             if single_consumer and fn == sch.compute_inline and len(sch.get_consumers(info.block_rv)) > 1:
                 continue

@@ -63,19 +63,6 @@ def schedule_reduction_block(sch: s_tir.Schedule, block_rv, target: Target) -> N
         C.parallelize_prefix(sch, list(loops[:first_r]), target)
 
 
-def _reads_a_reduction(sch: s_tir.Schedule, block_rv) -> bool:
-    """Whether a producer of the block is a reduction block (one with an init).
-
-    ``normalize_prim_func`` drops unit loops, so a mean over an axis of extent 1
-    leaves a block with an init and no reduction axis, which looks spatial.
-    ``reverse_compute_inline`` of its consumer into it then rewrites both the init
-    and the update with the consumer's expression, and the update reads the already
-    rewritten value as its accumulator: ``x - mean(x)`` over a width-1 axis became
-    ``x - (x + x)``. Such consumers stay separate blocks.
-    """
-    return any(sch.get(producer).init is not None for producer in sch.get_producers(block_rv))
-
-
 class Fallback(C.CPURule):
     """Per-block parallel + vectorize for kernels the specific rules declined."""
 
@@ -90,7 +77,7 @@ class Fallback(C.CPURule):
         while changed:
             changed = False
             for info in list(remaining):
-                if info.is_reduction() or _reads_a_reduction(sch, info.block_rv):
+                if info.is_reduction() or C.reads_a_reduction(sch, info.block_rv):  # see reads_a_reduction
                     continue
                 try:
                     sch.reverse_compute_inline(info.block_rv)

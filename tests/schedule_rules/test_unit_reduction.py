@@ -1,10 +1,12 @@
-"""Regression (difftest s0 i6): a mean over an axis of extent 1 followed by its consumer.
+"""Regression (difftest s0 i6, i18, i46, i106): a reduction over an axis of extent 1 followed by its consumer.
 
 ``normalize_prim_func`` drops the unit reduction loop, so the mean's block has an init
 but no reduction axis and looked spatial to the Fallback rule, which then
 reverse-compute-inlined ``x - mean`` into it: the update read the rewritten value as
 its accumulator and computed ``x - (x + x)``. A decomposed LayerNorm over a width-1 last
-axis gave NaN at O1 (exact zeros before the affine part in onnxruntime).
+axis gave NaN at O1 (exact zeros before the affine part in onnxruntime); the AttentionCPU
+rule (through ``_common.try_inline``) did the same to softmax over a width-1 axis (attention
+with one token): NaN.
 """
 
 from __future__ import annotations
@@ -64,3 +66,14 @@ def test_fallback_keeps_the_consumer_of_a_unit_reduction_separate():
     assert reduction.init is not None
     # the kernel's output (x - mean) is written by a later block, not by the reduction itself
     assert [w.source.name for w in reduction.writes] == ["x_red"], reduction
+
+
+@pytest.mark.parametrize("shape", [[2, 4, 1], [1, 4, 1, 1], [3, 1]])
+def test_softmax_over_a_width_one_axis_matches_onnxruntime(shape):
+    graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], "unit_softmax",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    actual = tvm_autoglm.compile(model, target="cpu", opt_level=1).run(x=x)
+    np.testing.assert_allclose(actual["y"], ort_run(model, {"x": x})["y"], rtol=RTOL, atol=ATOL)  # all ones
