@@ -1,7 +1,8 @@
 """Differential testing against onnxruntime (``tvm_autoglm.testing.difftest``).
 
 The seeded subset below is the fast part of the campaign that runs in ``make test``:
-30 cases (three per op family), each built at O0-O3 for the host and run, and compiled
+30 cases (three per op family), each built at O3 and at one of O0/O1/O2 (rotating with
+the index, so each level sees every family) for the host and run, and compiled
 for cpu-x86-avx2 and cpu-x86-avx512 (the one the host supports is run too). Tolerance:
 ``difftest.RTOL`` x max|onnxruntime output| + ``difftest.ATOL``. The long campaign is
 ``python -m tvm_autoglm.testing.difftest --count 2000 --seed 0``.
@@ -30,7 +31,11 @@ KNOWN = {
 @pytest.fixture(scope="module")
 def subset_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("difftest")
-    return difftest.run_campaign(0, SEED, indices=SUBSET, out_dir=out, timeout_per_case=240)
+    return difftest.run_campaign(0, SEED, indices=SUBSET, opt_levels=_levels, out_dir=out, timeout_per_case=240)
+
+
+def _levels(index: int) -> set[int]:
+    return {index % 3, 3}
 
 
 @pytest.mark.parametrize("index", [pytest.param(i, marks=pytest.mark.xfail(strict=True, reason=KNOWN[i])) if i in KNOWN else i for i in SUBSET])
@@ -43,6 +48,7 @@ def test_subset_covers_every_family_and_both_vector_widths(subset_results):
     assert set(subset_results["by_family"]) == set(FAMILIES)
     assert subset_results["isa_targets"] == ["cpu-x86-avx2", "cpu-x86-avx512"]
     assert subset_results["isa_run"], "the host runs neither AVX2 nor AVX-512 code"
+    assert subset_results["opt_levels"] == [0, 1, 2, 3]
     matched = sum(v.get("match", 0) for v in subset_results["by_family"].values())
     assert matched >= len(SUBSET) - len(KNOWN)
 
