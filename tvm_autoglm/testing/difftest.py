@@ -195,8 +195,12 @@ def run_campaign(count: int, seed: int = 0, start: int = 0, opt_levels=(0, 1, 2,
     began = time.monotonic()
     done = []
 
+    saved: dict[int, str] = {}
+
     def report(spec, result):
         done.append(spec["id"])
+        if out_dir is not None and case_outcome(result) in FAILURES:  # saved as found: a stopped campaign keeps them
+            saved[spec["index"]] = str(save_case(seed, spec["index"], families, out_dir))
         if progress is None:
             return
         outcome = case_outcome(result)
@@ -227,8 +231,8 @@ def run_campaign(count: int, seed: int = 0, start: int = 0, opt_levels=(0, 1, 2,
                 entry["error"] = result["error"]
             else:
                 entry["builds"] = [b for b in result["builds"] if b["outcome"] != "match"]
-            if out_dir is not None and outcome != "invalid":
-                entry["model"] = str(save_case(seed, spec["index"], families, out_dir))
+            if spec["index"] in saved:
+                entry["model"] = saved[spec["index"]]
             failures.append(entry)
     totals = Counter()
     for per_family in counts.values():
