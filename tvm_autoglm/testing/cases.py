@@ -55,7 +55,7 @@ class _Graph:
     def input(self, shape, values=None, name=None) -> str:
         name = name or self._name("x")
         self.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)))
-        self.feeds[name] = (values if values is not None else self.nprng.standard_normal(shape)).astype(np.float32)
+        self.feeds[name] = np.asarray(values if values is not None else self.nprng.standard_normal(shape), dtype=np.float32)  # 0-d stays an array
         return name
 
     def const(self, value, dtype=np.float32, prefix="c") -> str:
