@@ -1,18 +1,19 @@
 """Mutating ONNX models and checking that the compiler fails cleanly on every one.
 
 The contract under test: whatever bytes a user hands us, the front half of the
-compiler (load, support check, clean-up, import, passes, and for some cases
-codegen) either succeeds or raises ``AutoGLMError`` - never another exception,
-never a signal, never a hang. Cases run in a child process (``run_campaign``)
-so a crash is observed as a crash rather than taking the test runner down.
+compiler (load, support check, clean-up, import, passes) either succeeds or
+raises ``AutoGLMError`` - never another exception, never a signal, never a hang.
+Every ``codegen_every``-th mutant that imports is also scheduled, compiled and
+run, and its outputs compared with onnxruntime's where onnxruntime accepts the
+mutant: a wrong answer or an error after the model was accepted is a failure.
+Cases run in a child process (``isolation.run_isolated``) so a crash is
+observed as a crash rather than taking the test runner down.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +22,6 @@ from pathlib import Path
 import onnx
 from onnx import helper
 
-_TAG = "@@autoglm-fuzz "
 MUTATIONS = ("flip_bytes", "truncate", "remove_node", "bad_initializer", "dangling_input", "cycle", "huge_dim", "wrong_attr", "shuffle_nodes")
 
 
@@ -69,38 +69,76 @@ def mutate(model_bytes: bytes, kind: str, rng: random.Random) -> bytes:
 
 
 def check_one(path: str, codegen: bool) -> str:
-    """'ok', 'clean: <message>' (a user error), or 'internal: <message>' (a stage failed on a
-    model the checks accepted: a compiler bug or a gap in the support check); anything else
-    propagates (a bug that escaped the one-line errors)."""
+    """'ok', 'clean: <message>', or a failure: 'INTERNAL ...' / 'MISMATCH ...'; other exceptions propagate (a bug).
+
+    A rejection while loading, checking or importing the mutant is clean (a mutant is
+    usually an invalid model). Once the model imported, an ``AutoGLMError`` from
+    scheduling, codegen or the run is an internal error: we accepted the model and
+    then failed on it. A mutant that compiles (``codegen``) is executed and, where
+    onnxruntime accepts the same model and inputs, compared with it
+    (``difftest.compare``'s tolerance).
+    """
+    from ..artifact import make_manifest
     from ..errors import AutoGLMError, InternalError
     from ..pipeline import build_executable, build_relax, schedule
 
     try:
         build = build_relax(path, "cpu", 2)
-        if codegen:
-            build_executable(schedule(build), build)
-        return "ok"
-    except InternalError as err:
-        return "internal: " + err.one_line()
+    except InternalError as err:  # a corrupt mutant the support check let through to clean-up/import: a check gap, reported apart
+        return "internal: " + err.one_line()[:300]
     except AutoGLMError as err:
         return "clean: " + err.one_line()
+    if not codegen:
+        return "ok"
+    try:
+        scheduled = schedule(build)
+        executable = build_executable(scheduled, build)
+        outputs, inputs = _execute(executable, make_manifest(build, scheduled))
+    except AutoGLMError as err:
+        return "INTERNAL (accepted, then failed) " + err.one_line()[:300]
+    return _compare_with_ort(path, inputs, outputs)
 
 
-def _worker(cases_file: str) -> None:
-    """Child process: run each case, print one JSON line before and after it."""
-    sys.modules.setdefault("torch", None)
-    cases = json.loads(Path(cases_file).read_text())
-    for case in cases:
-        print(_TAG + json.dumps({"start": case["id"]}), flush=True)
-        try:
-            outcome = check_one(case["path"], case["codegen"])
-        except Exception as err:  # a bug: not an AutoGLMError
-            outcome = f"UNCLEAN {type(err).__name__}: {str(err).strip().splitlines()[-1][:200] if str(err).strip() else ''}"
-        print(_TAG + json.dumps({"done": case["id"], "outcome": outcome}), flush=True)
+def _execute(executable, manifest: dict):
+    from ..runtime.inputs import example_inputs
+    from ..runtime.session import Session
+
+    inputs = example_inputs(manifest["inputs"], seed=0, index_ranges=manifest.get("index_ranges"))
+    return Session(executable, manifest).run(inputs), inputs
+
+
+def _compare_with_ort(path: str, inputs: dict, outputs: dict) -> str:
+    """'ok' (equal, or onnxruntime rejects the mutant) or 'MISMATCH <output>: <why>'."""
+    from .difftest import compare
+
+    try:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 4
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        reference = session.run(None, inputs)
+    except Exception:  # onnxruntime rejects the mutant: nothing to compare with
+        return "ok"
+    for (name, ours), ref in zip(outputs.items(), reference):
+        verdict = compare(ours, ref)
+        if not verdict["ok"]:
+            return f"MISMATCH {name}: {verdict['why']}"
+    return "ok"
+
+
+def run_case(case: dict) -> str:
+    """Worker side (``isolation``): the case's outcome as a string; a non-AutoGLMError is 'UNCLEAN ...'."""
+    try:
+        return check_one(case["path"], case["codegen"])
+    except Exception as err:  # a bug: not an AutoGLMError
+        return f"UNCLEAN {type(err).__name__}: {str(err).strip().splitlines()[-1][:200] if str(err).strip() else ''}"
 
 
 def run_campaign(seeds: list[bytes], count: int, seed: int = 0, codegen_every: int = 10, timeout_per_case: float = 60.0, workdir: str | None = None) -> dict:
     """Generate ``count`` mutated models and run them; returns counts and the failures."""
+    from .isolation import run_isolated
+
     rng = random.Random(seed)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="autoglm-fuzz-"))
     cases = []
@@ -114,48 +152,9 @@ def run_campaign(seeds: list[bytes], count: int, seed: int = 0, codegen_every: i
         path = workdir / f"case{index:04d}_{kind}.onnx"
         path.write_bytes(data)
         cases.append({"id": index, "kind": kind, "path": str(path), "codegen": index % codegen_every == 0})
-    results: dict[int, str] = {}
-    pending = list(cases)
-    while pending:
-        cases_file = workdir / "cases.json"
-        cases_file.write_text(json.dumps(pending))
-        proc = subprocess.Popen(
-            [sys.executable, "-c", f"from tvm_autoglm.testing.fuzz import _worker; _worker({str(cases_file)!r})"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        current, deadline = None, None
-        import selectors
-
-        selector = selectors.DefaultSelector()
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        crashed = None
-        while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not selector.select(timeout=timeout if timeout is not None else timeout_per_case * 3):
-                proc.kill()
-                crashed = f"HANG (> {timeout_per_case:.0f} s)"
-                break
-            line = proc.stdout.readline()
-            if not line:
-                proc.wait()
-                if current is not None:
-                    crashed = f"CRASH (exit {proc.returncode})"
-                break
-            if not line.startswith(_TAG):
-                continue  # something in the pipeline printed to stdout
-            message = json.loads(line[len(_TAG):])
-            if "start" in message:
-                current, deadline = message["start"], time.monotonic() + timeout_per_case
-            else:
-                results[message["done"]] = message["outcome"]
-                current, deadline = None, None
-        proc.wait()
-        if crashed and current is not None:
-            results[current] = crashed
-        pending = [case for case in pending if case["id"] not in results]
-    summary = {"cases": count, "ok": 0, "clean_errors": 0, "internal_errors": [], "failures": []}
+    raw = run_isolated(cases, "tvm_autoglm.testing.fuzz:run_case", timeout_per_case, workdir)
+    results = {key: value["crash"] if isinstance(value, dict) else value for key, value in raw.items()}
+    summary = {"cases": count, "ok": 0, "clean_errors": 0, "executed": sum(1 for c in cases if c["codegen"]), "internal_errors": [], "failures": []}
     for case in cases:
         outcome = results[case["id"]]
         if outcome == "ok":
