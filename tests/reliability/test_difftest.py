@@ -23,9 +23,7 @@ from tvm_autoglm.testing.isolation import run_isolated
 SEED = 0
 SUBSET = range(30)
 #: cases failing now for a known reason another branch fixes; remove the mark when it XPASSes
-KNOWN = {
-    29: "convert_layout_nhwc crashes on a two-input Max (Invalid SLayout: can't find S in source layout AB); fixed on the conv/layout branch",
-}
+KNOWN: dict[int, str] = {}  # index -> reason, for a known failure marked xfail(strict=True) until fixed
 
 
 @pytest.fixture(scope="module")
