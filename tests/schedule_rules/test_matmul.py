@@ -140,3 +140,22 @@ def test_rule_declines_non_contraction(target):
     mod = build_fused(lambda x: relax.op.nn.softmax(x, axis=-1), {"x": (4, 16)})
     for func in prim_funcs(mod).values():
         assert Matmul().apply(func, target, False) is None
+
+
+def test_contraction_to_a_scalar_is_declined_not_a_rule_error():
+    """einsum "i,i" (an inner product: no output axis) made the Matmul rule index an empty output; regression
+    from the conformance tier under strict rules. The rule declines, and the result matches float64 numpy."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    import tvm_autoglm
+
+    graph = helper.make_graph([helper.make_node("Einsum", ["x", "y"], ["z"], equation="i,i")], "g",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [37]) for n in ("x", "y")],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 8
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal(37).astype("float32"), rng.standard_normal(37).astype("float32")
+    got = tvm_autoglm.compile(model, target="cpu-x86-avx2", opt_level=3).run(x=x, y=y)["z"]
+    np.testing.assert_allclose(got, np.dot(x.astype("float64"), y.astype("float64")), rtol=1e-5, atol=1e-5)

@@ -109,6 +109,8 @@ def analyze_contraction(block, iter_vars: list) -> Contraction | None:
         if var not in a_vars and var not in b_vars:
             return None
 
+    if not spatial or not body.indices:
+        return None  # a full contraction to a scalar (einsum "i,i"): no output axis to tile or vectorize
     last = body.indices[-1]
     vec = None
     for i in spatial:
