@@ -143,3 +143,17 @@ def conv_model(channels: int = 4, size: int = 8, seed: int = 2) -> onnx.ModelPro
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
+
+
+def relax_calls(mod, op_name: str) -> list:
+    """The calls to ``op_name`` (e.g. "relax.nn.conv2d") in ``mod["main"]``, in post order."""
+    from tvm import relax
+
+    found = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == op_name:
+            found.append(expr)
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    return found

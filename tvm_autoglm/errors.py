@@ -135,6 +135,11 @@ def error_summary(err: BaseException) -> str:
     return _OP_REPR.sub(r"\1", chosen)[:MAX_LINE]
 
 
+def describe(err: BaseException) -> str:
+    """``"ErrorType: the line that says what failed"``: how test harnesses (difftest, conformance) record an outcome."""
+    return f"{type(err).__name__}: {error_summary(err)}"[:MAX_LINE]
+
+
 def as_internal(stage: str, err: BaseException, *, hint: str | None = None) -> AutoGLMError:
     """``err`` as the one-line error to report: our own errors unchanged, anything else an ``InternalError``."""
     if isinstance(err, AutoGLMError):

@@ -3,9 +3,8 @@
 The whole set is a campaign: ``python -m tvm_autoglm.testing.conformance --opt-level 3 --jobs 2
 --json out.json`` (see that module for scope, tolerances and outcomes).
 
-The ops below leave out, for now, those another change is fixing: Min/Max/Sum/Mean, Dropout and
-Squeeze (crash in convert_layout_nhwc), Conv/ConvTranspose/pools; and Shape/Size/OneHot, which
-still fail at import (see the campaign).
+The sample spans the ops below (Min/Max/Sum/Mean, Dropout and Squeeze included since convert_layout_nhwc declines
+what it cannot handle); Shape/Size/OneHot are covered by the full campaign.
 """
 
 from __future__ import annotations

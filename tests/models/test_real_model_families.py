@@ -8,10 +8,11 @@ stack of a multi-input Max/Sum/Mean). Tolerance: :data:`parity.REL_TOL` of the o
 
 from __future__ import annotations
 
+from helpers import relax_calls
+
 import pytest
 from model_families import FAMILIES
 from parity import AVX2, PLAN512, assert_parity, reference
-from tvm import relax
 
 from tvm_autoglm.api import compile_parts
 from tvm_autoglm.targets import load_target
@@ -39,25 +40,14 @@ def test_family_matches_onnxruntime_with_16_lane_plans(name):
     assert_parity(model, inputs, PLAN512, 3, expected)
 
 
-def _calls(mod, op_name):
-    found = []
-
-    def visit(expr):
-        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == op_name:
-            found.append(expr)
-
-    relax.analysis.post_order_visit(mod["main"].body, visit)
-    return found
-
-
 def test_dbnet_keeps_conv_transpose_nchw_and_convs_nhwc():
     model, _, _ = _family("dbnet")
     build, _, _, _ = compile_parts(model, load_target(AVX2), 3, None, None)
     # conv2d_transpose has no NHWC legalization: it must stay NCHW, while the plain convs go NHWC.
     # Most of them are then packed (pack_conv_weights) and no longer conv2d calls.
     pre = build.pre_fusion_mod
-    assert [c.attrs.data_layout for c in _calls(pre, "relax.nn.conv2d_transpose")] == ["NCHW", "NCHW"]
-    assert all(c.attrs.data_layout == "NHWC" for c in _calls(pre, "relax.nn.conv2d"))
+    assert [c.attrs.data_layout for c in relax_calls(pre, "relax.nn.conv2d_transpose")] == ["NCHW", "NCHW"]
+    assert all(c.attrs.data_layout == "NHWC" for c in relax_calls(pre, "relax.nn.conv2d"))
     assert any("conv2d_packed" in k for k in build.kernels)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from helpers import relax_calls
+
 import numpy as np
 import pytest
 from onnx import helper, numpy_helper
@@ -83,25 +85,14 @@ def test_ops_convert_layout_cannot_handle_are_left_unchanged(name):
     before = import_model(model)
     after = convert_layout_nhwc()(before)
     # the conv went NHWC ...
-    assert [c.attrs.data_layout for c in _calls(after, "relax.nn.conv2d")][:1] == ["NHWC"]
+    assert [c.attrs.data_layout for c in relax_calls(after, "relax.nn.conv2d")][:1] == ["NHWC"]
     # ... and the op ConvertLayout cannot handle is still there, in its original layout
     assert op_counts(after).get(kept_op, 0) == op_counts(before)[kept_op] > 0
-    for call in _calls(after, f"relax.{kept_op}"):
+    for call in relax_calls(after, f"relax.{kept_op}"):
         layout = getattr(call.attrs, "data_layout", None) or getattr(call.attrs, "layout", None)
         assert layout in (None, "NCHW", "NCW", "NCDHW")
     assert not [gv for gv in after.functions if gv.name_hint.startswith("_autoglm_layout_hidden")]
     assert_parity(after, model, {"x": np.random.default_rng(7).standard_normal((1, 4, 6, 6)).astype("float32")})
-
-
-def _calls(mod, op_name):
-    found = []
-
-    def visit(expr):
-        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == op_name:
-            found.append(expr)
-
-    relax.analysis.post_order_visit(mod["main"].body, visit)
-    return found
 
 
 def test_layout_safe_accepts_rank4_listed_ops_only():
@@ -136,4 +127,4 @@ def test_declines_when_convert_layout_itself_fails(monkeypatch):
     monkeypatch.setattr(relax.transform, "ConvertLayout", failing)
     after = convert_layout_nhwc()(before)
     tvm.ir.assert_structural_equal(after, before)
-    assert [c.attrs.data_layout for c in _calls(after, "relax.nn.conv2d")] == ["NCHW", "NCHW"]
+    assert [c.attrs.data_layout for c in relax_calls(after, "relax.nn.conv2d")] == ["NCHW", "NCHW"]

@@ -139,9 +139,7 @@ def try_inline(sch: s_tir.Schedule, blocks: list[SBlockInfo], single_consumer: b
 
     def _trial(fn: Callable) -> int | None:
         for idx, info in enumerate(remaining):
-            if info.is_reduction() or sch.get(info.block_rv).init is not None:
-                continue
-            if fn == sch.reverse_compute_inline and inline_loses_init(sch, info.block_rv, reverse=True):
+            if info.is_reduction() or has_init(sch, info.block_rv):
                 continue
             if single_consumer and fn == sch.compute_inline and len(sch.get_consumers(info.block_rv)) > 1:
                 continue

@@ -33,8 +33,6 @@ import os
 import pkgutil
 import random
 import re
-import selectors
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import describe
 
 #: The ops inference exports use (CNNs, transformers, LLMs, detection heads, quantized models).
 INFERENCE_OPS = frozenset(
@@ -75,7 +75,6 @@ PARAM_INPUTS: dict[str, tuple[int, ...]] = {
 DEFAULT_TOLERANCE = {"float32": (1e-3, 1e-5), "float64": (1e-3, 1e-5), "float16": (1e-3, 1e-3)}
 _ONNX_DEFAULT_TOLERANCE = (1e-3, 1e-7)  # TestCase's field defaults: "not set by the case"
 _EXOTIC = re.compile(r"float8|float4|int4|uint4|int2|bfloat16|string|complex")
-_TAG = "@@autoglm-conformance "
 
 
 @dataclass
@@ -279,11 +278,11 @@ def run_case(model_path: str, data_path: str, opt_level: int, target: str, rtol=
     except (UnsupportedModelError, InputError) as err:  # the support check (ops, rules, input shapes)
         return "refused", err.one_line()
     except Exception as err:  # noqa: BLE001 - every other failure is an outcome to report
-        return "error", _one_line(err)
+        return "error", describe(err)
     try:
         got = compiled.run(inputs)
     except Exception as err:  # noqa: BLE001
-        return "error", "run: " + _one_line(err)
+        return "error", "run: " + describe(err)
     problems = []
     for vi, want in zip(model.graph.output, expected):
         if vi.name not in got:
@@ -295,65 +294,34 @@ def run_case(model_path: str, data_path: str, opt_level: int, target: str, rtol=
     return ("wrong", "; ".join(problems)) if problems else ("pass", "")
 
 
-def _one_line(err: BaseException) -> str:
-    text = err.one_line() if hasattr(err, "one_line") else str(err)
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return f"{type(err).__name__}: {(lines[-1] if lines else '')[:300]}"
-
-
-def _worker(cases_file: str) -> None:
-    """Child process: run each case of ``cases_file``, one tagged JSON line before and after it."""
-    sys.modules.setdefault("torch", None)
+def run_isolated_case(case: dict) -> list:
+    """Child side (``testing.isolation``): ``[outcome, detail]`` of one case; a harness failure is an error, not fatal."""
     os.environ.setdefault("TVM_NUM_THREADS", "1")
-    job = json.loads(Path(cases_file).read_text())
-    for case in job["cases"]:
-        print(_TAG + json.dumps({"start": case["id"]}), flush=True)
-        try:
-            outcome, detail = run_case(case["model_path"], case["data_path"], job["opt_level"], job["target"], case["rtol"], case["atol"])
-        except Exception as err:  # noqa: BLE001 - a harness failure (bad files) is still reported, not fatal
-            outcome, detail = "error", "harness: " + _one_line(err)
-        print(_TAG + json.dumps({"done": case["id"], "outcome": outcome, "detail": detail}), flush=True)
+    try:
+        return list(run_case(case["model_path"], case["data_path"], case["opt_level"], case["target"], case["rtol"], case["atol"]))
+    except Exception as err:  # noqa: BLE001 - bad case files are still reported
+        return ["error", "harness: " + describe(err)]
 
 
 # ---------------------------------------------------------------- running many (parent)
 
 
-def _run_queue(queue: list[Case], opt_level: int, target: str, timeout: float, workdir: Path, slot: int, report) -> None:
-    """Run ``queue`` in a child process, restarting after a crash or hang (which become that case's outcome)."""
-    pending = list(queue)
-    by_id = {case.id: case for case in pending}
-    while pending:
-        cases_file = workdir / f"job{slot}.json"
-        cases_file.write_text(json.dumps({"opt_level": opt_level, "target": target, "cases": [
-            {"id": c.id, "model_path": c.model_path, "data_path": c.data_path, "rtol": c.rtol, "atol": c.atol} for c in pending]}))
-        proc = subprocess.Popen([sys.executable, "-c", f"from tvm_autoglm.testing.conformance import _worker; _worker({str(cases_file)!r})"],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        selector = selectors.DefaultSelector()
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        current, deadline = None, time.monotonic() + timeout * 3  # the first case also pays for importing tvm
-        while True:
-            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                proc.kill()
-                if current is not None:
-                    report(by_id[current], "error", f"hang (> {timeout:.0f} s)")
-                break
-            line = proc.stdout.readline()
-            if not line:
-                proc.wait()
-                if current is not None:
-                    report(by_id[current], "error", f"crash (child exit {proc.returncode})")
-                break
-            if not line.startswith(_TAG):
-                continue
-            message = json.loads(line[len(_TAG):])
-            if "start" in message:
-                current, deadline = message["start"], time.monotonic() + timeout
-            else:
-                report(by_id[message["done"]], message["outcome"], message["detail"])
-                current = None
-        proc.wait()
-        selector.close()
-        pending = [c for c in pending if c.outcome is None]
+def _run_queue(queue: list[Case], opt_level: int, target: str, timeout: float, workdir: Path, report) -> None:
+    """Run ``queue`` in a child process (``isolation.run_isolated``: a crash or hang becomes that case's error)."""
+    from .isolation import run_isolated
+
+    by_id = {case.id: case for case in queue}
+    jobs = [{"id": c.id, "model_path": c.model_path, "data_path": c.data_path, "rtol": c.rtol, "atol": c.atol,
+             "opt_level": opt_level, "target": target} for c in queue]
+
+    def on_result(job: dict, result) -> None:
+        if isinstance(result, dict):  # {"crash": "CRASH (exit N)" / "HANG (> T s)"}
+            report(by_id[job["id"]], "error", result["crash"].lower())
+        else:
+            report(by_id[job["id"]], *result)
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_isolated(jobs, "tvm_autoglm.testing.conformance:run_isolated_case", timeout, workdir, on_result=on_result)
 
 
 def run_cases(cases: list[Case], opt_level: int = 3, target: str = "cpu", jobs: int = 1, timeout: float = 180.0,
@@ -372,7 +340,7 @@ def run_cases(cases: list[Case], opt_level: int = 3, target: str = "cpu", jobs: 
                 progress(f"[{sum(done.values())}/{len(runnable)}] {outcome:7} {case.id}" + (f": {detail}" if detail else ""))
 
     queues = [runnable[slot::jobs] for slot in range(max(1, jobs))]
-    threads = [threading.Thread(target=_run_queue, args=(q, opt_level, target, timeout, workdir, i, report)) for i, q in enumerate(queues) if q]
+    threads = [threading.Thread(target=_run_queue, args=(q, opt_level, target, timeout, workdir / f"job{i}", report)) for i, q in enumerate(queues) if q]
     for thread in threads:
         thread.start()
     for thread in threads:

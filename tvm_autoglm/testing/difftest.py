@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import describe
+
 RTOL = 1e-4
 ATOL = 1e-6
 ISA_TARGETS = ("cpu-x86-avx2", "cpu-x86-avx512")
@@ -91,15 +93,6 @@ def compare(ours: np.ndarray, ref: np.ndarray) -> dict:
     return out
 
 
-def _one_line(err: BaseException) -> str:
-    from ..errors import AutoGLMError
-
-    if isinstance(err, AutoGLMError):
-        return f"{type(err).__name__}: {err.one_line()}"[:400]
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:400]
-
-
 def run_case(spec: dict) -> dict:
     """Worker side: build, run and compare one case; never raises (outcomes are data)."""
     from .cases import make_case
@@ -109,7 +102,7 @@ def run_case(spec: dict) -> dict:
     try:
         reference = _ort_run(case)
     except Exception as err:
-        return {**result, "outcome": "invalid", "error": _one_line(err)}
+        return {**result, "outcome": "invalid", "error": describe(err)}
     from ..errors import AutoGLMError, UnsupportedModelError
     from .. import onnx_model
 
@@ -117,7 +110,7 @@ def run_case(spec: dict) -> dict:
         onnx_model.check_supported(case.model, case.name)
         onnx_model.resolve_input_specs(case.model, None)
     except AutoGLMError as err:
-        return {**result, "outcome": "refused", "error": _one_line(err)}
+        return {**result, "outcome": "refused", "error": describe(err)}
 
     plan = [("cpu", level, True) for level in spec["opt_levels"]]
     if spec.get("isa", True):
@@ -128,9 +121,9 @@ def run_case(spec: dict) -> dict:
         try:
             build.update(_build_and_check(case, reference, target, level, execute))
         except UnsupportedModelError as err:
-            build.update(outcome="refused", error=_one_line(err))
+            build.update(outcome="refused", error=describe(err))
         except Exception as err:  # AutoGLMError after the support check included: a failure
-            build.update(outcome="internal_error", error=_one_line(err))
+            build.update(outcome="internal_error", error=describe(err))
         result["builds"].append(build)
     result["outcome"] = min((b["outcome"] for b in result["builds"]), key=SEVERITY.index, default="match")
     return result
