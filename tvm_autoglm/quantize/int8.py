@@ -37,6 +37,7 @@ from tvm.ir.expr import Constant
 
 from ..errors import AutoGLMError, CompileError, stage_errors
 from ..ir_utils import copy_module, op_histogram, static_shape
+from ..pipeline import PassReport, fuse_module
 from ..progress import StageLog
 from .pack import pack_weight, packable, quantized_packed_matmul_te, target_has_avx2
 
@@ -233,8 +234,6 @@ def unfused_module(build) -> tvm.IRModule:
 
 
 def _fuse(build, mod: tvm.IRModule) -> tvm.IRModule:
-    from ..pipeline import fuse_module
-
     return fuse_module(mod, build.target, 1 if "fuse_ops" in build.passes else 0)
 
 
@@ -250,8 +249,6 @@ def describe_sites(sites: list[dict], plan: list[str]) -> list[dict]:
 
 def apply_plan(build, plan: list[str] | None, record: dict, label: str, log=None):
     """Rebuild ``build`` from its unfused module with each site at ``plan[i]`` (None: all int8), then fuse again."""
-    from ..pipeline import PassReport
-
     log = log or StageLog(enabled=False)
     with log.stage(f"quantize ({label})"):
         with stage_errors(f"--quantize {label} on target {build.target.name}"):
