@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import AutoGLMError
+from .ir_utils import kernel_names
 from .native_log import quiet_native_stderr
 from .runtime import package
 from .runtime.manifest import FORMAT, manifest_path_for, sha256_file, write_json_atomic
@@ -32,7 +33,7 @@ def make_manifest(build, scheduled) -> dict:
         "target": {**build.target.to_json(), "tvm": _plain(build.target.tvm_target().export())},
         "opt_level": build.opt_level,
         "passes": build.passes,
-        "kernels": sorted(gv.name_hint for gv, f in scheduled.mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)),
+        "kernels": kernel_names(scheduled.mod),
         "kernel_flops": _kernel_flops(build.mod),
         "tuning": scheduled.tuning,
         "versions": {"tvm": tvm.__version__, "onnx": onnx.__version__, "tvm_autoglm": __version__},

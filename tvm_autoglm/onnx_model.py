@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from . import frontend
 from .errors import AutoGLMError, InputError, ModelLoadError, UnsupportedModelError
+from .frontend.checks import refusals
+from .support_rules import violations
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -171,8 +174,6 @@ _STRUCTURAL_OPS = frozenset({"If"})
 
 
 def supported_ops() -> set[str]:
-    from . import frontend
-
     return set(frontend.convert_map()) | _STRUCTURAL_OPS
 
 
@@ -207,9 +208,6 @@ def check_supported(model: onnx.ModelProto, source: str = "model", folded: bool 
         shown = ", ".join(f"{op} (node '{name}')" for op, name in missing[:20])
         more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
         raise UnsupportedModelError(f"{source}: unsupported ONNX ops: {shown}{more}")
-    from .frontend.checks import refusals
-    from .support_rules import violations
-
     # attribute/dtype conditions (support_rules) and the checks our partial converters register (frontend.checks)
     refused = violations(model) + refusals(model, folded)
     if refused:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tvm import relax
 
 from . import onnx_model
 from .errors import AutoGLMError, CompileError, InternalError, stage_errors
+from .ir_utils import kernel_names, op_histogram
 from .progress import StageLog
 from .targets import TargetSpec, load_target
 
@@ -66,31 +66,6 @@ class RelaxBuild:
     @property
     def kernels(self) -> list[str]:
         return kernel_names(self.mod)
-
-
-def kernel_names(mod: tvm.IRModule) -> list[str]:
-    """Names of the TIR kernels in a module, sorted."""
-    return sorted(gv.name_hint for gv, func in mod.functions.items() if isinstance(func, tvm.tirx.PrimFunc))
-
-
-def op_histogram(mod: tvm.IRModule) -> dict:
-    """Counts of Relax ops and ``call_tir`` kernels called from the module's Relax functions."""
-    counts: Counter = Counter()
-
-    def visit(expr):
-        if isinstance(expr, relax.Call):
-            if isinstance(expr.op, tvm.ir.Op):
-                if expr.op.name in ("relax.call_tir", "relax.call_tir_inplace") and isinstance(expr.args[0], relax.GlobalVar):
-                    counts["call_tir"] += 1
-                else:
-                    counts[expr.op.name.removeprefix("relax.")] += 1
-            elif isinstance(expr.op, relax.GlobalVar):
-                counts[f"@{expr.op.name_hint}"] += 1
-
-    for _, func in mod.functions.items():
-        if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func.body, visit)
-    return dict(sorted(counts.items()))
 
 
 def _source_digest(proto: onnx.ModelProto, path: Path | None) -> str:

@@ -11,17 +11,8 @@ from __future__ import annotations
 
 import tvm
 
+from .ir_utils import copy_module, is_scheduled  # re-exported: scheduling.copy_module / is_scheduled are imported by name
 from .targets import TargetSpec
-
-
-def copy_module(mod: tvm.IRModule) -> tvm.IRModule:
-    """A shallow copy: dlight and some schedule helpers mutate their input in place."""
-    return tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
-
-
-def is_scheduled(func) -> bool:
-    # dlight and MetaSchedule mark "tirx.is_scheduled" in TVM 0.27; "tir." is the pre-rename key.
-    return bool(func.attrs and any(func.attrs.get(key, False) for key in ("tirx.is_scheduled", "tir.is_scheduled")))
 
 
 def _is_npu_kernel(gv) -> bool:

@@ -70,6 +70,26 @@ def test_image_like_model_sweeps_batch_only():
     assert [p.label for p in result.points] == ["b1", "b2"] and calls == [{"x": [1, 64]}, {"x": [2, 64]}]
 
 
+def test_a_failing_shape_reports_the_line_that_says_what_failed():
+    """A TVM error ends in the IR it failed on; the point's error is its reason, not the dump's last line."""
+    tvm_style = RuntimeError(
+        "Check failed: (extent > 0) is false: loop extent must be positive\n"
+        "# from tvm.script import tirx as T\n@T.prim_func\ndef main():\n    T.evaluate(0)\n"
+        "# Metadata omitted. Use show_meta=True in script() method to show it."
+    )
+
+    def measure(shapes):
+        if shapes["x"][0] == 2:
+            raise tvm_style
+        return {"median_ms": 1.0, "p90_ms": 1.0}
+
+    result = run_sweep(matmul_relu(), [1, 2], None, measure=measure)
+    ok, failed = result.points
+    assert ok.error is None and ok.median_ms == 1.0
+    assert failed.error == "RuntimeError: Check failed: (extent > 0) is false: loop extent must be positive"
+    assert result.best is ok
+
+
 def test_real_tiny_sweep_table_has_every_shape(tmp_path, auto_glm):
     model = tmp_path / "tok.onnx"
     onnx.save(token_sum(), model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -19,14 +20,10 @@ from tvm_autoglm.targets import load_target  # noqa: E402
 
 
 @pytest.fixture
-def int8_rule(monkeypatch):
-    """The vpmaddwd rule first in the CPU default rules (what DEFAULT_RULES will hold), this test only."""
-    import tvm_autoglm.schedule_rules as rules
-    from tvm_autoglm.schedule_rules.int8_matmul import Int8MatmulAVX2
-
+def avx2_host():
+    """A host that can run the vpmaddwd kernel (the rule is in DEFAULT_RULES; its target must have AVX2)."""
     if not pack.target_has_avx2(load_target("cpu").tvm_target()):
         pytest.skip("host CPU target has no AVX2")
-    monkeypatch.setattr(rules.apply_default_schedules, "__defaults__", ((Int8MatmulAVX2(),) + rules.DEFAULT_RULES,))
 
 
 def test_pack_layout_is_pairs_of_rows_in_8_column_blocks():
@@ -41,19 +38,33 @@ def test_pack_layout_is_pairs_of_rows_in_8_column_blocks():
         pack.pack_weight(np.zeros((5, 16), np.int8))
 
 
-def test_packed_path_only_with_the_rule(int8_rule):
-    assert int8.use_packed(load_target("cpu"))
+def _cpu_target_with_mcpu(mcpu: str):
+    spec = load_target("cpu-x86-avx2")
+    return dataclasses.replace(spec, name=f"cpu-{mcpu}", tvm_config={**spec.tvm_config, "mcpu": mcpu})
 
 
-def test_packed_path_off_without_the_rule(monkeypatch):
-    import tvm_autoglm.schedule_rules as rules
-
-    monkeypatch.setattr(rules.apply_default_schedules, "__defaults__", (tuple(r for r in rules.DEFAULT_RULES if type(r).__name__ != "Int8MatmulAVX2"),))
-    # without the rule the generic Matmul rule would schedule the packed kernel slower than plain int8
-    assert not int8.use_packed(load_target("cpu"))
+@pytest.mark.parametrize("name", ["cpu-x86-avx2", "cpu-x86-avx512"])
+def test_packed_path_on_cpu_targets_with_avx2(name):
+    """Decided from the target's features, never the host's: both pinned x86 targets pack (AVX-512 implies AVX2)."""
+    assert int8.use_packed(load_target(name))
 
 
-def test_packed_int8_mlp_equals_plain_int8_and_matches_fp32(int8_rule, monkeypatch):
+def test_packed_path_off_without_avx2_or_off_the_cpu():
+    assert not int8.use_packed(_cpu_target_with_mcpu("ivybridge"))  # AVX, no AVX2: no ymm vpmaddwd
+    assert not int8.use_packed(_cpu_target_with_mcpu("x86-64"))
+    assert not int8.use_packed(load_target("gpu-ampere"))
+
+
+def test_int8_rule_precedes_the_generic_matmul_rule():
+    """What ``use_packed`` relies on: without Int8MatmulAVX2 first, the generic Matmul rule would take the
+    packed kernel and schedule it ~1.8x slower than the plain int8 matmul."""
+    from tvm_autoglm.schedule_rules import DEFAULT_RULES, Int8MatmulAVX2, Matmul
+
+    kinds = [type(rule) for rule in DEFAULT_RULES]
+    assert Int8MatmulAVX2 in kinds and kinds.index(Int8MatmulAVX2) < kinds.index(Matmul)
+
+
+def test_packed_int8_mlp_equals_plain_int8_and_matches_fp32(avx2_host, monkeypatch):
     model = deep_mlp(outlier_layer=-1)
     x = {"x": np.random.default_rng(7).standard_normal((4, 32)).astype("float32")}
     ref = ort_run(model, x)
@@ -70,7 +81,7 @@ def test_packed_int8_mlp_equals_plain_int8_and_matches_fp32(int8_rule, monkeypat
     assert cosine(ref["y"], got) >= 0.99  # the int8 tolerance of test_quantize_int8
 
 
-def test_packed_int8_tiny_bert_matches_fp32(int8_rule, zoo_build, caplog):
+def test_packed_int8_tiny_bert_matches_fp32(avx2_host, zoo_build, caplog):
     import logging
 
     from tvm_autoglm import zoo

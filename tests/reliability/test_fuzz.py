@@ -54,6 +54,16 @@ def test_error_after_the_model_was_accepted_is_a_failure(tmp_path, monkeypatch):
     assert outcome.startswith("INTERNAL") and "boom" in outcome
 
 
+def test_an_unclean_failure_is_reported_by_its_reason_not_its_ir_dump(monkeypatch):
+    from tvm_autoglm.testing import fuzz
+
+    def crash(path, codegen):
+        raise RuntimeError("Check failed: (a == b) is false: shapes differ\n# from tvm.script import relax as R\n@R.function\ndef main(): pass")
+
+    monkeypatch.setattr(fuzz, "check_one", crash)
+    assert fuzz.run_case({"path": "unused.onnx", "codegen": False}) == "UNCLEAN RuntimeError: Check failed: (a == b) is false: shapes differ"
+
+
 def test_every_mutation_kind_changes_the_model():
     import random
 

@@ -15,6 +15,7 @@ import tvm
 from sched_helpers import loop_kinds, prim_funcs
 from tvm import relax, tirx
 
+from tvm_autoglm.ir_utils import copy_module
 from tvm_autoglm.passes.attention import fuse_attention_pass
 from tvm_autoglm.schedule_rules.attention import AttentionCPU, _per_block
 
@@ -82,7 +83,7 @@ def _inputs(b, h, s, d):
 
 
 def _schedule_kernel(mod, name, sch):
-    mod = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    mod = copy_module(mod)
     mod[name] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
     return mod
 

@@ -20,6 +20,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from . import extra_converters
+
 _CHECKS: dict[str, list[Callable]] = {}
 
 
@@ -72,8 +74,6 @@ def attributes(node: onnx.NodeProto) -> dict:
 
 def refusals(model: onnx.ModelProto, folded: bool = True) -> list[str]:
     """One reason per node a registered check refuses, in graph order."""
-    from . import extra_converters
-
     extra_converters()  # imports the converter modules, which register their checks
     if not any(node.op_type in _CHECKS for node in model.graph.node):
         return []

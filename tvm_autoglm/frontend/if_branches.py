@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import threading
 
+from ..ir_utils import copy_module
+
 _lock = threading.RLock()
 
 
@@ -66,7 +68,7 @@ def outline_if_branches(mod):
     import tvm
     from tvm import relax
 
-    out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    out = copy_module(mod)
     pending = [gv for gv, func in out.functions.items() if isinstance(func, relax.Function)]
     counter = {"n": 0}
     while pending:

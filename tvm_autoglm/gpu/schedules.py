@@ -13,6 +13,7 @@ from __future__ import annotations
 import tvm
 
 from ..errors import CompileError
+from ..ir_utils import copy_module, is_scheduled
 
 _THREAD_TAGS = ("blockIdx.", "threadIdx.")
 
@@ -37,12 +38,6 @@ def default_rules():
     )
 
 
-def _copy(mod: tvm.IRModule) -> tvm.IRModule:
-    from ..scheduling import copy_module
-
-    return copy_module(mod)
-
-
 def apply_gpu_default_schedules(mod: tvm.IRModule, target, rules=None) -> tvm.IRModule:
     """Schedule every kernel not already scheduled (e.g. by a tuning record), then check binding.
 
@@ -53,14 +48,14 @@ def apply_gpu_default_schedules(mod: tvm.IRModule, target, rules=None) -> tvm.IR
     if isinstance(target, dict):
         target = tvm.target.Target(target)
     rules = default_rules() if rules is None else tuple(rules)
-    mod = _copy(mod)
+    mod = copy_module(mod)
     if _has_tensor_core_dtypes(mod):
         preload_tensor_intrinsics()
     updates = {}
     rules_target = _rules_target(target)
     with rules_target:
         for gvar, func in mod.functions.items():
-            if not isinstance(func, tvm.tirx.PrimFunc) or _is_scheduled(func):
+            if not isinstance(func, tvm.tirx.PrimFunc) or is_scheduled(func):
                 continue
             sch, _rule = _first_schedule(func, rules_target, rules)
             if sch is not None:
@@ -84,10 +79,6 @@ def _rules_target(target):
     config = {k: v for k, v in target.export().items()}
     config["arch"] = arch.rstrip("abcdefghijklmnopqrstuvwxyz")
     return tvm.target.Target(config)
-
-
-def _is_scheduled(func) -> bool:
-    return bool(func.attrs and int(func.attrs.get("tirx.is_scheduled", 0)) == 1)
 
 
 def default_gpu_schedule(func, target, rules=None):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..errors import DeviceError, InputError
+from ..errors import AutoGLMError, DeviceError, InputError, describe
 
 
 @dataclass
@@ -164,9 +164,7 @@ def run_sweep(
             except (InputError, DeviceError):
                 raise  # the same for every shape: stop instead of failing each one
             except Exception as err:  # one shape failing to compile must not lose the others
-                from ..errors import AutoGLMError
-
-                point.error = err.one_line() if isinstance(err, AutoGLMError) else f"{type(err).__name__}: {str(err).strip().splitlines()[-1][:200] if str(err).strip() else ''}"
+                point.error = err.one_line() if isinstance(err, AutoGLMError) else describe(err)
             points.append(point)
             if on_point:
                 on_point(point)

@@ -28,6 +28,7 @@ from tvm import relax, tirx
 from tvm.ir.expr import Constant
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
+from ..ir_utils import static_shape
 from .codegen import MatmulShape, matmul_program
 from .config import Machine, machine_from
 from .tensorize import act_intrin_name, best_block_config, block_intrin_name, block_kernel, config_words, init_intrin_name, time_blocks
@@ -88,13 +89,9 @@ def current_machine() -> Machine:
 
 
 def _static_shape(expr) -> list[int] | None:
-    sinfo = expr.ty
-    if not isinstance(sinfo, relax.TensorType) or sinfo.shape is None or not hasattr(sinfo.shape, "values"):
-        return None
-    try:
-        return [int(v) for v in sinfo.shape.values]
-    except TypeError:
-        return None
+    """``ir_utils.static_shape`` as a list: the checks below compare shape slices with lists."""
+    shape = static_shape(expr)
+    return None if shape is None else list(shape)
 
 
 def _dtype(expr) -> str:

@@ -13,6 +13,8 @@ import tvm
 from tvm import relax
 from tvm.ir.expr import Constant
 
+from ..ir_utils import copy_module
+
 
 def const_value(expr) -> np.ndarray | None:
     """The numpy value of a relax.Constant, else None."""
@@ -38,17 +40,6 @@ def is_scalar(expr, target: float, rel: float = 1e-4) -> bool:
     """
     value = scalar_value(expr)
     return value is not None and math.isclose(value, target, rel_tol=rel, abs_tol=1e-12)
-
-
-def tensor_shape(expr) -> tuple[int, ...] | None:
-    """Static shape of a tensor-typed expression, else None."""
-    sinfo = expr.ty
-    if not isinstance(sinfo, relax.TensorType) or sinfo.shape is None:
-        return None
-    try:
-        return tuple(int(d) for d in sinfo.shape.values)
-    except (TypeError, AttributeError):
-        return None
 
 
 def ndim(expr) -> int:
@@ -125,7 +116,7 @@ def rewrite_module(mod: tvm.IRModule, rewrite_func) -> tvm.IRModule:
             updates[gv] = new
     if not updates:
         return mod
-    mod = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    mod = copy_module(mod)
     for gv, func in updates.items():
         mod[gv] = func
     return mod

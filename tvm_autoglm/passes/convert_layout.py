@@ -28,6 +28,7 @@ import logging
 import tvm
 from tvm import relax
 
+from ..errors import describe
 from .registry import register_pass
 
 _LOG = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def convert_layout_nhwc_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     try:
         converted = relax.transform.ConvertLayout(NHWC_LAYOUTS)(hidden_mod)
     except (RuntimeError, ValueError, TypeError) as err:  # TVM check failures (InternalError is a RuntimeError): decline
-        _LOG.warning("convert_layout_nhwc left the module in NCHW: ConvertLayout failed (%s)", str(err).strip().splitlines()[-1][:200])
+        _LOG.warning("convert_layout_nhwc left the module in NCHW: ConvertLayout failed (%s)", describe(err))
         return mod
     restorer = _Restorer(converted, hider.hidden)
     for gv, func in _graph_functions(converted):

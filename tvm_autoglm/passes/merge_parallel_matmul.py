@@ -19,6 +19,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
+from ..ir_utils import copy_module
 from ._util import relax_functions
 from .registry import register_pass
 
@@ -63,7 +64,7 @@ def _lift_weights(func: relax.Function):
 
 @tvm.transform.module_pass(opt_level=0, name="AutoGLMMergeParallelMatmul")
 def merge_parallel_matmul_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    out = copy_module(mod)
     for gv, func in list(relax_functions(mod)):
         lifted_func, lifted = _lift_weights(func)
         if not lifted:

@@ -37,6 +37,7 @@ import tvm
 from tvm import relax, te
 from tvm.ir.expr import Constant
 
+from ..ir_utils import static_shape
 from ._util import mutate_graph_functions
 from .registry import register_pass
 
@@ -54,13 +55,11 @@ def _target_params() -> tuple[int, int]:
 
 
 def _static_shape(expr) -> tuple[int, ...] | None:
-    sinfo = expr.ty
-    if not isinstance(sinfo, relax.TensorType) or sinfo.shape is None or sinfo.dtype != "float32":
+    """The static shape of a float32 tensor, else None: the packed kernels are float32 only."""
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.dtype != "float32":
         return None
-    try:
-        return tuple(int(d) for d in sinfo.shape.values)
-    except (TypeError, AttributeError):
-        return None
+    return static_shape(expr)
 
 
 def panel_width(x_shape: tuple[int, ...], n: int, lanes: int, nregs: int, segment: int | None = None) -> int | None:

@@ -12,10 +12,15 @@ idioms, attention); O3 adds QKV merging and layout changes.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import tvm
+
+from ..errors import AutoGLMError
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,6 @@ def all_passes() -> list[PassSpec]:
 def get_pass(name: str) -> PassSpec:
     _load_builtin_passes()
     if name not in _REGISTRY:
-        from ..errors import AutoGLMError
-
         raise AutoGLMError(f"unknown pass '{name}'; known passes: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
@@ -86,12 +89,9 @@ def _load_builtin_passes() -> None:
     if _LOADED:
         return
     _LOADED = True
-    import importlib
-    import pkgutil
-
-    from .. import passes as package
-
-    for info in pkgutil.iter_modules(package.__path__):
+    # The package's own folder and name, not ``from .. import passes``: the package
+    # imports this module, so importing the package back from here was a cycle.
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if info.name.startswith("_") or info.name == "registry":
             continue
-        importlib.import_module(f"{package.__name__}.{info.name}")
+        importlib.import_module(f"{__package__}.{info.name}")

@@ -14,7 +14,8 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from ._util import const_value, dtype, is_last_axis, is_scalar, ndim, rewrite_module, scalar_value, tensor_shape
+from ..ir_utils import static_shape
+from ._util import const_value, dtype, is_last_axis, is_scalar, ndim, rewrite_module, scalar_value
 from .registry import register_pass
 
 
@@ -40,7 +41,7 @@ def _rewrite_func(func: relax.Function) -> relax.Function:
 
         def rewriter(expr, m, p=p, with_weight=with_weight):
             x = m[p["x"]]
-            shape = tensor_shape(x)
+            shape = static_shape(x)
             attrs = m[p["mean"]].attrs
             if shape is None or not is_last_axis(attrs.axis, ndim(x)) or not bool(attrs.keepdims):
                 return expr

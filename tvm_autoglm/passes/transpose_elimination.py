@@ -16,6 +16,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
+from ..ir_utils import copy_module
 from ._util import ndim
 from .registry import register_pass
 
@@ -55,7 +56,7 @@ def _rewrite_func(func: relax.Function) -> relax.Function:
 
 @tvm.transform.module_pass(opt_level=0, name="AutoGLMEliminateTransposes")
 def eliminate_transposes_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    out = copy_module(mod)
     changed = False
     for gv, func in mod.functions.items():
         if not isinstance(func, relax.Function) or (func.attrs is not None and "Codegen" in func.attrs):

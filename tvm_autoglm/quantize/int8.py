@@ -27,10 +27,19 @@ any per-layer assignment by changing that input, instead of compiling L times.
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import numpy as np
 import tvm
 from tvm import relax
 from tvm.ir.expr import Constant
+
+from ..errors import AutoGLMError, CompileError, stage_errors
+from ..ir_utils import copy_module, op_histogram, static_shape
+from ..pipeline import PassReport, fuse_module
+from ..progress import StageLog
+from .pack import pack_weight, packable, quantized_packed_matmul_te, target_has_avx2
 
 PRECISIONS = ("fp32", "int8", "fp16")  # probe flag value = index
 FLAG = {name: i for i, name in enumerate(PRECISIONS)}
@@ -100,13 +109,10 @@ def int8_matmul(emit, x, wq: np.ndarray, sw: np.ndarray, simulate: bool = False,
 
 def _packed_shape(x, wq: np.ndarray) -> list[int] | None:
     """x's static shape if the packed int16 kernel can take it (2-D weight that packs, static activation)."""
-    from .pack import packable
-
-    info = x.ty
-    try:
-        shape = [int(d) for d in info.shape.values]
-    except Exception:  # symbolic or unknown shape
+    shape = static_shape(x)
+    if shape is None:  # symbolic or unknown shape
         return None
+    shape = list(shape)
     if not shape or shape[-1] != wq.shape[0] or not packable(*wq.shape):
         return None
     return shape
@@ -114,8 +120,6 @@ def _packed_shape(x, wq: np.ndarray) -> list[int] | None:
 
 def _packed_int_matmul(emit, call_te, x, sx, wq: np.ndarray):
     """int32 ``quantize(x, sx) @ wq`` in one kernel: int16 activations x weight packed for vpmaddwd, [..., K] -> [..., N]."""
-    from .pack import pack_weight, quantized_packed_matmul_te
-
     return emit(call_te(quantized_packed_matmul_te, x, sx, relax.const(pack_weight(wq), "int16"), primfunc_name_hint="int16_packed_matmul"))
 
 
@@ -162,11 +166,8 @@ class _Rewriter(relax.PyExprMutator):
 
 
 def _shape(call) -> list | None:
-    info = call.ty
-    try:
-        return [int(d) for d in info.shape.values]
-    except Exception:
-        return None
+    shape = static_shape(call)
+    return None if shape is None else list(shape)
 
 
 def count_sites(mod: tvm.IRModule) -> list[dict]:
@@ -192,13 +193,13 @@ def rewrite(mod: tvm.IRModule, plan: list[str] | None = None, packed: bool = Fal
 def use_packed(spec) -> bool:
     """Whether ``spec`` (a TargetSpec) gets the packed int16 int8 kernel.
 
-    CPU targets with AVX2, and only while the CPU default rules include
-    ``Int8MatmulAVX2``: without that rule the generic Matmul rule schedules
-    the packed kernel ~1.8x slower than the plain int8 ``R.matmul``.
+    CPU targets with AVX2: the CPU default rules schedule the packed kernel with
+    ``Int8MatmulAVX2`` (``vpmaddwd``). That rule must stay in ``DEFAULT_RULES``
+    ahead of ``Matmul`` - the generic rule schedules the packed kernel ~1.8x
+    slower than the plain int8 ``R.matmul`` - which tests/quantize/test_pack.py
+    checks rather than every build asking at run time.
     """
-    from .pack import int8_rule_active, target_has_avx2
-
-    if getattr(spec, "kind", None) != "cpu" or not int8_rule_active():
+    if getattr(spec, "kind", None) != "cpu":
         return False
     try:
         return target_has_avx2(spec.tvm_target())
@@ -217,7 +218,7 @@ def probe_module(mod: tvm.IRModule) -> tuple[tvm.IRModule, list[dict]]:
     if "num_input" in attrs:
         attrs["num_input"] = int(attrs["num_input"]) + 1
     func = relax.Function(list(main.params) + [flags], body, main.ret_ty, main.is_pure, tvm.ir.make_node("ir.DictAttrs", **attrs) if attrs else None)
-    out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    out = copy_module(mod)
     out["main"] = func
     return out, rewriter.sites
 
@@ -227,16 +228,12 @@ _FUSION = ("fuse_ops", "legalize_ops")
 
 def unfused_module(build) -> tvm.IRModule:
     """The build's Relax module after our passes and before fusion (kept by the pipeline)."""
-    from ..errors import CompileError
-
     if build.pre_fusion_mod is None:
         raise CompileError("quantization needs the build's pre-fusion module, and this build has none")
     return build.pre_fusion_mod
 
 
 def _fuse(build, mod: tvm.IRModule) -> tvm.IRModule:
-    from ..pipeline import fuse_module
-
     return fuse_module(mod, build.target, 1 if "fuse_ops" in build.passes else 0)
 
 
@@ -252,13 +249,6 @@ def describe_sites(sites: list[dict], plan: list[str]) -> list[dict]:
 
 def apply_plan(build, plan: list[str] | None, record: dict, label: str, log=None):
     """Rebuild ``build`` from its unfused module with each site at ``plan[i]`` (None: all int8), then fuse again."""
-    import dataclasses
-    import time
-
-    from ..errors import AutoGLMError, stage_errors
-    from ..pipeline import PassReport, op_histogram
-    from ..progress import StageLog
-
     log = log or StageLog(enabled=False)
     with log.stage(f"quantize ({label})"):
         with stage_errors(f"--quantize {label} on target {build.target.name}"):

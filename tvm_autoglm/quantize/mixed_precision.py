@@ -22,7 +22,9 @@ import tvm
 from tvm import relax
 
 from ..errors import AutoGLMError, CompileError, stage_errors
-from ..pipeline import fuse_module
+from ..ir_utils import copy_module, op_histogram
+from ..pipeline import PassReport, fuse_module
+from ..progress import StageLog
 
 _FUSION = ("fuse_ops", "legalize_ops")
 
@@ -46,7 +48,7 @@ class _HalfToBFloat16(relax.PyExprMutator):
 
 
 def _to_bf16(mod: tvm.IRModule) -> tvm.IRModule:
-    out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    out = copy_module(mod)
     for gvar, func in mod.functions.items():
         if isinstance(func, relax.Function):
             mutator = _HalfToBFloat16(mod)
@@ -71,9 +73,6 @@ def _count_dtype(mod: tvm.IRModule, dtype: str) -> int:
 
 
 def apply_mixed_precision(build, mode: str, log=None):
-    from ..pipeline import PassReport, op_histogram
-    from ..progress import StageLog
-
     if mode not in ("fp16", "bf16"):
         raise AutoGLMError(f"mixed precision supports fp16 and bf16, not '{mode}'")
     log = log or StageLog(enabled=False)

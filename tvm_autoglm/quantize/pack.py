@@ -95,11 +95,3 @@ def target_has_avx2(target) -> bool:
     except Exception:  # pylint: disable=broad-except
         return False
 
-
-def int8_rule_active() -> bool:
-    """Whether the CPU default schedules (``schedule_rules.apply_default_schedules``) run ``Int8MatmulAVX2``."""
-    from ..schedule_rules import apply_default_schedules
-    from ..schedule_rules.int8_matmul import Int8MatmulAVX2
-
-    defaults = apply_default_schedules.__defaults__ or ((),)
-    return any(isinstance(rule, Int8MatmulAVX2) for rule in defaults[0])

@@ -48,6 +48,10 @@ import tvm
 from tvm import relax
 
 from ..errors import AutoGLMError, CompileError, InputError, stage_errors
+from ..pipeline import fuse_module
+from ..progress import StageLog
+from ..scheduling import schedule_module
+from ..targets import load_target
 from . import int8
 
 DEFAULT_BUDGET = 0.01
@@ -107,9 +111,6 @@ class Probe:
     """The probe module compiled for the host CPU; ``error(plan)`` runs it on every calibration sample."""
 
     def __init__(self, build, samples: list[dict]):
-        from ..pipeline import fuse_module
-        from ..scheduling import schedule_module
-        from ..targets import load_target
         mod, self.sites = int8.probe_module(int8.unfused_module(build))
         host = load_target("cpu")
         mod = fuse_module(mod, host, 1)  # the pipeline's own fusion (and its native-noise filter)
@@ -181,8 +182,6 @@ def plan_from(moves: list[tuple[int, str]], count: int) -> list[str]:
 
 def search(build, budget: float | None = None, calibration=None, log=None) -> tuple[list[str], dict]:
     """(plan, manifest record) for ``build`` under ``budget``."""
-    from ..progress import StageLog
-
     log = log or StageLog(enabled=False)
     budget = DEFAULT_BUDGET if budget is None else float(budget)
     if not (0.0 <= budget < 1.0):

@@ -15,6 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..errors import ArtifactError
+
 FORMAT = "tvm_autoglm.manifest/1"
 
 
@@ -53,8 +55,6 @@ def manifest_path_for(library: str | os.PathLike) -> Path:
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
-    from ..errors import ArtifactError
-
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"manifest {path} not found (every exported .so needs its .json beside it)")

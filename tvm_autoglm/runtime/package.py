@@ -13,6 +13,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from ..errors import ArtifactError
 from .manifest import write_bytes_atomic
 
 LIBRARY_NAME = "model.so"
@@ -29,8 +30,6 @@ def pack(library: Path, manifest: Path, output: Path) -> None:
 
 def unpack(package: Path, into: Path | None = None) -> tuple[Path, Path]:
     """Extract to ``into`` (default: a fresh temp dir); returns (library, manifest)."""
-    from ..errors import ArtifactError
-
     into = Path(into or tempfile.mkdtemp(prefix="autoglm-glm-"))
     into.mkdir(parents=True, exist_ok=True)
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError, DeviceError
+from ..errors import ArtifactError, DeviceError, error_summary
 from . import package
 from .inputs import drop_frozen_inputs, validate_inputs
 from .manifest import manifest_path_for, read_manifest, sha256_file
@@ -123,8 +123,6 @@ class Session:
         except Exception as err:
             if manifest["target"].get("device") != "cuda":
                 raise
-            from ..errors import error_summary
-
             reason = error_summary(err)
             raise DeviceError(
                 f"target {manifest['target'].get('name')} needs a CUDA device and runtime; loading {path} failed: {reason[:200]}"

@@ -35,7 +35,7 @@ from tvm import tirx
 from tvm.target import Target
 
 from ..errors import ScheduleRuleWarning, error_summary
-from ._common import is_scheduled
+from ..ir_utils import copy_module, is_scheduled
 from .bf16_stores import serialize_bf16_constant_stores
 from .elementwise import Elementwise
 from .fallback import Fallback
@@ -144,7 +144,7 @@ def apply_default_schedules(mod: tvm.IRModule, target: Target, rules=DEFAULT_RUL
     """
     if isinstance(target, dict):
         target = Target(target)
-    new_mod = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+    new_mod = copy_module(mod)
     if target.kind.name != "llvm":
         return new_mod
     for gvar, func in mod.functions_items():

@@ -15,26 +15,12 @@ from tvm.s_tir.dlight.analysis import SBlockInfo
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
-# Attribute names marking a PrimFunc as already scheduled. TVM 0.27 renamed the
-# tir namespace to tirx; accept both so records from either spelling count.
-SCHEDULED_ATTRS = ("tirx.is_scheduled", "tir.is_scheduled")
-
 # Storage scope for a tile's register accumulators. Not "local": on CPU,
 # LowerTVMBuiltin keeps only *global*-scope allocations under 1 KiB on the
 # stack (where LLVM promotes them to registers); every other one becomes a
 # TVMBackendAllocWorkspace / FreeWorkspace call pair, inside the parallel loop,
 # i.e. once per tile. For a small int8 tile that was 1/3 of the kernel's time.
 ACC_SCOPE = "global"
-
-
-def is_scheduled(func: tirx.PrimFunc) -> bool:
-    attrs = func.attrs
-    if attrs is None:
-        return False
-    for key in SCHEDULED_ATTRS:
-        if key in attrs and int(attrs[key]) == 1:
-            return True
-    return False
 
 
 def is_cpu_target(target: Target) -> bool:

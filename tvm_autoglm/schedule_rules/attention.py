@@ -43,6 +43,8 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
 from . import _common as C
+from .elementwise import schedule_spatial_block
+from .reduction import Reduction
 
 # accumulator vectors per register tile (16 ymm on AVX2: leave room for the
 # broadcast operand and the loaded vector)
@@ -138,8 +140,6 @@ class AttentionCPU(ScheduleRule):
             try:
                 sch.reverse_compute_at(get(tail_i), task, preserve_unit_loops=True)
             except Exception:  # pylint: disable=broad-except  # stays a separate parallel loop
-                from .elementwise import schedule_spatial_block
-
                 schedule_spatial_block(sch, get(tail_i), target)
             else:
                 C.vectorize_innermost(sch, get(tail_i), lanes, min_depth=1)
@@ -247,8 +247,6 @@ def _last_index_is(region, var) -> bool:
 def _rfactor(sch, block, lanes) -> str | None:
     """Row max/sum over the keys: partial results per vector lane, then a short
     scalar fold. Returns the rfactor block's name, None where it stays scalar."""
-    from .reduction import Reduction
-
     try:
         rf = Reduction._rfactor(sch, block, lanes)
     except Exception:  # pylint: disable=broad-except  # stays a scalar reduction
@@ -259,15 +257,11 @@ def _rfactor(sch, block, lanes) -> str | None:
 
 
 def _vectorize_rf(sch, rf, lanes) -> None:
-    from .reduction import Reduction
-
     Reduction._vectorize_rf(sch, rf, lanes)
 
 
 def _per_block(func, target):
     """Fallback: every remaining block gets its own parallel loop (first version)."""
-    from .elementwise import schedule_spatial_block
-
     sch = s_tir.Schedule(func)
     infos = normalize_prim_func(sch)
     if infos is None or sum(1 for b in infos if b.is_reduction()) < 2:

@@ -26,7 +26,7 @@ A convolution's output pixels are all equivalent rows of the implicit GEMM
   (bias, residual add, relu) right after each tile.
 
 Which kernels count as a convolution: the contraction analysis of
-:func:`.matmul.analyze_contraction` finds a vector axis whose operand (the
+:func:`.contraction.analyze_contraction` finds a vector axis whose operand (the
 weight) is read at ``[..., f]`` and two or more spatial axes that only the
 other operand (the input) reads. That includes 1x1 convs: as plain GEMMs
 (generic rule) they got one row axis and a parallel loop with the other pixel
@@ -43,6 +43,7 @@ from tvm.ir.expr import TensorLoad
 from tvm.target import Target
 
 from . import _common as C
+from .contraction import vars_in
 
 #: (rows, vectors) accumulator tiles tried in order of FMAs per load; the first
 #: whose sizes divide the pixel and channel counts wins. No 7x2 with 16 ymm
@@ -57,11 +58,9 @@ def conv_rows(block, ana) -> list[int] | None:
     """Positions of the pixel axes of a conv-like contraction, or None if it is not one."""
     if ana.row is None:
         return None
-    from .matmul import _vars_in
-
     vec_load, other = ana.vec_load, ana.other_load
     vec_var = block.iter_vars[ana.vec].var
-    vec_vars, other_vars = _vars_in(vec_load.indices), _vars_in(other.indices)
+    vec_vars, other_vars = vars_in(vec_load.indices), vars_in(other.indices)
     if not _channel_last(vec_load.indices[-1], vec_var):
         return None  # weight not contiguous along the output channel (e.g. OHWI): vector loads would gather
     spatial_vars = {block.iter_vars[i].var for i in ana.spatial}

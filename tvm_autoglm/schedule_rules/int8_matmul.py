@@ -38,6 +38,7 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.script import tirx as T
 from tvm.target import Target
 
+from ..quantize.pack import target_has_avx2
 from . import _common as C
 from .elementwise import schedule_spatial_block
 
@@ -153,8 +154,6 @@ class Int8MatmulAVX2(C.CPURule):
     """The packed int16 matmul of ``quantize/pack.py``, tensorized with ``vpmaddwd``."""
 
     def is_target_available(self, target: Target) -> bool:
-        from ..quantize.pack import target_has_avx2
-
         return target_has_avx2(target)
 
     def _apply(self, func: tirx.PrimFunc, target: Target):

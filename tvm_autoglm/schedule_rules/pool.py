@@ -12,14 +12,13 @@ vector loop) and a fused epilogue is computed per tile.
 from __future__ import annotations
 
 from tvm import s_tir, tirx
+from tvm.ir.expr import TensorLoad
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.target import Target
 
 from . import _common as C
+from .contraction import is_pad
 from .elementwise import schedule_spatial_block
-from tvm.ir.expr import TensorLoad
-
-from .matmul import _is_pad
 
 
 def _has_select(expr) -> bool:
@@ -68,7 +67,7 @@ class Pool(C.CPURule):
         infos = normalize_prim_func(sch)
         if infos is None:
             return None
-        pads = [b for b in infos if _is_pad(sch.get(b.block_rv))]
+        pads = [b for b in infos if is_pad(sch.get(b.block_rv))]
         infos = pads + C.try_inline(sch, [b for b in infos if b not in pads])
         reductions = [b for b in infos if b.is_reduction()]
         if len(reductions) != 1:

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import AutoGLMError, InputError
+from ..errors import AutoGLMError, InputError, describe
 from ..runtime.inputs import check_index_ranges
 from . import codec
 from .batching import Batcher, Layout, Overloaded
@@ -40,12 +40,6 @@ class _TooLarge(Exception):
 
 def _json(status: int, payload: dict, headers: dict | None = None) -> Response:
     return Response(json.dumps(payload), status_code=status, media_type=codec.JSON, headers=headers)
-
-
-def _one_line(err: BaseException) -> str:
-    from ..errors import error_summary
-
-    return f"{type(err).__name__}: {error_summary(err)}"
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -75,7 +69,7 @@ def create_app(config: ServeConfig, engine: Engine, layout: Layout) -> Starlette
         try:
             await asyncio.to_thread(engine.load_and_warm)
         except Exception as err:  # the library failed to load or to run: say so and stop
-            engine.state, engine.error = "failed", _one_line(err)
+            engine.state, engine.error = "failed", describe(err)
             print(f"auto-glm serve: error: loading {engine.library} failed: {engine.error}", file=sys.stderr, flush=True)
             if live["server"] is not None:
                 live["server"].should_exit = True
@@ -155,7 +149,7 @@ def create_app(config: ServeConfig, engine: Engine, layout: Layout) -> Starlette
         except Exception as err:  # a raw TVM failure: one line to the client, the traceback to our stderr
             metrics.count_error("internal")
             traceback.print_exc(file=sys.stderr)
-            return _json(500, {"error": f"internal error while running the model: {_one_line(err)}"})
+            return _json(500, {"error": f"internal error while running the model: {describe(err)}"})
         npz = codec.accepts_npz(request.headers.get("accept"))
         encode = codec.encode_npz if npz else codec.encode_json
         if sum(value.nbytes for value in outputs.values()) > OFFLOAD_BYTES // 4:

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import describe
+from ..errors import InputError, UnsupportedModelError, describe
 
 #: The ops inference exports use (CNNs, transformers, LLMs, detection heads, quantized models).
 INFERENCE_OPS = frozenset(
@@ -267,7 +267,6 @@ def run_case(model_path: str, data_path: str, opt_level: int, target: str, rtol=
     import onnx
 
     from .. import compile as autoglm_compile
-    from ..errors import InputError, UnsupportedModelError
 
     model = onnx.load(model_path)
     data = np.load(data_path)

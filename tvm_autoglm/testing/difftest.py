@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import describe
+from ..errors import AutoGLMError, UnsupportedModelError, describe
 
 RTOL = 1e-4
 ATOL = 1e-6
@@ -103,7 +103,6 @@ def run_case(spec: dict) -> dict:
         reference = _ort_run(case)
     except Exception as err:
         return {**result, "outcome": "invalid", "error": describe(err)}
-    from ..errors import AutoGLMError, UnsupportedModelError
     from .. import onnx_model
 
     try:

@@ -22,6 +22,8 @@ from pathlib import Path
 import onnx
 from onnx import helper
 
+from ..errors import AutoGLMError, InternalError, describe
+
 MUTATIONS = ("flip_bytes", "truncate", "remove_node", "bad_initializer", "dangling_input", "cycle", "huge_dim", "wrong_attr", "shuffle_nodes")
 
 
@@ -79,7 +81,6 @@ def check_one(path: str, codegen: bool) -> str:
     (``difftest.compare``'s tolerance).
     """
     from ..artifact import make_manifest
-    from ..errors import AutoGLMError, InternalError
     from ..pipeline import build_executable, build_relax, schedule
 
     try:
@@ -132,7 +133,7 @@ def run_case(case: dict) -> str:
     try:
         return check_one(case["path"], case["codegen"])
     except Exception as err:  # a bug: not an AutoGLMError
-        return f"UNCLEAN {type(err).__name__}: {str(err).strip().splitlines()[-1][:200] if str(err).strip() else ''}"
+        return f"UNCLEAN {describe(err)}"
 
 
 def run_campaign(seeds: list[bytes], count: int, seed: int = 0, codegen_every: int = 10, timeout_per_case: float = 60.0, workdir: str | None = None) -> dict:

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import tvm
+
+from ..ir_utils import copy_module, is_scheduled
+
 
 @dataclass
 class Task:
@@ -26,10 +30,6 @@ class Task:
 
 def _born_scheduled(extracted) -> bool:
     """A kernel whose PrimFunc already carries ``tirx.is_scheduled`` (MetaSchedule's task keeps it)."""
-    import tvm
-
-    from ..scheduling import is_scheduled
-
     return any(is_scheduled(f) for m in (extracted.mod, *extracted.dispatched) for f in m.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
 
 
@@ -37,8 +37,6 @@ def extract(mod, tvm_target, min_share: float = 0.005) -> tuple[list[Task], list
     """(tasks to tune, skipped tasks) from a fused Relax module; the input is not modified."""
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.analysis import estimate_tir_flops
-
-    from ..scheduling import copy_module
 
     extracted = ms.relax_integration.extract_tasks(copy_module(mod), tvm_target, module_equality="structural")
     tasks = []
