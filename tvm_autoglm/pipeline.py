@@ -25,6 +25,7 @@ from tvm import relax
 from . import onnx_model
 from .errors import AutoGLMError, CompileError, InternalError, stage_errors
 from .ir_utils import kernel_names, op_histogram
+from .llvm_codegen import compile_module
 from .progress import StageLog
 from .targets import TargetSpec, load_target
 
@@ -285,7 +286,8 @@ def build_executable(scheduled: Scheduled, build: RelaxBuild, log: StageLog | No
     log = log or StageLog(enabled=False)
     with log.stage("codegen (tvm.compile)"):
         with stage_errors(f"code generation for target {build.target.name}"), _codegen_context(build.target):
-            return tvm.compile(scheduled.mod, build.target.tvm_target())
+            return compile_module(scheduled.mod, build.target.tvm_target(), on_fallback=lambda why: log.note(
+                f"LLVM rejected its own SLP-vectorized code ({why}); rebuilt with -vectorize-slp=false"))
 
 
 def uses_cuda_graph(spec: TargetSpec) -> bool:

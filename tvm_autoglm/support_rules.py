@@ -155,33 +155,10 @@ input_dtype_in("ReduceMax", 0, ("float16", "float32", "float64", "int8", "int16"
                "TVM has no bool max")
 input_dtype_in("ReduceMin", 0, ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"),
                "TVM has no bool min")
-attr_in("Resize", "coordinate_transformation_mode", ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_crop_and_resize"),
-        "half_pixel", "TVM does not implement it")
 attr_in("IsInf", "detect_positive", (1,), 1, "TVM's converter ignores it")
 attr_in("IsInf", "detect_negative", (1,), 1, "TVM's converter ignores it")
 
 
-
-
-def _resize_check(node: NodeView):
-    """Linear/cubic downsampling and nearest resizing to non-integer ratios come out wrong in TVM's Resize."""
-    mode = node.attr("mode", b"nearest")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    shape = node.input_shape(0)
-    scales, sizes = node.constant(2), node.constant(3)
-    if shape is None or any(d is None for d in shape):
-        return None
-    if sizes is not None and sizes.size == len(shape):
-        ratios = [out / size for out, size in zip(sizes.tolist(), shape)]
-    elif scales is not None and scales.size == len(shape):
-        ratios = scales.tolist()
-    else:
-        return None
-    if mode in ("linear", "cubic") and any(r < 1 for r in ratios):
-        return f"mode={mode} with scale {ratios} (downsampling: TVM's {mode} resize does not match ONNX there)"
-    if mode == "nearest" and sizes is not None and any(r != int(r) for r in ratios):
-        return f"mode=nearest to sizes {sizes.tolist()} from {shape} (non-integer ratio: TVM's nearest does not match ONNX there)"
-    return None
 
 
 def _empty_shape_slice(node: NodeView):
@@ -199,10 +176,22 @@ def _refuse_op(op: str, why: str) -> Rule:
     return add_rule(op, lambda node: f"the op itself ({why})")
 
 
-attr_in("Resize", "antialias", (0,), 0, "antialiased resizing is not implemented")
-attr_unset("Resize", "axes", "TVM's converter assumes all spatial axes")
-attr_in("Resize", "keep_aspect_ratio_policy", ("stretch",), "stretch", "TVM's converter ignores it")
-add_rule("Resize", _resize_check)
+
+
+def _resize_dtype_check(node: NodeView):
+    """Linear/cubic Resize of integers rounds in onnxruntime's own way; our kernel interpolates floats only.
+
+    (Attributes and constant inputs of Resize are checked by ``frontend/resize.py``'s support check.)
+    """
+    mode = node.attr("mode", b"nearest")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    dtype = node.input_dtype(0)
+    if mode != "nearest" and dtype is not None and not dtype.startswith(("float", "bfloat")):
+        return f"attribute mode={mode!r} with a {dtype} input (expected float16/float32/float64: integer interpolation is not implemented)"
+    return None
+
+
+add_rule("Resize", _resize_dtype_check)
 
 def _dropout_check(node: NodeView):
     """Inference Dropout is the identity; a training-mode one is random, and TVM's mask output is float, not bool."""
