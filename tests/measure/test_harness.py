@@ -123,3 +123,13 @@ def test_race_keeps_order_renames_duplicates_and_reports_ratios():
     assert result.to_json()["candidates"] == result.rows and result.machine["threads"] == 1
     with pytest.raises(InputError, match="nothing to time"):
         harness.race([], idle_wait=0.0)
+
+
+def test_time_alone_times_one_candidate_and_drops_disturbed_runs():
+    calls = []
+    prepared = harness.function_candidate("f", lambda: calls.append(1), pool="p")
+    clock = _FakeClock([prepared.candidate], [3e-3])
+    waits = iter([0, 0, 0, 10**9] + [0] * 100)  # the 2nd timed run waited 1 s for a CPU: dropped, one more run
+    timings = harness.time_alone(prepared, repeat=4, warmup=2, clock=clock, read_wait=lambda: {1: next(waits)})
+    assert len(calls) == 2 + 5
+    assert timings.clean_s == pytest.approx([3e-3] * 4) and timings.dropped == 1 and timings.attempts == 5

@@ -163,6 +163,8 @@ def race(prepared: list[Prepared], repeat: int = 20, warmup: int = 3, idle_wait:
     return Race(rows, timings, idle.__dict__, drop_note(timings), machine_info(threads))
 
 
-def time_alone(prepared: Prepared, repeat: int, warmup: int = 0) -> Timings:
-    """Runs of one candidate with nothing interleaved: for a build too slow to share rounds (O0 on a real model)."""
-    return measure_interleaved([prepared.candidate], repeat=repeat, warmup=warmup)[0]
+def time_alone(prepared: Prepared, repeat: int, warmup: int = 0, **measure_kwargs) -> Timings:
+    """Runs of one candidate with nothing interleaved: a build too slow to share rounds (O0 on a real
+    model), or one that cannot share a process (bench_gpu times each build in a child). Disturbed
+    runs are still dropped and counted."""
+    return measure_interleaved([prepared.candidate], repeat=repeat, warmup=warmup, **measure_kwargs)[0]
