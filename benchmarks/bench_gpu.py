@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -66,18 +65,15 @@ def device_target() -> tuple[str, str]:
     return ("gpu-hopper" if major == 9 else "gpu-ampere"), f"{device.device_name} (sm {device.compute_version})"
 
 
-def time_ms(fn, sync, repeat: int, warmup: int) -> dict:
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
+def time_ms(fn, sync, repeat: int, warmup: int, pool: str = "gpu") -> dict:
+    """median / min / p90 ms of ``fn(); sync()`` through measure.harness (one candidate per process: not interleaved)."""
+    from tvm_autoglm.measure import harness
+
+    def run():
         fn()
         sync()
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return {"median_ms": statistics.median(times), "min_ms": times[0], "p90_ms": times[int(0.9 * (len(times) - 1))]}
+
+    return harness.time_alone(harness.function_candidate("gpu", run, pool=pool), repeat=repeat, warmup=warmup).summary()
 
 
 def _target_file(target: str, cuda_graph: bool, workdir: Path) -> str:

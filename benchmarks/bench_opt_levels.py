@@ -6,7 +6,7 @@
 "Untuned" = the default schedules the pipeline applies without a tuning
 database. Kernels = distinct TIR kernels in the built module. All levels of a
 model (and onnxruntime, same thread count) are built first and then timed
-interleaved in one process (``tvm_autoglm.measure.timing.measure_interleaved``:
+interleaved in one process (``tvm_autoglm.measure.harness.race``:
 round-robin, order rotated, rounds in which a thread waited for a CPU
 dropped and counted), so a drift of the shared machine hits every level
 alike. Prints a table and writes JSON (--out). Zoo models are built once and
@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tvm_autoglm import zoo  # noqa: E402
-from tvm_autoglm.measure.machine import use_threads  # noqa: E402
+from tvm_autoglm.measure import harness  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -44,42 +44,39 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="TVM and onnxruntime threads (default: physical cores)")
     ap.add_argument("--out", default="benchmarks/results/opt_levels.json")
     args = ap.parse_args(argv)
-    threads = use_threads(args.threads)  # before anything starts TVM's pool
+    threads = harness.use_threads(args.threads)  # before anything starts TVM's pool
 
     import tvm_autoglm
-    from tvm_autoglm.measure.candidates import ort_candidate
-    from tvm_autoglm.measure.timing import Candidate, drop_note, measure_interleaved
 
     rows = []
     for name in args.models.split(","):
         path = zoo.cached(name, args.size, args.seq, 1, args.exporter)
         shapes = zoo.input_shapes(name, args.size, args.seq, 1)
         inputs = zoo.example_inputs(name, args.size, args.seq, 1)
-        ort = ort_candidate(str(path), inputs, threads)
+        ort = harness.ort_candidate(str(path), inputs, threads)
         expected = ort.outputs()
-        candidates, info = [ort.candidate], [dict(model=name, level="onnxruntime", kernels=None, max_abs_diff=0.0, compile_s=None, detail=ort.detail)]
+        candidates, info = [ort], [dict(model=name, level="onnxruntime", kernels=None, max_abs_diff=0.0, compile_s=None, detail=ort.detail)]
         for level in (int(x) for x in args.levels.split(",")):
             start = time.perf_counter()
             model = tvm_autoglm.compile(path, target="cpu", opt_level=level, input_shapes=shapes)
             compile_s = time.perf_counter() - start
             actual = model.run(inputs)
             diff = max(float(np.abs(np.asarray(actual[k]) - expected[k]).max()) for k in expected)
-            session = model._session
-            arrays = session._to_device([inputs[spec["name"]] for spec in session.input_specs])
-            candidates.append(Candidate(f"O{level}", _runner(session.vm["main"], session.device, arrays)))
+            candidates.append(harness.session_candidate(f"O{level}", model, inputs))
             info.append(dict(model=name, level=f"O{level}", kernels=len(model.build.kernels), max_abs_diff=diff, compile_s=compile_s))
         load = os.getloadavg()[0]
         # O0 (no fusion, no schedules) runs two orders of magnitude slower than the rest
         # (bert-base: about 57 s per inference): timed apart with a few plain runs so the
         # interleaved rounds of the others stay short. Its gap dwarfs any drift.
         for c in candidates:
-            c.run()  # first call: lazy initialisation, thread-pool start
-        first = [_once(c.run) for c in candidates]
+            c.candidate.run()  # first call: lazy initialisation, thread-pool start
+        first = [_once(c.candidate.run) for c in candidates]
         slow = {i for i, t in enumerate(first) if t > args.slow_factor * min(first)}
         fast = [c for i, c in enumerate(candidates) if i not in slow]
-        timed = dict(zip([i for i in range(len(candidates)) if i not in slow], measure_interleaved(fast, repeat=args.repeat, warmup=args.warmup)))
+        raced = harness.race(fast, repeat=args.repeat, warmup=args.warmup, threads=threads)
+        timed = dict(zip([i for i in range(len(candidates)) if i not in slow], raced.timings))
         for i in slow:
-            timed[i] = _plain(candidates[i], args.slow_repeat, first[i])
+            timed[i] = harness.time_alone(candidates[i], args.slow_repeat)
         results = [timed[i] for i in range(len(candidates))]
         for i, (row, res) in enumerate(zip(info, results)):
             row.update(res.summary(), load1=load, threads=threads, interleaved=i not in slow)
@@ -87,7 +84,7 @@ def main(argv=None) -> int:
             kernels = f"kernels={row['kernels']:4d}" if row["kernels"] is not None else " " * 12
             note = "" if row["interleaved"] else f"  (timed apart: {row['runs']} plain runs)"
             print(f"{name:10s} {row['level']:12s} {kernels} {row['median_ms']:10.2f} ms  maxdiff={row['max_abs_diff']:.2e}{note}", flush=True)
-        print(f"{name:10s} {drop_note(results)}; load before timing {load:.2f}", flush=True)
+        print(f"{name:10s} {raced.dropped}; load before timing {load:.2f}", flush=True)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -102,22 +99,6 @@ def _once(run) -> float:
     start = time.perf_counter()
     run()
     return time.perf_counter() - start
-
-
-def _plain(candidate, repeat: int, first_s: float):
-    """Timings of ``repeat`` back-to-back runs (the first, already taken, counts as one)."""
-    from tvm_autoglm.measure.timing import Timings
-
-    runs = [first_s] + [_once(candidate.run) for _ in range(max(0, repeat - 1))]
-    return Timings(candidate.name, clean_s=runs, attempts=len(runs))
-
-
-def _runner(fn, dev, arrays):
-    def run():
-        fn(*arrays)
-        dev.sync()
-
-    return run
 
 
 if __name__ == "__main__":

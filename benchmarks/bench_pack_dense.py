@@ -8,7 +8,7 @@ without ``--disable-pass pack_dense_weights``. Kernel rows: bert-base's matmul
 shapes alone (x[1, seq, K] @ W[K, N] + bias, with gelu on the FFN up
 projection, as fused in the model), built through the same pass + fusion +
 default schedules. Each group is timed interleaved in one process
-(``measure_interleaved``: round-robin, order rotated, rounds in which a thread
+(``measure.harness.race``: round-robin, order rotated, rounds in which a thread
 waited for a CPU dropped and counted); the load average is printed before
 each group.
 """
@@ -25,24 +25,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tvm_autoglm import zoo  # noqa: E402
-from tvm_autoglm.measure.machine import use_threads  # noqa: E402
+from tvm_autoglm.measure import harness  # noqa: E402
 
 #: (label, K, N, activation) of bert-base's projections (QKV merged at O3).
 KERNELS = (("qkv", 768, 2304, None), ("attn_out", 768, 768, None), ("ffn_up+gelu", 768, 3072, "gelu"), ("ffn_down", 3072, 768, None))
 
 
-def _runner(fn, dev, arrays):
-    def run():
-        fn(*arrays)
-        dev.sync()
-
-    return run
-
-
 def model_candidates(name: str, size: str, seq: int):
     import tvm_autoglm
-    from tvm_autoglm.measure.timing import Candidate
-
     path = zoo.cached(name, size, seq, 1)
     shapes = zoo.input_shapes(name, size, seq, 1)
     inputs = zoo.example_inputs(name, size, seq, 1)
@@ -50,9 +40,7 @@ def model_candidates(name: str, size: str, seq: int):
     for label, disabled in (("packed", ()), ("in-kernel", ("pack_dense_weights",))):
         model = tvm_autoglm.compile(path, target="cpu", opt_level=3, input_shapes=shapes, disabled_passes=disabled)
         outs.append(model.run(inputs))
-        session = model._session
-        arrays = session._to_device([inputs[spec["name"]] for spec in session.input_specs])
-        cands.append(Candidate(f"{name}-{size} s{seq} {label}", _runner(session.vm["main"], session.device, arrays)))
+        cands.append(harness.session_candidate(f"{name}-{size} s{seq} {label}", model, inputs))
     diff = max(float(np.abs(np.asarray(outs[0][k]) - np.asarray(outs[1][k])).max()) for k in outs[0])
     return cands, diff
 
@@ -61,7 +49,6 @@ def kernel_candidates(seq: int, k: int, n: int, act: str | None, label: str):
     import tvm
     from tvm import relax
 
-    from tvm_autoglm.measure.timing import Candidate
     from tvm_autoglm.passes.pack_dense_weights import pack_dense_weights
     from tvm_autoglm.schedule_rules import apply_default_schedules
     from tvm_autoglm.targets import load_target
@@ -90,21 +77,18 @@ def kernel_candidates(seq: int, k: int, n: int, act: str | None, label: str):
         vm = relax.VirtualMachine(tvm.compile(mod, target), tvm.cpu())
         arrays = [tvm.runtime.tensor(x)]
         outs.append(vm["main"](*arrays).numpy())
-        cands.append(Candidate(f"{label} [{seq}x{k}]x[{k}x{n}] {name}", _runner(vm["main"], tvm.cpu(), arrays)))
+        cands.append(harness.vm_candidate(f"{label} [{seq}x{k}]x[{k}x{n}] {name}", vm, tvm.cpu(), arrays))
     return cands, float(np.abs(outs[0] - outs[1]).max())
 
 
 def _time(cands, diff, repeat, warmup):
-    from tvm_autoglm.measure.timing import drop_note, measure_interleaved
-
     load = os.getloadavg()
-    results = measure_interleaved(cands, repeat=repeat, warmup=warmup)
-    medians = [r.summary()["median_ms"] for r in results]
-    for cand, res, med in zip(cands, results, medians):
-        s = res.summary()
-        print(f"  {cand.name:48s} median {med:9.3f} ms  min {s['min_ms']:9.3f}  p90 {s['p90_ms']:9.3f}", flush=True)
+    result = harness.race(cands, repeat=repeat, warmup=warmup, idle_wait=10.0)
+    medians = [r["median_ms"] for r in result.rows]
+    for s in result.rows:
+        print(f"  {s['name']:48s} median {s['median_ms']:9.3f} ms  min {s['min_ms']:9.3f}  p90 {s['p90_ms']:9.3f}", flush=True)
     print(f"  in-kernel / packed = {medians[1] / medians[0]:.3f}x; max |diff| {diff:.2e}; load avg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
-          f"{drop_note(results)}", flush=True)
+          f"{result.dropped}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -117,7 +101,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="TVM threads (default: physical cores)")
     ap.add_argument("--no-kernels", action="store_true", help="only the whole model")
     args = ap.parse_args(argv)
-    threads = use_threads(args.threads)
+    threads = harness.use_threads(args.threads)
     print(f"threads={threads} repeat={args.repeat}", flush=True)
     if not args.no_kernels:
         for label, k, n, act in KERNELS:

@@ -18,10 +18,10 @@ and quantize_dynamic, our fp32 / int8 / auto builds; the speed half of the
 goal "auto <= 0.5x onnxruntime fp32" (accuracy is MiniLM's: random weights
 hide quantization error).
 
-Latencies are measured interleaved in one process
-(``tvm_autoglm.measure.timing.measure_interleaved``: round-robin, order
-rotated, rounds in which a thread waited for a CPU dropped), so a drift of the
-shared machine hits every build alike. Appends a markdown table to
+Latencies are measured the harness's way (``tvm_autoglm.measure.harness``:
+interleaved round-robin, order rotated, rounds in which a thread waited for a
+CPU dropped; onnxruntime at its fastest level with our thread count), so a
+drift of the shared machine hits every build alike. Appends a markdown table to
 benchmarks/results/quantize.md with the command.
 """
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,18 +37,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tvm_autoglm.measure import harness  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results" / "quantize.md"
-
-
-def _median_ms(fn, repeat: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def _vm(mod):
@@ -85,12 +75,13 @@ def bench_matmul(args) -> list[str]:
         fp32 = bb.get()
         q8, _ = int8.rewrite(fp32)
         data = tvm.runtime.tensor(rng.standard_normal((s, k)).astype(np.float32))
-        times, sched = [], []
-        for mod in (fp32, q8):
+        prepared, sched = [], []
+        for label, mod in (("fp32", fp32), ("int8", q8)):
             vm, tuning = _vm(mod)
-            f = vm["main"]
-            times.append(_median_ms(lambda: f(data), args.repeat, args.warmup))
+            prepared.append(harness.vm_candidate(label, vm, tvm.cpu(), [data]))
             sched.append(f"{tuning['default_scheduled_kernels']}/{tuning['default_scheduled_kernels'] + tuning['plain_kernels']}")
+        result = harness.race(prepared, repeat=args.repeat, warmup=args.warmup, idle_wait=10.0)
+        times = [result.median_ms("fp32"), result.median_ms("int8")]
         rows.append(f"| [{s},{k}]x[{k},{n}] | {times[0]:.2f} | {times[1]:.2f} | {times[1] / times[0]:.2f} | {sched[0]} / {sched[1]} |")
         print(rows[-1], flush=True)
     return rows
@@ -163,16 +154,6 @@ def minilm_setup(args) -> tuple[Path, Path, list[dict]]:
     return path, qpath, sentences_inputs(args.seq)
 
 
-def ort_runner(path, threads: int):
-    """x -> first output of an onnxruntime CPU session with ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return lambda x: sess.run(None, x)[0]
-
-
 def bench_minilm(args) -> list[str]:
     import tvm_autoglm
     from tvm_autoglm.quantize.sensitivity import cosine
@@ -183,8 +164,12 @@ def bench_minilm(args) -> list[str]:
     calib_file = work / "minilm-calib.npz"
     np.savez(calib_file, **{k: np.concatenate([s[k] for s in calib]) [:, None] for k in calib[0]})
 
-    runners = {"onnxruntime fp32": ort_runner(path, args.threads), "onnxruntime quantize_dynamic (u8 act, s8 weight)": ort_runner(qpath, args.threads)}
-    notes = {}
+    # onnxruntime peers the harness's way (fastest level, our threads), timed on the first sample;
+    # the accuracy columns run every sample through the same sessions' level via ort_runner
+    ort_labels = {"onnxruntime fp32": path, "onnxruntime quantize_dynamic (u8 act, s8 weight)": qpath}
+    runners = {label: (lambda r: (lambda x: r(x)[0]))(harness.ort_runner(str(p), args.threads)) for label, p in ort_labels.items()}
+    prepared = {label: harness.ort_candidate(str(p), samples[0], args.threads) for label, p in ort_labels.items()}
+    notes = {label: prep.detail for label, prep in prepared.items()}
     for label, kw in [("tvm-autoglm fp32", {}), ("tvm-autoglm int8", {"quantize": "int8"}),
                       (f"tvm-autoglm auto (budget {args.budget})", {"quantize": "auto", "accuracy_budget": args.budget, "calibration": str(calib_file)})]:
         start = time.perf_counter()
@@ -194,9 +179,10 @@ def bench_minilm(args) -> list[str]:
         if q and "end_to_end_error" in q:
             notes[label] += f"; calibration error {q['end_to_end_error']:.2g}"
         runners[label] = (lambda m: (lambda x: m.run(x)["last_hidden_state"]))(model)
+        prepared[label] = harness.session_candidate(label, model, samples[0])
         print(label, notes[label], flush=True)
     ref = [embed(runners["onnxruntime fp32"](s), s["attention_mask"]) for s in samples]
-    medians, note = _interleaved({label: (lambda r: (lambda: r(samples[0])))(run) for label, run in runners.items()}, args)
+    medians, note = _interleaved(prepared, args)
     base = medians["onnxruntime fp32"]
     rows = [f"| build | mean cosine (held-back 4) | min cosine (all 8) | median ms | x onnxruntime fp32 | notes |", "|---|---|---|---|---|---|"]
     for label, run in runners.items():
@@ -208,15 +194,13 @@ def bench_minilm(args) -> list[str]:
     return rows + ["", note]
 
 
-def _interleaved(fns: dict, args) -> tuple[dict[str, float], str]:
-    """Median ms of each zero-argument callable, interleaved; plus the drop/load note."""
-    from tvm_autoglm.measure.timing import TVM_POOL, Candidate, drop_note, measure_interleaved
-
+def _interleaved(prepared: dict, args) -> tuple[dict[str, float], str]:
+    """Median ms of each prepared candidate (label -> harness.Prepared), raced the harness's way; plus the drop/load note."""
     load = os.getloadavg()[0]
-    # every onnxruntime session has its own thread pool; our builds share TVM's
-    cands = [Candidate(k, f, pool=k if k.startswith("onnxruntime") else TVM_POOL) for k, f in fns.items()]
-    results = measure_interleaved(cands, repeat=args.repeat, warmup=args.warmup)
-    return {r.name: r.summary()["median_ms"] for r in results}, f"{drop_note(results)}; load average before timing {load:.2f}"
+    for label, prep in prepared.items():
+        prep.candidate.name = label
+    result = harness.race(list(prepared.values()), repeat=args.repeat, warmup=args.warmup, threads=args.threads)
+    return {row["name"]: row["median_ms"] for row in result.rows}, f"{result.dropped}; load average before timing {load:.2f}"
 
 
 def bench_bert(args) -> list[str]:
@@ -225,7 +209,6 @@ def bench_bert(args) -> list[str]:
 
     import tvm_autoglm
     from tvm_autoglm import zoo
-    from tvm_autoglm.measure.candidates import ort_candidate
 
     path = zoo.cached("bert", "base", args.seq, 1, "dynamo")
     shapes = zoo.input_shapes("bert", "base", args.seq, 1)
@@ -236,18 +219,15 @@ def bench_bert(args) -> list[str]:
         quantize_dynamic(str(path), str(qpath), weight_type=QuantType.QInt8)
     fns, notes = {}, {}
     for label, p in [("onnxruntime fp32", path), ("onnxruntime quantize_dynamic (u8 act, s8 weight)", qpath)]:
-        prepared = ort_candidate(str(p), inputs, args.threads)
-        fns[label] = prepared.candidate.run
-        notes[label] = prepared.detail
+        fns[label] = harness.ort_candidate(str(p), inputs, args.threads)
+        notes[label] = fns[label].detail
     for label, kw in [("tvm-autoglm fp32", {}), ("tvm-autoglm int8", {"quantize": "int8"}),
                       (f"tvm-autoglm auto (budget {args.budget})", {"quantize": "auto", "accuracy_budget": args.budget})]:
         start = time.perf_counter()
         model = tvm_autoglm.compile(str(path), "cpu", 3, shapes, **kw)
         q = model.manifest.get("quantization")
         notes[label] = f"compile {time.perf_counter() - start:.0f} s" + (f"; layers int8/fp16/fp32 = {q['counts']['int8']}/{q['counts']['fp16']}/{q['counts']['fp32']}" if q else "")
-        session = model._session
-        arrays = session._to_device([inputs[spec["name"]] for spec in session.input_specs])
-        fns[label] = (lambda f, dev, a: (lambda: (f(*a), dev.sync())))(session.vm["main"], session.device, arrays)
+        fns[label] = harness.session_candidate(label, model, inputs)
         print(label, notes[label], flush=True)
     medians, note = _interleaved(fns, args)
     base = medians["onnxruntime fp32"]
@@ -266,10 +246,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=20, help="clean interleaved rounds")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--budget", type=float, default=0.01)
-    parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (TVM uses the target's num-cores)")
+    parser.add_argument("--threads", type=int, default=None, help="threads for TVM and every peer (default: physical cores)")
     parser.add_argument("--workdir", default=str(Path(__file__).resolve().parent.parent / ".cache" / "bench_quantize"))
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    args.threads = harness.use_threads(args.threads)  # before any thread pool starts
     rows = {"matmul": bench_matmul, "minilm": bench_minilm, "bert": bench_bert}[args.what](args)
     if not args.no_write:
         import platform

@@ -52,10 +52,9 @@ def export_torch_rnn(path: Path, cell: str, layers: int, bidirectional: bool, in
 
 
 def run_case(name: str, work: Path, threads: int, repeat: int) -> dict:
-    import onnxruntime as ort
-
     import tvm_autoglm
     from tvm_autoglm.cli.cmd_bench import bench
+    from tvm_autoglm.measure import harness
 
     cell, layers, bidir, input_size, hidden, seq, batch = CASES[name]
     onnx_path = work / f"{name}.onnx"
@@ -64,8 +63,7 @@ def run_case(name: str, work: Path, threads: int, repeat: int) -> dict:
     tvm_autoglm.compile(str(onnx_path), target="cpu", opt_level=3).export(str(so_path))
     x = np.random.default_rng(1).standard_normal((seq, batch, input_size)).astype("float32")
     ours = tvm_autoglm.load(str(so_path)).run(x=x)
-    ref_session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    ref = dict(zip([o.name for o in ref_session.get_outputs()], ref_session.run(None, {"x": x})))
+    ref = harness.ort_reference(str(onnx_path), {"x": x}, threads)
     err = max(float(np.abs(ours[k] - ref[k]).max()) for k in ref)
     result = bench(str(so_path), ["ort"], str(onnx_path), {"x": x}, threads, repeat=repeat, log=lambda *_: None)
     rows = {r["name"]: r for r in result["candidates"]}
@@ -78,10 +76,13 @@ def run_case(name: str, work: Path, threads: int, repeat: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", choices=sorted(CASES), help="run only these cases (repeatable)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="threads for TVM and onnxruntime (default: physical cores)")
     parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
+    from tvm_autoglm.measure.harness import use_threads
     from tvm_autoglm.measure.machine import machine_line
+
+    args.threads = use_threads(args.threads)  # before any thread pool starts
 
     names = args.only or list(CASES)
     print(f"{'case':<14} {'cell':<5} {'layers':>6} {'bidir':>5} {'in':>4} {'hidden':>6} {'seq':>4} {'batch':>5}  {'ours ms':>9} {'ort ms':>9} {'ours/ort':>8} {'max|err|':>9}")

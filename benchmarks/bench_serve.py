@@ -15,7 +15,10 @@ answer arrives, distinct random rows per request):
 All three servers stay up and the measurement rounds interleave them, so load
 from other work on a shared machine hits each configuration alike. The load
 generator is a raw-asyncio HTTP/1.1 client in this process, so it shares the
-machine's cores with the server: numbers are for the whole box.
+machine's cores with the server: numbers are for the whole box. This is a load
+test of the HTTP server (request latency under concurrency), not a race of
+runtimes, so it keeps its own client-side clock; the onnxruntime session that
+checks the answers comes from measure.harness like every other.
 Writes a markdown table to --output (default benchmarks/results/serving.md).
 """
 
@@ -196,9 +199,10 @@ def main() -> int:
     rows = rng.standard_normal((args.requests, 1, args.features)).astype("float32")
     bodies = [json.dumps({"inputs": {"x": row.tolist()}}).encode() for row in rows]
     reference = mlp(1, args.features, args.hidden)
-    import onnxruntime as ort
+    from tvm_autoglm.measure import harness
 
-    ort_session = ort.InferenceSession(reference.SerializeToString(), providers=["CPUExecutionProvider"])
+    # the parity reference only (answers are checked against it): one thread, the servers own the cores
+    ort_reference = harness.ort_runner(reference.SerializeToString(), threads=1)
 
     configs = [
         ("batch-1 build, no batching", b1, []),
@@ -228,7 +232,7 @@ def main() -> int:
                 stat["infer_s"] += after["autoglm_inference_seconds_sum"] - before["autoglm_inference_seconds_sum"]
                 for i in range(0, len(bodies), max(1, len(bodies) // 50)):  # answers belong to their own requests
                     got = np.asarray(json.loads(answers[i][1])["outputs"]["y"], dtype="float32")
-                    np.testing.assert_allclose(got, ort_session.run(None, {"x": rows[i]})[0], rtol=1e-4, atol=1e-4)
+                    np.testing.assert_allclose(got, ort_reference({"x": rows[i]})[0], rtol=1e-4, atol=1e-4)
                 print(f"round {round_index + 1}: {label}: {len(bodies) / wall:.0f} req/s", flush=True)
     finally:
         codes = [server.stop() for server in servers]

@@ -15,22 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def _ort_session(path: str, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
 def plot_curve(curve: list[dict], path: Path, title: str, untuned_ms: float | None = None) -> bool:
@@ -62,7 +52,7 @@ def main(argv=None) -> int:
 
     import tvm_autoglm
     from tvm_autoglm import zoo
-    from tvm_autoglm.measure.timing import TVM_POOL, Candidate, measure_interleaved
+    from tvm_autoglm.measure import harness
     from tvm_autoglm.native_log import quiet_native_stderr
     from tvm_autoglm.targets import load_target
 
@@ -79,7 +69,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (x --repeat: clean runs per engine)")
     ap.add_argument("--repeat", type=int, default=4, help="(x --rounds) clean runs per engine")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="threads for TVM and onnxruntime (default: physical cores)")
     args = ap.parse_args(argv)
+    threads = harness.use_threads(args.threads)  # before any thread pool starts
 
     spec = load_target(args.target)
     out = Path(args.out)
@@ -100,23 +92,21 @@ def main(argv=None) -> int:
 
     inputs = zoo.example_inputs(args.model, args.size, seq=args.seq, batch=args.batch, seed=args.seed)
     # Same inputs, same answers: tuning changes schedules, never results.
-    ref = _ort_session(path, int(spec.tvm_config.get("num-cores", os.cpu_count() or 1)))
-    want = ref.run(None, inputs)[0]
+    ref = harness.ort_candidate(path, inputs, threads)
+    want = ref.outputs()
     got = tuned.run(**inputs)
-    first = got[next(iter(got))]
-    max_err = float(np.max(np.abs(np.asarray(first, dtype=np.float64) - want)))
+    max_err = max(float(np.max(np.abs(np.asarray(got[k], dtype=np.float64) - want[k]))) for k in want if k in got)
 
     engines = {
-        "untuned (default schedules)": lambda: untuned.run(**inputs),
-        "tuned": lambda: tuned.run(**inputs),
-        "onnxruntime": lambda: ref.run(None, inputs),
+        "untuned (default schedules)": harness.session_candidate("untuned (default schedules)", untuned, inputs),
+        "tuned": harness.session_candidate("tuned", tuned, inputs),
+        "onnxruntime": ref,
     }
-    # One run of each engine per round, order rotated; a switch between onnxruntime and our builds
-    # waits out the previous runtime's spinning workers (measure/timing.SPIN_COOLDOWN_S); rounds in
+    # The harness's race: one run of each engine per round, order rotated; a switch between
+    # onnxruntime and our builds waits out the previous runtime's spinning workers; rounds in
     # which a thread waited for a CPU are dropped.
-    timed = measure_interleaved([Candidate(k, fn, pool=k if k == "onnxruntime" else TVM_POOL) for k, fn in engines.items()],
-                                repeat=args.rounds * args.repeat, warmup=2)
-    med = {t.name: t.summary()["median_ms"] for t in timed}
+    timed = harness.race(list(engines.values()), repeat=args.rounds * args.repeat, warmup=2, threads=threads)
+    med = {row["name"]: row["median_ms"] for row in timed.rows}
 
     ort_ms = med["onnxruntime"]
     rows = [(k, med[k], med["untuned (default schedules)"] / med[k], med[k] / ort_ms) for k in engines]

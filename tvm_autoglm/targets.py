@@ -126,3 +126,17 @@ def load_target(name: str) -> TargetSpec:
         )
     except (KeyError, json.JSONDecodeError) as err:
         raise TargetError(f"target file {path} is malformed: {err}") from None
+
+
+def cpu_has_feature(spec: TargetSpec, feature: str) -> bool:
+    """Whether ``spec`` is an LLVM CPU target whose mcpu has the LLVM CPU ``feature`` (e.g. ``avx512bf16``).
+
+    Asked of the *target*, not the build machine: ``cpu`` resolves ``@host`` (or
+    $AUTOGLM_HOST_CPU) to an mcpu first, and a pinned target (``cpu-x86-avx2``) answers
+    for the CPU it names wherever it is compiled. False for GPU/NPU targets.
+    """
+    if spec.kind != "cpu" or spec.tvm_config.get("kind") != "llvm":
+        return False
+    from tvm.target import codegen
+
+    return bool(codegen.llvm_cpu_has_features([feature], spec.tvm_target()))

@@ -26,8 +26,11 @@ def model():
 
 @pytest.fixture(scope="module")
 def builds(model):
-    """Same model under a tight and a loose budget (compiled once for the module)."""
-    return {budget: tvm_autoglm.compile(model, quantize="auto", accuracy_budget=budget) for budget in (1e-9, 2e-3, 0.2)}
+    """Same model under a tight and a loose budget (compiled once for the module).
+
+    Pinned to AVX2 (runs on every x86 host of the suite): the ``cpu`` target's ladder depends
+    on the host (bf16 joins it on CPUs with AVX512-BF16, test_bf16_feature.py)."""
+    return {budget: tvm_autoglm.compile(model, target="cpu-x86-avx2", quantize="auto", accuracy_budget=budget) for budget in (1e-9, 2e-3, 0.2)}
 
 
 def _count(m, precision):
@@ -127,17 +130,18 @@ def test_cpu_ladder_has_no_fp16(builds):
         assert quant["ladder"] == ["int8", "fp32"]
         assert quant["counts"]["fp16"] == 0
         assert all(row["error_fp16"] is None for row in quant["layers"])
-    assert sensitivity.ladder_for(load_target("cpu")) == ("int8", "fp32")
+    assert sensitivity.ladder_for(load_target("cpu-x86-avx2")) == ("int8", "fp32")
+    assert sensitivity.ladder_for(load_target("cpu-x86-avx512")) == ("int8", "fp32")  # cascadelake: no AVX512-BF16
     assert sensitivity.ladder_for(load_target("gpu-ampere")) == ("int8", "fp16", "fp32")
     assert sensitivity.ladder_for(load_target("npu-sim")) == ("int8", "fp16", "fp32")
 
 
 def test_inspect_shows_each_layers_choice(tmp_path):
     onnx.save(deep_mlp(), tmp_path / "m.onnx")
-    result = cli("inspect", "--model", tmp_path / "m.onnx", "--quantize", "auto", "--accuracy-budget", "0.2", "--json", check=True)
+    result = cli("inspect", "--model", tmp_path / "m.onnx", "--target", "cpu-x86-avx2", "--quantize", "auto", "--accuracy-budget", "0.2", "--json", check=True)
     quant = json.loads(result.stdout)["quantization"]
     assert [row["precision"] for row in quant["layers"]] == ["int8"] * 5  # the loose budget of test_tight_budget...
     assert quant["ladder"] == ["int8", "fp32"] and quant["end_to_end_error"] <= 0.2
-    text = cli("inspect", "--model", tmp_path / "m.onnx", "--quantize", "auto", "--accuracy-budget", "1e-9", check=True).stdout
+    text = cli("inspect", "--model", tmp_path / "m.onnx", "--target", "cpu-x86-avx2", "--quantize", "auto", "--accuracy-budget", "1e-9", check=True).stdout
     assert "quantization (auto): int8 0, fp16 0, fp32 5" in text
     assert text.count(" fp32 ") >= 5 and "matmul_4" in text

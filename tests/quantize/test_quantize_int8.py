@@ -79,7 +79,7 @@ def test_int8_mlp_matches_fp32(tmp_path):
     # 5 layers of ~0.4% relative rounding noise each: cosine well above 0.99
     assert cosine(ref["y"], out["y"]) >= 0.99
     quant = q.manifest["quantization"]
-    assert quant["mode"] == "int8" and quant["counts"] == {"int8": 5, "fp16": 0, "fp32": 0}
+    assert quant["mode"] == "int8" and quant["counts"] == {"int8": 5, "fp16": 0, "bf16": 0, "fp32": 0}
     assert quant["weight_bytes"] * 4 == quant["weight_bytes_fp32"]
     assert "quantize_int8" in q.manifest["passes"]
     # and it is really different from the fp32 build (the rewrite took effect)
@@ -123,7 +123,7 @@ def test_cli_compile_int8_quantizes_the_same_layers_as_the_api(tmp_path):
     onnx.save(mlp_model(), tmp_path / "m.onnx")
     cli("compile", "--model", tmp_path / "m.onnx", "--output", tmp_path / "m.so", "--quantize", "int8", "--quiet", check=True)
     quant = json.loads((tmp_path / "m.json").read_text())["quantization"]
-    assert quant["counts"] == {"int8": 2, "fp16": 0, "fp32": 0}
+    assert quant["counts"] == {"int8": 2, "fp16": 0, "bf16": 0, "fp32": 0}
 
 
 def test_quantizing_a_build_with_packed_weights_is_a_clear_error():

@@ -4,6 +4,10 @@ The verdict needs p < 0.05 (Mann-Whitney U), a bootstrap 95% CI of the
 latency ratio that excludes 1, and at least a 1% effect; the outputs of A and
 B are compared too, since a faster build that computes something else is not
 an improvement.
+
+``--per-kernel`` answers where instead of whether: interleaved per-kernel profiles
+of A and B (``measure.kernel_ab``), one row per kernel of either build, with a
+PNG / HTML report like ``auto-glm profile``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ def add_parser(subparsers):
     parser.add_argument("--min-effect", type=float, default=0.01, help="smallest |ratio-1| reported as a difference (default 0.01)")
     parser.add_argument("--idle-wait", type=float, default=30.0, metavar="S", help="wait at most S seconds for the machine to go idle (default 30)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--per-kernel", action="store_true", help="per-kernel A/B table instead: interleaved profiles, median ms per kernel of either build")
+    parser.add_argument("--rounds", type=int, default=4, help="--per-kernel: interleaved profile rounds (default 4)")
+    parser.add_argument("--top", type=int, default=24, help="--per-kernel: rows shown in the table, slowest first (0: all; default 24)")
+    parser.add_argument("--html", default=None, metavar="REPORT.html", help="--per-kernel: write a self-contained HTML report")
+    parser.add_argument("--png", default=None, metavar="CHART.png", help="--per-kernel: write an A/B bar chart PNG (matplotlib)")
     return parser
 
 
@@ -105,6 +114,64 @@ def format_result(r: dict) -> str:
     return "\n".join(lines)
 
 
+def per_kernel(a: str, b: str, inputs: dict | None = None, rounds: int = 4, threads: int | None = None, warmup: int = 1):
+    """Interleaved per-kernel profiles of A and B on the same inputs (a ``measure.kernel_ab.KernelAB``), with output parity."""
+    from ..errors import InputError
+    from ..measure.kernel_ab import kernel_ab
+    from ..measure.machine import machine_info, use_threads
+    from ..native_log import quiet_native_stderr
+    from ..runtime import Session, example_inputs
+
+    threads = use_threads(threads)
+    if rounds < 1:
+        raise InputError(f"--rounds must be at least 1 (got {rounds})")
+    with quiet_native_stderr():
+        session_a, session_b = Session.open(a), Session.open(b)
+    if inputs is None:
+        inputs = example_inputs(session_a.input_specs, index_ranges=session_a.index_ranges)
+    result = kernel_ab(session_a, session_b, inputs, rounds, warmup=max(0, warmup), a_label=str(a), b_label=str(b))
+    result.parity = parity(session_a.run(inputs), session_b.run(inputs))
+    result.machine = machine_info(threads)
+    return result
+
+
+def _run_per_kernel(args, inputs) -> int:
+    from pathlib import Path
+
+    from ..errors import InputError
+    from ..measure.kernel_ab import format_table
+    from ..measure.machine import machine_line
+    from ..runtime.manifest import write_bytes_atomic
+
+    if args.top < 0:
+        raise InputError(f"--top must be >= 0 (got {args.top})")
+    result = per_kernel(args.a, args.b, inputs, args.rounds, args.threads, args.warmup)
+    if args.html:
+        from ..measure.report_html import kernel_ab_html
+
+        write_bytes_atomic(Path(args.html), kernel_ab_html(result, machine_line(result.machine)).encode())
+    if args.png:
+        from ..measure.report_html import paired_bar_png
+
+        shown = result.pairs[: args.top] if args.top else result.pairs
+        paired_bar_png(args.png, [p.name for p in shown], [p.a_ms for p in shown], [p.b_ms for p in shown], "ms per inference",
+                       f"per kernel: A {Path(args.a).name} vs B {Path(args.b).name}")
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, default=str))
+        return 0
+    print(format_table(result, args.top or None))
+    for name, d in result.parity.items():
+        if d.get("max_abs") is None:
+            print(f"parity {name}: shapes differ {d['shape_a']} vs {d['shape_b']}")
+        else:
+            print(f"parity {name}: max abs diff {d['max_abs']:.3g}, max rel diff {d['max_rel']:.3g}")
+    print(machine_line(result.machine))
+    for path in (args.html, args.png):
+        if path:
+            print(f"wrote {path}")
+    return 0
+
+
 def run(args) -> int:
     inputs = None
     if args.input:
@@ -113,6 +180,8 @@ def run(args) -> int:
 
         with quiet_native_stderr():
             inputs = read_inputs(args.input, Session.open(args.a).input_specs)
+    if args.per_kernel:
+        return _run_per_kernel(args, inputs)
     result = ab(args.a, args.b, inputs, args.repeat, args.warmup, args.threads, args.alpha, args.min_effect, args.idle_wait)
     print(json.dumps(result, indent=2, default=str) if args.json else format_result(result))
     return 0

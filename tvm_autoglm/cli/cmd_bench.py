@@ -32,8 +32,8 @@ def bench(binary: str, vs: list[str], model: str | None = None, inputs: dict | N
 
     from ..errors import InputError
     from ..measure import candidates as cands
-    from ..measure.machine import machine_info, use_threads
-    from ..measure.timing import drop_note, measure_interleaved, wait_for_idle
+    from ..measure import harness
+    from ..measure.machine import use_threads
     from ..runtime import example_inputs, read_manifest
     from ..runtime.manifest import manifest_path_for
 
@@ -58,44 +58,14 @@ def bench(binary: str, vs: list[str], model: str | None = None, inputs: dict | N
     prepared = [first]
     notes: list[str] = []
     for item in vs:
-        key = item.lower()
-        if key in ("ort", "onnxruntime"):
-            if not model:
-                raise InputError("--vs ort needs the ONNX model: the manifest has no source path, give --model")
-            prepared.append(cands.ort_candidate(model, {**inputs, **frozen}, threads))
-        elif key in cands.OPENVINO_KEYS:
-            if not model:
-                raise InputError("--vs openvino needs the ONNX model: the manifest has no source path, give --model")
-            if not cands.openvino_available():
-                notes.append("--vs openvino skipped: openvino is not installed (pip install 'tvm_autoglm[peers]')")
-                continue
-            prepared.extend(cands.openvino_candidates(model, {**inputs, **frozen}, threads, default_precision=not key.endswith("-f32")))
-        elif key in ("torch", "pytorch"):
-            origin = cands.zoo_origin(model)
-            if origin is None:
-                notes.append(f"--vs torch skipped: {model or 'the model'} is not a zoo model (no PyTorch module to rebuild)")
-                continue
-            prepared.append(cands.torch_candidate(model, inputs, threads, origin))
-        elif item.endswith((".so", ".glm")):
+        if item.endswith((".so", ".glm")):
             prepared.append(cands.tvm_candidate(item, inputs))
         else:
-            raise InputError(f"--vs {item!r}: expected ort, openvino, openvino-f32, torch, or a path to another .so/.glm")
-    names = [p.candidate.name for p in prepared]
-    for i, name in enumerate(names):  # two files with the same base name
-        if names.count(name) > 1:
-            prepared[i].candidate.name = f"{name}#{i}"
-
-    idle = wait_for_idle(max_wait_s=idle_wait)
-    log(idle.text())
+            prepared.extend(harness.peer_candidates([item], model, {**inputs, **frozen}, threads, notes))
     # each candidate names its thread pool: a switch to onnxruntime / torch waits for the other pool's spinners
-    timings = measure_interleaved([p.candidate for p in prepared], repeat=repeat, warmup=warmup)
-    base = timings[0].summary()["median_ms"]
-    rows = []
-    for p, t in zip(prepared, timings):
-        s = t.summary()
-        rows.append({"name": t.name, "detail": p.detail, **s, "ratio_to_first": s["median_ms"] / base if base else None})
-    info = machine_info(threads)
-    return {"candidates": rows, "machine": info, "idle": idle.__dict__, "dropped": drop_note(timings), "notes": notes, "model": model}
+    result = harness.race(prepared, repeat=repeat, warmup=warmup, idle_wait=idle_wait, threads=threads, log=log)
+    result.notes.extend(notes)
+    return {**result.to_json(), "model": model}
 
 
 def _manifest_of(binary, read_manifest, manifest_path_for):

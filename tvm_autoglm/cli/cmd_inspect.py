@@ -112,13 +112,16 @@ def run(args) -> int:
 
 def _print_quantization(quant: dict) -> None:
     counts = quant.get("counts", {})
-    print(f"quantization ({quant.get('mode')}): " + ", ".join(f"{p} {counts.get(p, 0)}" for p in ("int8", "fp16", "fp32")))
+    shown = ("int8", "fp16", "bf16", "fp32") if counts.get("bf16") or "bf16" in (quant.get("ladder") or ()) else ("int8", "fp16", "fp32")
+    print(f"quantization ({quant.get('mode')}): " + ", ".join(f"{p} {counts.get(p, 0)}" for p in shown))
     if "end_to_end_error" in quant:
         print(f"  budget {quant['budget']} ({quant.get('error_definition', '')}); ladder {' < '.join(quant.get('ladder', []))}")
         print(f"  measured end-to-end error {quant['end_to_end_error']:.3g} on {quant.get('calibration_samples')} samples ({quant.get('calibration')})")
-    print(f"  {'layer':<12}{'weight':>14}  {'precision':<10}{'err int8':>10}{'err fp16':>10}")
+    with_bf16 = "bf16" in shown
+    print(f"  {'layer':<12}{'weight':>14}  {'precision':<10}{'err int8':>10}{'err fp16':>10}" + (f"{'err bf16':>10}" if with_bf16 else ""))
     for row in quant.get("layers", []):
         def fmt(v):
             return "-" if v is None else f"{v:.2e}"
         shape = "x".join(map(str, row["weight_shape"]))
-        print(f"  {row['layer']:<12}{shape:>14}  {row['precision']:<10}{fmt(row.get('error_int8')):>10}{fmt(row.get('error_fp16')):>10}")
+        print(f"  {row['layer']:<12}{shape:>14}  {row['precision']:<10}{fmt(row.get('error_int8')):>10}{fmt(row.get('error_fp16')):>10}"
+              + (f"{fmt(row.get('error_bf16')):>10}" if with_bf16 else ""))

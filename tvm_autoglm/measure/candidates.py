@@ -48,6 +48,27 @@ def tvm_candidate(path: str, inputs: dict, name: str | None = None) -> Prepared:
 ORT_LEVELS = ("ORT_ENABLE_ALL", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_BASIC")
 
 
+def ort_session(model, threads: int, level: str = ORT_LEVELS[0]):
+    """The one way an onnxruntime session is made: ``threads`` intra-op threads (ours), inter-op 1, sequential, CPU.
+
+    ``model`` is a path or the serialized bytes of a model. Every peer and every reference
+    session of ``auto-glm bench`` and of benchmarks/ comes from here, so that onnxruntime
+    always runs under the same thread settings as the build it is compared with.
+    """
+    import onnxruntime as ort
+
+    if level not in ORT_LEVELS:
+        raise ValueError(f"onnxruntime level {level!r}: expected one of {ORT_LEVELS}")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    source = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+
 def ort_candidate(model_path: str, inputs: dict, threads: int, probe_runs: int = 5) -> Prepared:
     """onnxruntime at its fastest optimisation level (probed: best median of ``probe_runs``)."""
     import onnxruntime as ort
@@ -57,13 +78,7 @@ def ort_candidate(model_path: str, inputs: dict, threads: int, probe_runs: int =
     feeds_cache = None
     best = None
     for level in ORT_LEVELS:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
-        session = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+        session = ort_session(model_path, threads, level)
         if feeds_cache is None:
             wanted = [i.name for i in session.get_inputs()]
             missing = [n for n in wanted if n not in inputs]

@@ -186,3 +186,50 @@ def bar_png(path, labels: list[str], values: list[float], xlabel: str, title: st
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def kernel_ab_html(result, machine_line: str | None = None) -> str:
+    """``auto-glm ab --per-kernel``: A and B bars per kernel and a sortable A / B / B÷A table."""
+    items, rows, classes = [], [], []
+    for p in result.pairs:
+        if p.a_ms is not None:
+            items.append((f"A {p.name}", p.a_ms, "builtin"))
+        if p.b_ms is not None:
+            items.append((f"B {p.name}", p.b_ms, "kernel"))
+        rows.append([p.name, _fmt(p.a_ms, ".3f"), _fmt(p.b_ms, ".3f"), _fmt(p.ratio, ".3f"), p.side])
+        classes.append("best" if p.ratio is not None and p.ratio < 1 else ("miss" if p.side != "both" else ""))
+    total_ratio = result.total_b_ms / result.total_a_ms if result.total_a_ms > 0 else None
+    meta = [f"A: {result.a}", f"B: {result.b}",
+            f"median over {result.rounds} interleaved rounds; all kernels A {result.total_a_ms:.3f} ms, B {result.total_b_ms:.3f} ms"
+            + (f" (B/A {total_ratio:.3f})" if total_ratio is not None else "")]
+    if machine_line:
+        meta.append(machine_line)
+    chart = bar_chart_svg(items)
+    table = table_html(["kernel", "A ms", "B ms", "B/A", "in"], rows, row_classes=classes)
+    return page("auto-glm ab --per-kernel", meta, [("Time per kernel, A and B", chart), ("Kernels", table)], data=result.to_json())
+
+
+def paired_bar_png(path, labels: list[str], a_values: list, b_values: list, xlabel: str, title: str) -> None:
+    """Two bars (A, B) per label; a missing value (None) draws no bar."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        from ..errors import AutoGLMError
+
+        raise AutoGLMError("--png needs matplotlib", hint="pip install -e '.[plots]'") from err
+    short = [lab if len(lab) <= 50 else lab[:49] + "\u2026" for lab in labels]
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(labels) + 1.4))
+    ys = list(range(len(labels)))
+    ax.barh([y - 0.2 for y in ys], [v or 0.0 for v in a_values], height=0.4, color="#9aa5b8", label="A")
+    ax.barh([y + 0.2 for y in ys], [v or 0.0 for v in b_values], height=0.4, color="#3b6fd8", label="B")
+    ax.set_yticks(ys, short, fontsize=8, family="monospace")
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=11)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

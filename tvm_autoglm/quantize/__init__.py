@@ -13,6 +13,9 @@ from __future__ import annotations
 from ..errors import AutoGLMError
 
 MODES = ("none", "fp16", "bf16", "int8", "auto")
+#: The LLVM CPU feature behind bf16: hardware fp32<->bf16 conversion (Zen 4/5, Cooper Lake, Sapphire Rapids).
+#: ``--quantize bf16`` says what it does without it; ``--quantize auto`` offers bf16 only with it.
+BF16_FEATURE = "avx512bf16"
 
 
 def passes_off_for(mode: str | None) -> tuple[str, ...]:
@@ -68,4 +71,4 @@ def apply_quantization(build, mode: str, budget: float | None = None, calibratio
     raise AutoGLMError(f"--quantize {mode}: unknown mode; choose one of {', '.join(MODES)}")
 
 
-__all__ = ["MODES", "apply_quantization", "passes_off_for"]
+__all__ = ["BF16_FEATURE", "MODES", "apply_quantization", "passes_off_for"]

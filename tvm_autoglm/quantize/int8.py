@@ -1,4 +1,4 @@
-"""Per-layer precision rewrite of constant-weight matmuls (int8 dynamic, fp16, fp32).
+"""Per-layer precision rewrite of constant-weight matmuls (int8 dynamic, fp16, bf16, fp32).
 
 int8 follows onnxruntime's ``quantize_dynamic``: weights are quantized once at
 compile time, activations at run time, so no calibration is needed.
@@ -21,7 +21,7 @@ activation x activation matmuls stay fp32.
 
 A *probe* module is the same rewrite with every precision computed side by side
 and one selected per site by an extra ``int32[L]`` input (0 fp32, 1 int8,
-2 fp16; int8 simulated exactly in fp32, see ``int8_matmul``): the sensitivity search (``sensitivity.py``) compiles it once and tries
+2 fp16, 3 bf16 where asked for; int8 simulated exactly in fp32, see ``int8_matmul``): the sensitivity search (``sensitivity.py``) compiles it once and tries
 any per-layer assignment by changing that input, instead of compiling L times.
 """
 
@@ -41,9 +41,9 @@ from ..pipeline import PassReport, fuse_module
 from ..progress import StageLog
 from .pack import pack_weight, packable, quantized_packed_matmul_te, target_has_avx2
 
-PRECISIONS = ("fp32", "int8", "fp16")  # probe flag value = index
+PRECISIONS = ("fp32", "int8", "fp16", "bf16")  # probe flag value = index
 FLAG = {name: i for i, name in enumerate(PRECISIONS)}
-WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
 
 def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,15 +128,25 @@ def fp16_matmul(emit, x, w: np.ndarray):
     return relax.op.matmul(emit(relax.op.astype(x, "float16")), relax.const(w.astype(np.float16), "float16"), out_dtype="float32")
 
 
+def bf16_matmul(emit, x, w: np.ndarray):
+    """bf16 operands, fp32 accumulation and output (``--quantize bf16``'s policy, one layer).
+
+    numpy has no bfloat16: the weight is cast in the graph, and FoldConstant (fusion at O1+)
+    turns that cast into a bf16 constant.
+    """
+    return relax.op.matmul(emit(relax.op.astype(x, "bfloat16")), emit(relax.op.astype(relax.const(w), "bfloat16")), out_dtype="float32")
+
+
 @relax.expr_functor.mutator
 class _Rewriter(relax.PyExprMutator):
     """Rewrites every site by ``plan[i]`` (a precision name), or into a probe selected by ``flags``."""
 
-    def __init__(self, mod, plan=None, flags=None, packed: bool = False):
+    def __init__(self, mod, plan=None, flags=None, packed: bool = False, bf16: bool = False):
         super().__init__(mod)
         self.plan = plan
         self.flags = flags
         self.packed = packed
+        self.bf16 = bf16  # probe only: also compute a bf16 variant per site
         self.sites: list[dict] = []
 
     def visit_call_(self, call):  # noqa: D102 - visitor hook
@@ -154,6 +164,8 @@ class _Rewriter(relax.PyExprMutator):
                 return int8_matmul(emit, x, *quantize_weight(w), call_te=self.builder_.call_te if self.packed else None)
             if precision == "fp16":
                 return fp16_matmul(emit, x, w)
+            if precision == "bf16":
+                return bf16_matmul(emit, x, w)
             return call
         # probe: all three computed, one chosen per run by flags[index]
         fp32 = emit(call)
@@ -162,7 +174,12 @@ class _Rewriter(relax.PyExprMutator):
         flag = emit(relax.op.take(self.flags, relax.const(index, "int64"), axis=0))
         is8 = emit(relax.op.equal(flag, relax.const(FLAG["int8"], "int32")))
         is16 = emit(relax.op.equal(flag, relax.const(FLAG["fp16"], "int32")))
-        return relax.op.where(is16, h16, emit(relax.op.where(is8, q8, fp32)))
+        chosen = relax.op.where(is16, h16, emit(relax.op.where(is8, q8, fp32)))
+        if not self.bf16:
+            return chosen
+        b16 = emit(bf16_matmul(emit, x, w))
+        isb16 = emit(relax.op.equal(flag, relax.const(FLAG["bf16"], "int32")))
+        return relax.op.where(isb16, b16, emit(chosen))
 
 
 def _shape(call) -> list | None:
@@ -207,11 +224,11 @@ def use_packed(spec) -> bool:
         return False
 
 
-def probe_module(mod: tvm.IRModule) -> tuple[tvm.IRModule, list[dict]]:
-    """``main`` with an extra last input ``quant_flags: int32[L]`` choosing each site's precision at run time."""
+def probe_module(mod: tvm.IRModule, bf16: bool = False) -> tuple[tvm.IRModule, list[dict]]:
+    """``main`` with an extra last input ``quant_flags: int32[L]`` choosing each site's precision at run time (bf16 too if asked)."""
     count = len(count_sites(mod))
     flags = relax.Var("quant_flags", relax.TensorType((max(count, 1),), "int32"))
-    rewriter = _Rewriter(mod, flags=flags)
+    rewriter = _Rewriter(mod, flags=flags, bf16=bf16)
     main = mod["main"]
     body = rewriter.visit_expr(main.body)
     attrs = dict(main.attrs.items()) if main.attrs is not None else {}
@@ -264,10 +281,10 @@ def apply_plan(build, plan: list[str] | None, record: dict, label: str, log=None
     passes = [p for p in build.passes if p not in _FUSION] + [report.name] + [p for p in build.passes if p in _FUSION]
     reports = [r for r in build.pass_reports if r.name not in _FUSION] + [report] + [r for r in build.pass_reports if r.name in _FUSION]
     layers = describe_sites(sites, plan)
-    counts = {p: plan.count(p) for p in ("int8", "fp16", "fp32")}
+    counts = {p: plan.count(p) for p in ("int8", "fp16", "bf16", "fp32")}
     fp32_bytes = sum(r["weight_shape"][0] * r["weight_shape"][1] * 4 for r in layers)
     quantization = {"mode": label, **record, "layers": layers, "counts": counts,
                     "weight_bytes": sum(r["weight_bytes"] for r in layers), "weight_bytes_fp32": fp32_bytes}
     note = (f"precision: {label}: {counts['int8']} matmul layers int8 (dynamic per-tensor activations, per-channel weights, int32 accumulation), "
-            f"{counts['fp16']} fp16, {counts['fp32']} fp32; details under manifest 'quantization'")
+            f"{counts['fp16']} fp16, " + (f"{counts['bf16']} bf16, " if counts["bf16"] else "") + f"{counts['fp32']} fp32; details under manifest 'quantization'")
     return dataclasses.replace(build, mod=mod, passes=passes, pass_reports=reports, notes=[*build.notes, note], quantization=quantization)

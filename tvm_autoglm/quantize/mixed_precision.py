@@ -25,6 +25,7 @@ from ..errors import AutoGLMError, CompileError, stage_errors
 from ..ir_utils import copy_module, op_histogram
 from ..pipeline import PassReport, fuse_module
 from ..progress import StageLog
+from . import BF16_FEATURE
 
 _FUSION = ("fuse_ops", "legalize_ops")
 
@@ -91,12 +92,33 @@ def apply_mixed_precision(build, mode: str, log=None):
                 converted = _count_dtype(mod, dtype)
                 report = PassReport(f"to_mixed_precision_{mode}", time.perf_counter() - start, before, op_histogram(mod))
                 mod = fuse_module(mod, build.target, 1 if "fuse_ops" in build.passes else 0)
+    notes = [*build.notes]
     if mode == "bf16" and build.target.kind == "cpu":
         _check_bf16_codegen(build.target)
+        missing = bf16_feature_note(build.target)
+        if missing:
+            log.note(missing)
+            notes.append(missing)
     passes = [p for p in build.passes if p not in _FUSION] + [report.name] + [p for p in build.passes if p in _FUSION]
     reports = [r for r in build.pass_reports if r.name not in _FUSION] + [report] + [r for r in build.pass_reports if r.name in _FUSION]
     note = f"precision: {mode} mixed precision (matmul/conv operands {dtype}, fp32 accumulation and outputs; {converted} casts)"
-    return dataclasses.replace(build, mod=mod, passes=passes, pass_reports=reports, notes=[*build.notes, note])
+    return dataclasses.replace(build, mod=mod, passes=passes, pass_reports=reports, notes=[*notes, note])
+
+
+def bf16_feature_note(spec) -> str | None:
+    """One line when ``spec`` is a CPU target without AVX512-BF16: what ``--quantize bf16`` does there instead.
+
+    Without the feature there is no hardware fp32<->bf16 conversion, so every bf16 operand is
+    widened to fp32 in software and the arithmetic runs in fp32: the build keeps bf16's
+    rounding (and half the weight bytes) but gains no speed. None on CPUs that have it.
+    """
+    from ..targets import cpu_has_feature
+
+    if cpu_has_feature(spec, BF16_FEATURE):
+        return None
+    mcpu = spec.tvm_config.get("mcpu", "?")
+    return (f"--quantize bf16: target {spec.name} (mcpu {mcpu}) lacks the CPU feature AVX512-BF16 ({BF16_FEATURE}); "
+            "bf16 operands will be converted to fp32 in software and computed in fp32 (bf16 rounding and weight size, no bf16 speed-up)")
 
 
 _BF16_OK: dict[str, bool] = {}

@@ -15,7 +15,10 @@ we compile for (MiniLM s128: auto with 6 fp16 layers measured 196 ms against
 183 ms all-fp32), so "cheaper" there would mean fewer bytes but more time. (Our
 CPU matmul kernels compute in fp32 even where the ISA has fp16 arithmetic.)
 Targets that compute in fp16 (CUDA, the NPU's fp16 GEMM mode) keep int8 < fp16
-< fp32.
+< fp32. bf16 is a rung only on CPU targets whose mcpu has AVX512-BF16
+(``avx512bf16``: Zen 4/5, Cooper Lake, Sapphire Rapids): int8 < bf16 < fp32.
+Elsewhere the bf16 operands would be emulated, so bf16 is never offered there
+(``--quantize bf16`` itself says what it does on such a CPU).
 
 Search. One *probe* module (``int8.probe_module``) is compiled for the host CPU:
 every quantizable matmul computes all three precisions and an ``int32[L]``
@@ -52,18 +55,23 @@ from ..pipeline import fuse_module
 from ..progress import StageLog
 from ..scheduling import schedule_module
 from ..targets import load_target
-from . import int8
+from . import BF16_FEATURE, int8
 
 DEFAULT_BUDGET = 0.01
 HEADROOM = 0.8
 CALIBRATION_SAMPLES = 4
 LADDER = ("int8", "fp16", "fp32")  # cheapest first, where the target computes in fp16
 CPU_LADDER = ("int8", "fp32")
+CPU_BF16_LADDER = ("int8", "bf16", "fp32")  # CPUs with AVX512-BF16
 
 
 def ladder_for(spec) -> tuple[str, ...]:
     """The precisions ``auto`` may give a layer on ``spec``, cheapest first (see the module docstring)."""
-    return CPU_LADDER if getattr(spec, "kind", "cpu") == "cpu" else LADDER
+    if getattr(spec, "kind", "cpu") != "cpu":
+        return LADDER
+    from ..targets import cpu_has_feature
+
+    return CPU_BF16_LADDER if cpu_has_feature(spec, BF16_FEATURE) else CPU_LADDER
 
 
 def load_calibration(path, specs: list[dict]) -> list[dict[str, np.ndarray]]:
@@ -110,8 +118,8 @@ def calibration_inputs(build, calibration=None, samples: int = CALIBRATION_SAMPL
 class Probe:
     """The probe module compiled for the host CPU; ``error(plan)`` runs it on every calibration sample."""
 
-    def __init__(self, build, samples: list[dict]):
-        mod, self.sites = int8.probe_module(int8.unfused_module(build))
+    def __init__(self, build, samples: list[dict], bf16: bool = False):
+        mod, self.sites = int8.probe_module(int8.unfused_module(build), bf16=bf16)
         host = load_target("cpu")
         mod = fuse_module(mod, host, 1)  # the pipeline's own fusion (and its native-noise filter)
         try:
@@ -187,13 +195,13 @@ def search(build, budget: float | None = None, calibration=None, log=None) -> tu
     if not (0.0 <= budget < 1.0):
         raise AutoGLMError(f"--accuracy-budget {budget}: must be in [0, 1) (allowed 1 - mean cosine similarity, e.g. 0.01)")
     samples, source = calibration_inputs(build, calibration)
+    ladder = ladder_for(build.target)
     with log.stage(f"quantize auto: probe ({len(samples)} calibration samples)"):
         with stage_errors("--quantize auto (building the sensitivity probe)"):
-            probe = Probe(build, samples)
+            probe = Probe(build, samples, bf16="bf16" in ladder)
     count = len(probe.sites)
     if count == 0:
         raise AutoGLMError("--quantize auto: the model has no matmul with a constant 2-D float32 weight to quantize", hint="use --quantize none or fp16")
-    ladder = ladder_for(build.target)
     with log.stage(f"quantize auto: sensitivity of {count} layers ({' < '.join(ladder)})"):
         sensitivity = []
         for i in range(count):
@@ -225,7 +233,7 @@ def search(build, budget: float | None = None, calibration=None, log=None) -> tu
         "predicted_error": float(sum(sensitivity[i][p] for i, p in enumerate(plan))),
         "moves_undone": undone,
         "ladder": list(ladder),
-        "sensitivity": [{"layer": f"matmul_{i}", "int8": row["int8"], "fp16": row.get("fp16")} for i, row in enumerate(sensitivity)],
+        "sensitivity": [{"layer": f"matmul_{i}", "int8": row["int8"], "fp16": row.get("fp16"), "bf16": row.get("bf16")} for i, row in enumerate(sensitivity)],
     }
     return plan, record
 
@@ -237,6 +245,7 @@ def apply_auto(build, budget: float | None = None, calibration=None, log=None):
     for row, sens in zip(layers, record["sensitivity"]):
         row["error_int8"] = sens["int8"]
         row["error_fp16"] = sens.get("fp16")  # None where fp16 is not on the target's ladder
+        row["error_bf16"] = sens.get("bf16")  # None where the target has no AVX512-BF16
         row["error_chosen"] = sens.get(row["precision"], 0.0)
     note = (f"quantize auto: budget {record['budget']} (1 - mean cosine); measured end-to-end error {record['end_to_end_error']:.3g} "
             f"on {record['calibration_samples']} calibration samples ({record['calibration']})")
