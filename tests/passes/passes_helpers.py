@@ -84,3 +84,18 @@ def assert_parity(mod, model, inputs: dict[str, np.ndarray], rtol=FP32_RTOL, ato
     assert len(got) == len(want)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+
+
+def bind_constants(mod: tvm.IRModule, func: str = "main", **arrays) -> tvm.IRModule:
+    """``mod`` with the named parameters of ``func`` replaced by constants.
+
+    TVMScript has no literal for a tensor constant; a Before/Expected module takes its
+    weights as parameters and the test binds them, so both sides hold real constants.
+    """
+    values = {name: tvm.runtime.tensor(np.ascontiguousarray(value)) for name, value in arrays.items()}
+    return relax.transform.BindParams(func, values)(mod)
+
+
+def unchanged(pass_, mod: tvm.IRModule) -> None:
+    """Assert that ``pass_`` leaves ``mod`` structurally as it was."""
+    tvm.ir.assert_structural_equal(pass_(mod), mod)
