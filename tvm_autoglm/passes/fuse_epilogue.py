@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax
-from tvm.relax.dpl import is_const, is_op, wildcard
+from tvm.relax.dpl import is_op, wildcard
 
+from ._util import relax_functions
 from .registry import register_pass
+from .tally import current
 
 COMPOSITE_NAME = "autoglm.epilogue_layout"
 _ACTIVATIONS = ("relax.nn.relu", "relax.nn.gelu", "relax.nn.gelu_tanh", "relax.nn.silu", "relax.sigmoid", "relax.tanh", "relax.clip")
@@ -50,23 +52,61 @@ def epilogue_pattern():
     return root, {"anchor": anchor}
 
 
-def _check(ctx: relax.transform.PatternCheckContext) -> bool:
+def _outside_users(ctx: relax.transform.PatternCheckContext) -> list[str]:
+    """Intermediates of the candidate group that something outside it also reads."""
     inside = set(ctx.matched_bindings.keys())
     root_var = ctx.value_to_bound_var.get(ctx.matched_expr)
+    leaking = []
     for var in inside:
         if root_var is not None and var.same_as(root_var):
             continue
-        for user in ctx.var_usages.get(var, []):
-            if user not in inside:
-                return False
-    return True
+        if any(user not in inside for user in ctx.var_usages.get(var, [])):
+            leaking.append(var.name)
+    return sorted(leaking)
+
+
+def _composites(mod: tvm.IRModule) -> int:
+    return sum(1 for _, f in mod.functions.items() if f.attrs is not None and f.attrs.get("Composite") == COMPOSITE_NAME)
+
+
+def _anchors_left(mod: tvm.IRModule) -> set[str]:
+    """Names of the matmul/conv2d bindings still outside any group in the graph functions."""
+    names = set()
+    for _, func in relax_functions(mod):
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                value = binding.value
+                if isinstance(value, relax.Call) and getattr(value.op, "name", None) in ("relax.matmul", "relax.nn.conv2d"):
+                    names.add(binding.var.name)
+    return names
 
 
 @tvm.transform.module_pass(opt_level=0, name="AutoGLMFuseEpilogue")
 def fuse_epilogue_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    tally = current()
+    # FuseOpsByPattern tries every binding as the root of a group, shortest layout tail first,
+    # so a refusal for a tail that a longer match then takes is no refusal: keep the reasons
+    # per anchor and report only anchors that end up in no group
+    refused: dict[str, str] = {}
+
+    def check(ctx: relax.transform.PatternCheckContext) -> bool:
+        leaking = _outside_users(ctx)
+        if leaking:
+            anchor = ctx.annotated_expr["anchor"]
+            anchor_var = ctx.value_to_bound_var.get(anchor)
+            name = f"{anchor.op.name.removeprefix('relax.')} {anchor_var.name}" if anchor_var is not None else anchor.op.name
+            refused.setdefault(name, f"{name}: {', '.join(leaking)} also used outside the group, which would compute it twice")
+        return not leaking
+
     root, annotations = epilogue_pattern()
-    pattern = relax.transform.FusionPattern(COMPOSITE_NAME, root, annotations, _check)
-    return relax.transform.FuseOpsByPattern([pattern], bind_constants=False, annotate_codegen=False)(mod)
+    pattern = relax.transform.FusionPattern(COMPOSITE_NAME, root, annotations, check)
+    out = relax.transform.FuseOpsByPattern([pattern], bind_constants=False, annotate_codegen=False)(mod)
+    tally.rewrote(_composites(out) - _composites(mod))
+    left = _anchors_left(out)
+    for name, reason in refused.items():
+        if name.split(" ", 1)[1] in left:
+            tally.declined(reason)
+    return out
 
 
 @register_pass("fuse_epilogue", opt_level=2, stage=50)
