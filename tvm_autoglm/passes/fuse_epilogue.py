@@ -24,7 +24,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
-from ._util import relax_functions
+from ._util import composite_count, ungrouped_bindings
 from .registry import register_pass
 from .tally import current
 
@@ -65,22 +65,6 @@ def _outside_users(ctx: relax.transform.PatternCheckContext) -> list[str]:
     return sorted(leaking)
 
 
-def _composites(mod: tvm.IRModule) -> int:
-    return sum(1 for _, f in mod.functions.items() if f.attrs is not None and f.attrs.get("Composite") == COMPOSITE_NAME)
-
-
-def _anchors_left(mod: tvm.IRModule) -> set[str]:
-    """Names of the matmul/conv2d bindings still outside any group in the graph functions."""
-    names = set()
-    for _, func in relax_functions(mod):
-        for block in func.body.blocks:
-            for binding in block.bindings:
-                value = binding.value
-                if isinstance(value, relax.Call) and getattr(value.op, "name", None) in ("relax.matmul", "relax.nn.conv2d"):
-                    names.add(binding.var.name)
-    return names
-
-
 @tvm.transform.module_pass(opt_level=0, name="AutoGLMFuseEpilogue")
 def fuse_epilogue_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     tally = current()
@@ -101,8 +85,8 @@ def fuse_epilogue_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     root, annotations = epilogue_pattern()
     pattern = relax.transform.FusionPattern(COMPOSITE_NAME, root, annotations, check)
     out = relax.transform.FuseOpsByPattern([pattern], bind_constants=False, annotate_codegen=False)(mod)
-    tally.rewrote(_composites(out) - _composites(mod))
-    left = _anchors_left(out)
+    tally.rewrote(composite_count(out, COMPOSITE_NAME) - composite_count(mod, COMPOSITE_NAME))
+    left = ungrouped_bindings(out, ("relax.matmul", "relax.nn.conv2d"))
     for name, reason in refused.items():
         if name.split(" ", 1)[1] in left:
             tally.declined(reason)
