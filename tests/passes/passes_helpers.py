@@ -7,29 +7,11 @@ import onnx
 import onnxruntime as ort
 import tvm
 import tvm.relax.frontend.onnx  # noqa: F401  (not imported by tvm.relax)
-from onnx import TensorProto, helper, numpy_helper
+from _onnx_builders import const_node, make_model  # noqa: F401  (re-exported: the pass tests import them from here)
 from tvm import relax
 
 FP32_RTOL = 1e-4
 FP32_ATOL = 1e-5
-
-
-def make_model(nodes, inputs, outputs, inits=(), opset=17) -> onnx.ModelProto:
-    """inputs/outputs: {name: shape} (outputs may give None for an inferred shape)."""
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
-        [numpy_helper.from_array(np.asarray(v, dtype="float32"), k) for k, v in dict(inits).items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model
-
-
-def const_node(name: str, value) -> onnx.NodeProto:
-    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value, dtype="float32"), name))
 
 
 def import_model(model: onnx.ModelProto) -> tvm.IRModule:
