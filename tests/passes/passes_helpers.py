@@ -14,6 +14,21 @@ FP32_RTOL = 1e-4
 FP32_ATOL = 1e-5
 
 
+def dense_mlp(n_hidden=48, n_out=32, rows=8) -> onnx.ModelProto:
+    """x[1, rows, 32] @ W1[32, n_hidden] + b1 -> relu -> @ W2[n_hidden, n_out] (pack_dense_weights' model, also built for AVX-512)."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Add", ["h", "b1"], ["hb"]),
+        helper.make_node("Relu", ["hb"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"]),
+    ]
+    inits = {"w1": rng.standard_normal((32, n_hidden)) / 6, "b1": rng.standard_normal(n_hidden), "w2": rng.standard_normal((n_hidden, n_out)) / 7}
+    return make_model(nodes, {"x": [1, rows, 32]}, {"y": None}, inits)
+
+
 def import_model(model: onnx.ModelProto) -> tvm.IRModule:
     shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
     mod = tvm.relax.frontend.onnx.from_onnx(model, shape_dict=shapes)
