@@ -108,3 +108,20 @@ def test_explain_unknown_pass_is_a_user_error(tmp_path, command):
     result = cli(command, "--model", path, "--explain-pass", "fold_conv_bnn", *extra)
     assert result.returncode == 2
     assert_clean_error(result, "unknown pass 'fold_conv_bnn'")
+
+
+def test_tally_is_per_recording_and_a_throwaway_outside():
+    from tvm_autoglm.passes.tally import current, recording
+
+    current().rewrote(5)  # no recording open: goes nowhere
+    with recording() as outer:
+        current().rewrote()
+        with recording() as inner:
+            current().declined("a: why")
+            current().declined("a: why")  # rewrite_call revisits a candidate: kept once
+        current().rewrote(2)
+    assert (outer.rewrites, outer.declines, outer.counted) == (3, [], True)
+    assert (inner.rewrites, inner.declines) == (0, ["a: why"])
+    with recording() as untouched:
+        pass
+    assert not untouched.counted  # a pass that never asks is estimated from the histogram

@@ -23,9 +23,9 @@ from collections.abc import Iterator
 class PassTally:
     """Rewrites and decline reasons of one run of one pass.
 
-    ``counted`` says whether the pass recorded anything itself; a pass that never asked for
-    its tally (TVM's own passes) leaves it False, and the pipeline falls back to the op
-    histogram for a rough count. A reason is kept once: ``rewrite_call`` revisits an
+    ``counted`` says whether the pass asked for its tally, i.e. counts for itself (a count
+    of 0 is then a real 0); a pass that never asks (TVM's own passes) leaves it False, and
+    the pipeline falls back to the op histogram for a rough count. A reason is kept once: ``rewrite_call`` revisits an
     unchanged candidate on each of its rounds.
     """
 
