@@ -91,8 +91,8 @@ def _softmax_over_last_axis(call) -> bool:
 @tvm.transform.module_pass(opt_level=0, name="AutoGLMFuseAttention")
 def fuse_attention_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     tally = current()
-    # every binding is tried as a root, shorter head-merge tails first: a refusal counts only
-    # for a scores matmul that ends up in no group (see fuse_epilogue)
+    # several roots (head-merge tails of different lengths) may be tried for one core: a
+    # refusal counts only for a scores matmul that ends up in no group (see fuse_epilogue)
     refused: dict[str, str] = {}
 
     def check(ctx: relax.transform.PatternCheckContext) -> bool:

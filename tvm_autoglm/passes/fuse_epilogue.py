@@ -68,9 +68,9 @@ def _outside_users(ctx: relax.transform.PatternCheckContext) -> list[str]:
 @tvm.transform.module_pass(opt_level=0, name="AutoGLMFuseEpilogue")
 def fuse_epilogue_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     tally = current()
-    # FuseOpsByPattern tries every binding as the root of a group, shortest layout tail first,
-    # so a refusal for a tail that a longer match then takes is no refusal: keep the reasons
-    # per anchor and report only anchors that end up in no group
+    # FuseOpsByPattern may try several roots (layout tails of different lengths) for one
+    # anchor; a refusal of one of them is no refusal if another match groups the anchor, so
+    # keep the reasons per anchor and report only anchors that end up in no group
     refused: dict[str, str] = {}
 
     def check(ctx: relax.transform.PatternCheckContext) -> bool:
@@ -78,8 +78,9 @@ def fuse_epilogue_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         if leaking:
             anchor = ctx.annotated_expr["anchor"]
             anchor_var = ctx.value_to_bound_var.get(anchor)
-            name = f"{anchor.op.name.removeprefix('relax.')} {anchor_var.name}" if anchor_var is not None else anchor.op.name
-            refused.setdefault(name, f"{name}: {', '.join(leaking)} also used outside the group, which would compute it twice")
+            if anchor_var is not None:  # keyed by the anchor's var: what ungrouped_bindings reports
+                name = f"{anchor.op.name.removeprefix('relax.')} {anchor_var.name}"
+                refused.setdefault(anchor_var.name, f"{name}: {', '.join(leaking)} also used outside the group, which would compute it twice")
         return not leaking
 
     root, annotations = epilogue_pattern()
@@ -87,8 +88,8 @@ def fuse_epilogue_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     out = relax.transform.FuseOpsByPattern([pattern], bind_constants=False, annotate_codegen=False)(mod)
     tally.rewrote(composite_count(out, COMPOSITE_NAME) - composite_count(mod, COMPOSITE_NAME))
     left = ungrouped_bindings(out, ("relax.matmul", "relax.nn.conv2d"))
-    for name, reason in refused.items():
-        if name.split(" ", 1)[1] in left:
+    for var_name, reason in refused.items():
+        if var_name in left:
             tally.declined(reason)
     return out
 
