@@ -87,7 +87,7 @@ def merge_parallel_matmul_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         # each merged group ends in one split of the wide result
         tally.rewrote(_count_calls(combined_func, "relax.split") - _count_calls(lifted_func, "relax.split"))
         for var in _weights_still_alone(combined_func, names):
-            tally.declined(f"{names[var]}: no other matmul with a 2-D constant weight reads the same input")
+            tally.declined(f"{names[var]}: not merged: no other matmul with a 2-D constant weight (and a compatible epilogue) reads the same input")
         out[gv] = combined_func.bind_params({var: const for var, const in lifted.items()})
     return relax.transform.FoldConstant()(out)
 

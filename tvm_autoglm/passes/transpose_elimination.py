@@ -81,7 +81,8 @@ def _reshape_count(mod: tvm.IRModule) -> int:
     found = []
     for _, func in mod.functions.items():
         if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func.body, lambda e: isinstance(e, relax.Call) and getattr(e.op, "name", None) == "relax.reshape" and found.append(e))
+            relax.analysis.post_order_visit(
+                func.body, lambda e: isinstance(e, relax.Call) and getattr(e.op, "name", None) == "relax.reshape" and found.append(e))
     return len(found)
 
 
