@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from _onnx_builders import make_model, value_info
 from onnx import TensorProto, helper, numpy_helper
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,23 +33,8 @@ def mlp_model(batch: int | str = 2, features: int = 16, hidden: int = 32, seed: 
         helper.make_node("Add", ["h4", "b2"], ["logits"], name="fc2_bias"),
         helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=-1),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [
-            helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, features]),
-            helper.make_tensor_value_info("scale", TensorProto.FLOAT, [1]),
-        ],
-        [
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch if isinstance(batch, int) else batch, 8]),
-            helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, 8]),
-        ],
-        [w1, b1, w2, b2],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return make_model(nodes, {"x": [batch, features], "scale": [1]}, {"logits": [batch, 8], "probs": [batch, 8]}, [w1, b1, w2, b2],
+                      name="mlp", check=True)
 
 
 def token_model(seq: int = 8, vocab: int = 50, dim: int = 16, seed: int = 1, static: bool = False) -> onnx.ModelProto:
@@ -61,17 +47,8 @@ def token_model(seq: int = 8, vocab: int = 50, dim: int = 16, seed: int = 1, sta
         helper.make_node("Gather", ["embedding", "input_ids"], ["emb"], name="embed"),
         helper.make_node("LayerNormalization", ["emb", "gamma", "beta"], ["hidden"], name="ln", axis=-1, epsilon=1e-5),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "tokens",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, seq] if static else ["batch", "seq"])],
-        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, [1, seq, dim] if static else ["batch", "seq", dim])],
-        [table, gamma, beta],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return make_model(nodes, [value_info("input_ids", [1, seq] if static else ["batch", "seq"], TensorProto.INT64)],
+                      {"hidden": [1, seq, dim] if static else ["batch", "seq", dim]}, [table, gamma, beta], name="tokens", check=True)
 
 
 def ort_run(model: onnx.ModelProto | str | Path, inputs: dict) -> dict:
@@ -132,17 +109,7 @@ def conv_model(channels: int = 4, size: int = 8, seed: int = 2) -> onnx.ModelPro
         helper.make_node("Relu", ["bn"], ["r"], name="relu"),
         helper.make_node("GlobalAveragePool", ["r"], ["pooled"], name="pool"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "cnn",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [1, channels, 1, 1])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return make_model(nodes, {"image": [1, 3, size, size]}, {"pooled": [1, channels, 1, 1]}, inits, name="cnn", check=True)
 
 
 def relax_calls(mod, op_name: str) -> list:

@@ -17,6 +17,7 @@ import pytest
 from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
+from _onnx_builders import make_model, value_info
 from helpers import assert_clean_error, cli
 
 import tvm_autoglm
@@ -47,11 +48,8 @@ def sr_switch_model(n: int = 3, k: int = 5, m: int = 7, cond_shape=()) -> onnx.M
         helper.make_node("If", ["cond"], ["y0"], then_branch=then_g, else_branch=else_g, name="sr_switch"),
         helper.make_node("Add", ["y0", "y0"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes, "sr_switch",
-        [helper.make_tensor_value_info("x", TP.FLOAT, [n, k]), helper.make_tensor_value_info("sr", TP.INT64, list(cond_shape))],
-        [helper.make_tensor_value_info("y", TP.FLOAT, [n, m])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return make_model(nodes, [value_info("x", [n, k]), value_info("sr", cond_shape, TP.INT64)], {"y": [n, m]}, inits,
+                      name="sr_switch", ir_version=onnx.IR_VERSION)
 
 
 def shape_switch_model() -> onnx.ModelProto:
@@ -68,9 +66,7 @@ def shape_switch_model() -> onnx.ModelProto:
     ]
     inits = [numpy_helper.from_array(np.array(1, dtype=np.int64), "one"), numpy_helper.from_array(np.array(5, dtype=np.int64), "five"),
              numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two")]
-    graph = helper.make_graph(nodes, "shape_switch", [helper.make_tensor_value_info("x", TP.FLOAT, ["batch", "width"])],
-                              [helper.make_tensor_value_info("y", TP.FLOAT, ["batch", "width"])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return make_model(nodes, {"x": ["batch", "width"]}, {"y": ["batch", "width"]}, inits, name="shape_switch", ir_version=onnx.IR_VERSION)
 
 
 def nested_switch_model() -> onnx.ModelProto:
@@ -88,12 +84,8 @@ def nested_switch_model() -> onnx.ModelProto:
         else_branch=helper.make_graph([helper.make_node("Neg", ["x"], ["o_e"])], "o_else", [],
                                       [helper.make_tensor_value_info("o_e", TP.FLOAT, [4, 3])]))
     inits = [numpy_helper.from_array(np.array(3.0, dtype=np.float32), "three"), numpy_helper.from_array(np.array(SR_ON, dtype=np.int64), "sr_on")]
-    graph = helper.make_graph(
-        [outer], "nested",
-        [helper.make_tensor_value_info("x", TP.FLOAT, [4, 3]), helper.make_tensor_value_info("mode", TP.BOOL, []),
-         helper.make_tensor_value_info("sr", TP.INT64, [])],
-        [helper.make_tensor_value_info("y", TP.FLOAT, [4, 3])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return make_model([outer], [value_info("x", [4, 3]), value_info("mode", [], TP.BOOL), value_info("sr", [], TP.INT64)], {"y": [4, 3]}, inits,
+                      name="nested", ir_version=onnx.IR_VERSION)
 
 
 def _ort(model: onnx.ModelProto, feeds: dict) -> np.ndarray:
@@ -231,12 +223,9 @@ def test_freeze_input_refusals(values, needle):
 def test_freeze_input_parses_comma_lists_cast_to_the_input_dtype():
     from tvm_autoglm.freeze import freeze_inputs, parse_freeze_items
 
-    graph = helper.make_graph(
-        [helper.make_node("Cast", ["sr"], ["x_cast"], to=TP.FLOAT), helper.make_node("Add", ["x", "x_cast"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TP.FLOAT, [3]), helper.make_tensor_value_info("sr", TP.INT32, ["n"]),
-         helper.make_tensor_value_info("on", TP.BOOL, [])],
-        [helper.make_tensor_value_info("y", TP.FLOAT, [3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model([helper.make_node("Cast", ["sr"], ["x_cast"], to=TP.FLOAT), helper.make_node("Add", ["x", "x_cast"], ["y"])],
+                       [value_info("x", [3]), value_info("sr", ["n"], TP.INT32), value_info("on", [], TP.BOOL)], {"y": [3]},
+                       ir_version=onnx.IR_VERSION)
     proto, records = freeze_inputs(model, parse_freeze_items(["sr=16000, 8000,-3", "on=true"]))
     assert records == [{"name": "sr", "dtype": "int32", "shape": [3], "value": [16000, 8000, -3]},
                        {"name": "on", "dtype": "bool", "shape": [], "value": True}]

@@ -14,6 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from _onnx_builders import make_model
 from zoo_fixtures import SEQ, ort_outputs, zoo_build, zoo_dir  # noqa: F401  (fixtures)
 
 from tvm_autoglm.errors import InputError, ModelLoadError
@@ -197,14 +198,7 @@ def _dynamic_pad_model() -> onnx.ModelProto:
         numpy_helper.from_array(np.array([0], np.int64), "zero1"),
         numpy_helper.from_array(np.zeros(3, np.int64), "zeros3"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "dynamic_pad",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "C"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return make_model(nodes, {"x": ["N", "C"]}, {"y": ["N", 8]}, inits, name="dynamic_pad", ir_version=onnx.IR_VERSION)
 
 
 def test_computed_pads_become_constant():

@@ -32,15 +32,24 @@ from .targets import TargetSpec, load_target
 
 @dataclass
 class PassReport:
-    """What one pass did: time taken and the op histogram of ``main`` before and after."""
+    """What one pass did: time taken, the op histogram of ``main`` before and after, and the
+    pass's own count of rewrites and reasons for the candidates it declined (``passes/tally.py``).
+
+    ``rewrites_estimated`` marks a pass that does not count itself (TVM's own passes): its
+    ``rewrites`` is the number of calls the histogram gained or lost, not a count of rewrites.
+    """
 
     name: str
     seconds: float
     ops_before: dict
     ops_after: dict
+    rewrites: int | None = None
+    declines: list[str] = field(default_factory=list)
+    rewrites_estimated: bool = False
 
     def to_json(self) -> dict:
-        return {"name": self.name, "seconds": round(self.seconds, 4), "ops_before": self.ops_before, "ops_after": self.ops_after}
+        return {"name": self.name, "seconds": round(self.seconds, 4), "ops_before": self.ops_before, "ops_after": self.ops_after,
+                "rewrites": self.rewrites, "rewrites_estimated": self.rewrites_estimated, "declines": list(self.declines)}
 
 
 @dataclass
@@ -249,19 +258,27 @@ def _target_scope(spec: TargetSpec):
 
 def _run_passes(mod, spec, opt_level, disabled_passes, print_ir_after, log, reports, applied):
     from .passes import passes_for
+    from .passes.tally import recording
 
     for pass_spec in passes_for(opt_level, spec.kind, tuple(disabled_passes)):
         before = op_histogram(mod)
         start = time.perf_counter()
         with log.stage(f"pass {pass_spec.name}"):
             with stage_errors(f"pass '{pass_spec.name}'", hint=f"skip the pass with --disable-pass {pass_spec.name}"):
-                with spec.tvm_target(), _quiet_take_warning():
+                with spec.tvm_target(), _quiet_take_warning(), recording() as tally:
                     mod = pass_spec.make()(mod)
-        reports.append(PassReport(pass_spec.name, time.perf_counter() - start, before, op_histogram(mod)))
+        after = op_histogram(mod)
+        rewrites = tally.rewrites if tally.counted else _calls_changed(before, after)
+        reports.append(PassReport(pass_spec.name, time.perf_counter() - start, before, after, rewrites, tally.declines, not tally.counted))
         applied.append(pass_spec.name)
         if pass_spec.name in print_ir_after:
             print(f"# IR after {pass_spec.name}\n{mod.script()}")
     return mod
+
+
+def _calls_changed(before: dict, after: dict) -> int:
+    """Calls gained or lost between two op histograms: the rough count for a pass that does not count itself."""
+    return sum(abs(after.get(op, 0) - before.get(op, 0)) for op in set(before) | set(after))
 
 
 @dataclass

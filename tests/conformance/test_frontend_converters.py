@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from _onnx_builders import make_model, value_info
 from helpers import assert_close, ort_run
 from onnx import TensorProto, helper
 
@@ -21,13 +22,8 @@ RTOL, ATOL = 1e-4, 1e-5  # float32, both sides compute in float32
 def _model(node, inputs: dict, outputs: list[str], opset: int = 23) -> onnx.ModelProto:
     """One-node model; inputs: name -> array (float32 / bool), outputs declared without shapes."""
     dtypes = {np.dtype("float32"): TensorProto.FLOAT, np.dtype("bool"): TensorProto.BOOL}
-    graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info(n, dtypes[a.dtype], list(a.shape)) for n, a in inputs.items()],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 10
+    model = make_model([node], [value_info(n, a.shape, dtypes[a.dtype]) for n, a in inputs.items()], {n: None for n in outputs},
+                       opset=opset, ir_version=10)
     return onnx.shape_inference.infer_shapes(model)
 
 
@@ -112,11 +108,8 @@ def test_shape_output_after_constant_folding():
     """The clean-up folds Shape into Constant(value_ints=...); TVM's Constant converter read only `value`."""
     rng = np.random.default_rng(5)
     inputs = {"x": rng.standard_normal((2, 3, 5)).astype("float32")}
-    graph = helper.make_graph([helper.make_node("Shape", ["x"], ["s"], start=1), helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 5])],
-                              [helper.make_tensor_value_info("s", TensorProto.INT64, [2]), helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 5])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
-    model.ir_version = 9
+    model = make_model([helper.make_node("Shape", ["x"], ["s"], start=1), helper.make_node("Relu", ["x"], ["y"])], {"x": [2, 3, 5]},
+                       [value_info("s", [2], TensorProto.INT64), value_info("y", [2, 3, 5])], opset=19, ir_version=9)
     got = tvm_autoglm.compile(model, target="cpu", opt_level=1).run(inputs)
     np.testing.assert_array_equal(got["s"], np.array([3, 5], dtype="int64"))  # exact: shape values
     np.testing.assert_array_equal(got["y"], np.maximum(inputs["x"], 0))

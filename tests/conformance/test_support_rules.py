@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _onnx_builders import make_model, value_info
 from onnx import TensorProto, helper, numpy_helper
 
 from tvm_autoglm import support_rules
@@ -12,11 +13,7 @@ from tvm_autoglm.onnx_model import check_supported
 
 
 def _model(node, inputs, opset=23):
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
-                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in node.output if o])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 10
-    return model
+    return make_model([node], [value_info(n, s, t) for n, t, s in inputs], {o: None for o in node.output if o}, opset=opset, ir_version=10)
 
 
 F = TensorProto.FLOAT

@@ -12,6 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from _onnx_builders import make_model
 from helpers import assert_clean_error, cli, ort_run
 
 import tvm_autoglm
@@ -69,10 +70,7 @@ def rnn_model(op, seq, batch, input_size, hidden, direction="forward", bias=True
     y_shape = [seq, dirs, batch, hidden] if layout == 0 else [batch, seq, dirs, hidden]
     graph_outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, y_shape)]
     graph_outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, state_shape) for n in outputs[1:]]
-    graph = helper.make_graph([node], "rnn", graph_inputs, graph_outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
+    model = make_model([node], graph_inputs, graph_outputs, inits, opset=14, name="rnn", check=True)
     feeds = {}
     for vi in graph_inputs:
         shape = [d.dim_value for d in vi.type.tensor_type.shape.dim]

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
-
-
-def _finish(nodes, name, inputs, outputs, inits, opset=17) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, name, inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+from _onnx_builders import make_model
+from onnx import helper, numpy_helper
 
 
 def bert_layer(batch: int = 1, seq: int = 16, dim: int = 64, heads: int = 2, ffn: int = 128, seed: int = 0) -> onnx.ModelProto:
@@ -60,13 +53,8 @@ def bert_layer(batch: int = 1, seq: int = 16, dim: int = 64, heads: int = 2, ffn
     down = node("Add", [node("MatMul", [gelu, w("ff2_w", ffn, dim)], "ff2_mm"), w("ff2_b", dim)], "ff2")
     res = node("Add", [down, h], "ffn_res")
     node("LayerNormalization", [res, w("ln2_g", dim, scale=1.0), w("ln2_b", dim)], "hidden", axis=-1, epsilon=1e-5)
-    return _finish(
-        nodes,
-        "bert_layer",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, seq, dim])],
-        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, [batch, seq, dim])],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()],
-    )
+    return make_model(nodes, {"x": [batch, seq, dim]}, {"hidden": [batch, seq, dim]},
+                      [numpy_helper.from_array(v, k) for k, v in inits.items()], name="bert_layer", check=True)
 
 
 def small_cnn(batch: int = 1, channels: int = 3, size: int = 16, width: int = 8, classes: int = 10, seed: int = 1) -> onnx.ModelProto:
@@ -103,10 +91,5 @@ def small_cnn(batch: int = 1, channels: int = 3, size: int = 16, width: int = 8,
     nodes.append(helper.make_node("GlobalAveragePool", [h], ["gap"], name="gap"))
     nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flat", axis=1))
     nodes.append(helper.make_node("Gemm", ["flat", w("fc_w", classes, 2 * width), w("fc_b", classes)], ["logits"], name="fc", transB=1))
-    return _finish(
-        nodes,
-        "small_cnn",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, channels, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()],
-    )
+    return make_model(nodes, {"image": [batch, channels, size, size]}, {"logits": [batch, classes]},
+                      [numpy_helper.from_array(v, k) for k, v in inits.items()], name="small_cnn", check=True)

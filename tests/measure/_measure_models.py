@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from _onnx_builders import make_model, value_info
 from onnx import TensorProto, helper, numpy_helper
 
 
@@ -22,16 +23,7 @@ def elementwise_chain(ops: int = 12, shape=(2048, 2048)) -> onnx.ModelProto:
         nodes.append(helper.make_node(op, inputs, [f"y{i}"]))
         x = f"y{i}"
     const = numpy_helper.from_array(np.full((shape[-1],), 0.5, dtype=np.float32), "c")
-    graph = helper.make_graph(
-        nodes,
-        "chain",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
-        [helper.make_tensor_value_info(x, TensorProto.FLOAT, list(shape))],
-        [const],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return make_model(nodes, {"x": shape}, {x: shape}, [const], name="chain")
 
 
 def matmul_relu(rows: int = 8, k: int = 64, n: int = 32, seed: int = 0, batch_dim="batch") -> onnx.ModelProto:
@@ -44,16 +36,8 @@ def matmul_relu(rows: int = 8, k: int = 64, n: int = 32, seed: int = 0, batch_di
         helper.make_node("Relu", ["h"], ["r"]),
         helper.make_node("MatMul", ["r", "w2"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "mm",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows if batch_dim is None else batch_dim, k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows if batch_dim is None else batch_dim, 4])],
-        [w1, w2],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    rows_dim = rows if batch_dim is None else batch_dim
+    return make_model(nodes, {"x": [rows_dim, k]}, {"y": [rows_dim, 4]}, [w1, w2], name="mm")
 
 
 def token_sum(vocab: int = 64, dim: int = 8) -> onnx.ModelProto:
@@ -65,13 +49,4 @@ def token_sum(vocab: int = 64, dim: int = 8) -> onnx.ModelProto:
         helper.make_node("Gather", ["table", "input_ids"], ["emb"]),
         helper.make_node("ReduceSum", ["emb", "axes"], ["pooled"], keepdims=0),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "tok",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
-        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", dim])],
-        [table, axes],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return make_model(nodes, [value_info("input_ids", ["batch", "seq"], TensorProto.INT64)], {"pooled": ["batch", dim]}, [table, axes], name="tok")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import onnx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _measure_models import elementwise_chain, matmul_relu  # noqa: E402
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import onnx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _measure_models import matmul_relu, token_sum  # noqa: E402
 from _measure_cli import assert_one_line_error  # noqa: E402

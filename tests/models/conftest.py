@@ -1,6 +1,3 @@
 """The model-family builders live beside these tests."""
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from _onnx_builders import make_model, value_info
+from onnx import helper, numpy_helper
 
 
 class GraphBuilder:
@@ -63,15 +64,11 @@ class GraphBuilder:
         return self.op("Mul", x, self.op("HardSigmoid", x, alpha=1.0 / 6, beta=0.5))
 
     def model(self, inputs: dict[str, list[int]], output: str, opset: int = 17, weights_as_inputs: bool = False) -> onnx.ModelProto:
-        graph_inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()]
+        graph_inputs = [value_info(n, s) for n, s in inputs.items()]
         if weights_as_inputs:  # opset <= 8 exporters listed every initializer as a graph input too
-            graph_inputs += [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
-                             for n, v in self.inits.items()]
-        graph = helper.make_graph(self.nodes, "family", graph_inputs, [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
-                                  [numpy_helper.from_array(v, n) for n, v in self.inits.items()])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-        model.ir_version = 3 if opset <= 8 else (4 if opset <= 9 else 8)
-        return model
+            graph_inputs += [value_info(n, v.shape, helper.np_dtype_to_tensor_dtype(v.dtype)) for n, v in self.inits.items()]
+        return make_model(self.nodes, graph_inputs, {output: None}, [numpy_helper.from_array(v, n) for n, v in self.inits.items()],
+                          opset=opset, name="family", ir_version=3 if opset <= 8 else (4 if opset <= 9 else 8))
 
 
 def _input(rng, shape) -> np.ndarray:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from _onnx_builders import make_model
+from onnx import helper, numpy_helper
 
 
 def _init(name, array):
@@ -67,13 +68,7 @@ def transformer_block(seq=8, hidden=32, heads=2, ffn=64, seed=0, activation="rel
         helper.make_node("Add", ["f2_mm", "b2"], ["f2"]),
         helper.make_node("Add", ["f2", "res1"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes, "tiny_transformer",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, seq, hidden])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, seq, hidden])],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return make_model(nodes, {"x": [1, seq, hidden]}, {"y": [1, seq, hidden]}, inits, name="tiny_transformer")
 
 
 def tiny_cnn(seed=0) -> onnx.ModelProto:
@@ -94,13 +89,7 @@ def tiny_cnn(seed=0) -> onnx.ModelProto:
         helper.make_node("Relu", ["h"], ["hr"]),
         helper.make_node("Gemm", ["hr", "g2", "gb2"], ["y"], transB=1),
     ]
-    graph = helper.make_graph(
-        nodes, "tiny_cnn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 10])],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return make_model(nodes, {"x": [2, 3, 8, 8]}, {"y": [2, 10]}, inits, name="tiny_cnn")
 
 
 def reference(model: onnx.ModelProto, inputs: dict) -> dict:

@@ -175,16 +175,11 @@ def test_int8_matmul_through_tvm_is_bit_exact():
 
 
 def _dense_model(m=64, k=256, n=512):
-    from onnx import TensorProto, helper, numpy_helper
+    from _onnx_builders import make_model
+    from onnx import helper, numpy_helper
 
     w = np.random.default_rng(8).standard_normal((k, n)).astype(np.float32) * 0.1
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "dense",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
-        [numpy_helper.from_array(w, "w")],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], {"x": [m, k]}, {"y": [m, n]}, [numpy_helper.from_array(w, "w")], name="dense")
 
 
 def test_compiled_model_uses_configured_cores():

@@ -231,8 +231,8 @@ RTOL, ATOL = 1e-2, 1e-2  # as tests/npu/test_compile.py: fp16 operands, fp32 acc
 
 def _dense_act_model(activation: str):
     """x (1, 24, 32) @ w (32, 48) + b, then ReLU or GELU (erf idiom, as exported models write it)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from _onnx_builders import make_model
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(7)
     inits = [numpy_helper.from_array((rng.standard_normal((32, 48)) * 0.2).astype(np.float32), "w"),
@@ -245,9 +245,7 @@ def _dense_act_model(activation: str):
         nodes += [helper.make_node("Div", ["h", "sqrt2"], ["g0"]), helper.make_node("Erf", ["g0"], ["g1"]),
                   helper.make_node("Add", ["g1", "one"], ["g2"]), helper.make_node("Mul", ["h", "g2"], ["g3"]),
                   helper.make_node("Mul", ["g3", "half"], ["y"])]
-    graph = helper.make_graph(nodes, f"dense_{activation}", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, 32])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 48])], inits)
-    return onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return make_model(nodes, {"x": [1, 24, 32]}, {"y": [1, 24, 48]}, inits, name=f"dense_{activation}")
 
 
 def _assert_all_tensorized(compiled, min_ops):

@@ -7,29 +7,26 @@ import onnx
 import onnxruntime as ort
 import tvm
 import tvm.relax.frontend.onnx  # noqa: F401  (not imported by tvm.relax)
-from onnx import TensorProto, helper, numpy_helper
+from _onnx_builders import const_node, make_model  # noqa: F401  (re-exported: the pass tests import them from here)
 from tvm import relax
 
 FP32_RTOL = 1e-4
 FP32_ATOL = 1e-5
 
 
-def make_model(nodes, inputs, outputs, inits=(), opset=17) -> onnx.ModelProto:
-    """inputs/outputs: {name: shape} (outputs may give None for an inferred shape)."""
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
-        [numpy_helper.from_array(np.asarray(v, dtype="float32"), k) for k, v in dict(inits).items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model
+def dense_mlp(n_hidden=48, n_out=32, rows=8) -> onnx.ModelProto:
+    """x[1, rows, 32] @ W1[32, n_hidden] + b1 -> relu -> @ W2[n_hidden, n_out] (pack_dense_weights' model, also built for AVX-512)."""
+    from onnx import helper
 
-
-def const_node(name: str, value) -> onnx.NodeProto:
-    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value, dtype="float32"), name))
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Add", ["h", "b1"], ["hb"]),
+        helper.make_node("Relu", ["hb"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"]),
+    ]
+    inits = {"w1": rng.standard_normal((32, n_hidden)) / 6, "b1": rng.standard_normal(n_hidden), "w2": rng.standard_normal((n_hidden, n_out)) / 7}
+    return make_model(nodes, {"x": [1, rows, 32]}, {"y": None}, inits)
 
 
 def import_model(model: onnx.ModelProto) -> tvm.IRModule:
@@ -84,3 +81,18 @@ def assert_parity(mod, model, inputs: dict[str, np.ndarray], rtol=FP32_RTOL, ato
     assert len(got) == len(want)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+
+
+def bind_constants(mod: tvm.IRModule, func: str = "main", **arrays) -> tvm.IRModule:
+    """``mod`` with the named parameters of ``func`` replaced by constants.
+
+    TVMScript has no literal for a tensor constant; a Before/Expected module takes its
+    weights as parameters and the test binds them, so both sides hold real constants.
+    """
+    values = {name: tvm.runtime.tensor(np.ascontiguousarray(value)) for name, value in arrays.items()}
+    return relax.transform.BindParams(func, values)(mod)
+
+
+def unchanged(pass_, mod: tvm.IRModule) -> None:
+    """Assert that ``pass_`` leaves ``mod`` structurally as it was."""
+    tvm.ir.assert_structural_equal(pass_(mod), mod)

@@ -151,3 +151,29 @@ def test_hf_dynamo_exports(tmp_path, name):
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"ids": ids_np, "mask": mask_np})
     got = run_tvm(mod, [ids_np, mask_np])
     np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-5)
+
+
+def _scores_var(mod) -> str:
+    """The name of the Q.K^T matmul binding (the first matmul of main)."""
+    return next(b.var.name for blk in mod["main"].body.blocks for b in blk.bindings
+                if isinstance(b.value, relax.Call) and b.value.op.name == "relax.matmul")
+
+
+def test_tally_counts_one_core_and_explains_the_declined_ones():
+    from tvm_autoglm.passes.tally import recording
+
+    with recording() as tally:
+        fuse_attention()(import_model(_model("causal")))
+    assert tally.rewrites == 1 and tally.declines == []
+
+    before = import_model(_model("bert_eager", softmax_axis=2))
+    with recording() as tally:
+        fuse_attention()(before)
+    assert tally.rewrites == 0
+    assert tally.declines == [f"matmul {_scores_var(before)} (attention scores): softmax over axis 2, not the last"]
+
+    before = import_model(_model("bert_eager", scores_out=True))
+    with recording() as tally:
+        fuse_attention()(before)
+    assert tally.rewrites == 0 and len(tally.declines) == 1
+    assert tally.declines[0].startswith(f"matmul {_scores_var(before)} (attention scores): ") and "also used outside the group" in tally.declines[0]

@@ -6,22 +6,20 @@ Tolerances: fp32 rtol 1e-4 / atol 1e-5 against onnxruntime (K <= 48 sums).
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tvm
 from onnx import helper
 from passes_helpers import FP32_ATOL, FP32_RTOL, import_model, make_model, op_counts, run_ort
+from passes_helpers import dense_mlp as _mlp
 from tvm import relax, s_tir, tirx
 from tvm.ir.expr import Constant
 
 from tvm_autoglm.passes.pack_dense_weights import pack_dense_weights, packed_weight, panel_width
 from tvm_autoglm.passes.registry import get_pass, passes_for
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "schedule_rules"))
-from sched_helpers import assert_parallel_vectorized, prim_funcs  # noqa: E402
+from schedule_rules.sched_helpers import assert_parallel_vectorized, prim_funcs  # noqa: E402
 
 
 # The panel widths and kernel shapes follow the SIMD width, so these tests pin AVX2 (which
@@ -35,19 +33,6 @@ def target():
     from tvm_autoglm.targets import load_target
 
     return load_target(AVX2).tvm_target()
-
-
-def _mlp(n_hidden=48, n_out=32, rows=8):
-    """x[1, rows, 32] @ W1[32, n_hidden] + b1 -> relu -> @ W2[n_hidden, n_out]."""
-    rng = np.random.default_rng(0)
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["h"]),
-        helper.make_node("Add", ["h", "b1"], ["hb"]),
-        helper.make_node("Relu", ["hb"], ["r"]),
-        helper.make_node("MatMul", ["r", "w2"], ["y"]),
-    ]
-    inits = {"w1": rng.standard_normal((32, n_hidden)) / 6, "b1": rng.standard_normal(n_hidden), "w2": rng.standard_normal((n_hidden, n_out)) / 7}
-    return make_model(nodes, {"x": [1, rows, 32]}, {"y": None}, inits)
 
 
 def _packed_weights(mod, func="main"):

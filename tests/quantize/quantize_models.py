@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from _onnx_builders import make_model
+from onnx import helper, numpy_helper
 
 
 def deep_mlp(batch: int = 4, width: int = 32, layers: int = 4, outlier_layer: int = 1, seed: int = 3) -> onnx.ModelProto:
@@ -38,17 +39,7 @@ def deep_mlp(batch: int = 4, width: int = 32, layers: int = 4, outlier_layer: in
     head = (rng.standard_normal((width, 8)) / np.sqrt(width)).astype("float32")
     inits.append(numpy_helper.from_array(head, "head"))
     nodes.append(helper.make_node("MatMul", [prev, "head"], ["y"]))
-    graph = helper.make_graph(
-        nodes,
-        "deep_mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 8])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return make_model(nodes, {"x": [batch, width]}, {"y": [batch, 8]}, inits, name="deep_mlp", check=True)
 
 
 def one_minus_cos(ref: dict, out: dict) -> float:

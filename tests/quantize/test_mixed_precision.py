@@ -8,15 +8,12 @@ bf16 rtol 5e-2, atol 5e-2 (7-bit mantissa, 8x coarser than fp16).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import tvm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gpu"))
 
-from gpu_models import bert_layer, small_cnn  # noqa: E402
+from gpu.gpu_models import bert_layer, small_cnn  # noqa: E402
 from helpers import assert_close, ort_run  # noqa: E402
 
 TOL = {"fp16": (1e-2, 1e-2), "bf16": (5e-2, 5e-2)}

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-import sys
-from pathlib import Path
 
+import dataclasses
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tvm_autoglm  # noqa: E402
 from helpers import ort_run  # noqa: E402

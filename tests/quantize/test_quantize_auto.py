@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tvm_autoglm  # noqa: E402
 from helpers import assert_clean_error, cli, ort_run  # noqa: E402

@@ -14,17 +14,16 @@ layer left fp32 (checked through the manifest) or a wrong bias/alpha/beta (error
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from onnx import helper
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "passes"))
 
 import tvm_autoglm  # noqa: E402
-from passes_helpers import make_model, run_ort  # noqa: E402
+from _onnx_builders import make_model  # noqa: E402
+from passes.passes_helpers import run_ort  # noqa: E402
 
 REL_TOL = 3e-2
 K, N, ROWS = 24, 40, 7

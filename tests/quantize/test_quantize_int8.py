@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tvm
 from tvm import relax
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tvm_autoglm  # noqa: E402
 from helpers import mlp_model, ort_run  # noqa: E402

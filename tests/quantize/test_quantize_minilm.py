@@ -7,13 +7,11 @@ outliers that make per-tensor int8 hard, so this is the honest accuracy check.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 pytestmark = pytest.mark.slow
 SEQ = 32

@@ -14,7 +14,8 @@ import json
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
+from _onnx_builders import make_model
+from onnx import helper
 
 from tvm_autoglm.testing import difftest
 from tvm_autoglm.testing.cases import FAMILIES, make_case
@@ -84,9 +85,7 @@ def _case_with(model, inputs):
 
 
 def _relu_model(op="Relu"):
-    graph = helper.make_graph([helper.make_node(op, ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return make_model([helper.make_node(op, ["x"], ["y"])], {"x": [2, 3]}, {"y": [2, 3]})
 
 
 def _run_custom(monkeypatch, model, **spec):

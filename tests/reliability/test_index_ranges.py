@@ -15,6 +15,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from _onnx_builders import make_model
 from helpers import assert_clean_error, cli, token_model
 from tvm_autoglm.errors import InputError
 from tvm_autoglm.index_ranges import index_ranges, unchecked_gathers
@@ -25,10 +26,7 @@ VOCAB = 1000  # the zoo's tiny text models
 
 
 def _graph(nodes, inputs, inits, outputs):
-    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model  # analysed, never run: outputs carry no shapes
+    return make_model(nodes, inputs, outputs, inits)  # analysed, never run: outputs carry no shapes
 
 
 def _table(name, rows, cols=4):

@@ -7,8 +7,9 @@ shape check and then failed inside the VM ("expect Tensor with ndim 0 but get 1"
 from __future__ import annotations
 
 import numpy as np
-from onnx import TensorProto, helper
+from onnx import helper
 
+from _onnx_builders import make_model
 from helpers import ort_run
 
 import tvm_autoglm
@@ -17,10 +18,7 @@ from tvm_autoglm.runtime.inputs import validate_inputs
 
 def _scaled_model():
     nodes = [helper.make_node("Mul", ["x", "s"], ["m"]), helper.make_node("Relu", ["m"], ["y"])]
-    graph = helper.make_graph(nodes, "scalar_input", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5]),
-                                                      helper.make_tensor_value_info("s", TensorProto.FLOAT, [])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return make_model(nodes, {"x": [2, 5], "s": []}, {"y": [2, 5]}, name="scalar_input")
 
 
 def test_validate_inputs_keeps_a_scalar_rank_zero():

@@ -8,8 +8,6 @@ VNNI) and ``cpu-znver5``. Expectations are derived from the target (lanes, VNNI)
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,7 +43,6 @@ def _vector_extents(func) -> list[int]:
 
 def test_int8_rule_tensorizes_and_llvm_picks_the_dot_instruction(avx512):
     """The vpmaddwd intrinsic, fused by LLVM with the add into vpdpwssd where VNNI exists."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from test_int8_matmul import _kernel
 
     func, rule = schedule_func(_kernel((64,), 96, 32), avx512, (Int8MatmulAVX2(),) + DEFAULT_RULES)
@@ -59,7 +56,6 @@ def test_int8_rule_tensorizes_and_llvm_picks_the_dot_instruction(avx512):
 def test_tiny_resnet_convs_on_avx512():
     """Convs with whole 16-lane vectors of output channels are packed and take the conv path;
     the 8-channel ones (no whole vector) are left to the generic rule; all run parallel + vectorized."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from test_conv import _conv_kernels, _is_conv_path
 
     spec = load_target("cpu-x86-avx512")
@@ -100,8 +96,7 @@ def test_window_width_and_channels_merge_on_avx512(avx512):
 
 def test_dense_panels_follow_the_avx512_tile():
     """pack_dense_weights' panels are the Matmul rule's AVX-512 tile (16 lanes, 32 registers)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "passes"))
-    from test_pack_dense_weights import _mlp
+    from passes.passes_helpers import dense_mlp as _mlp
 
     from tvm_autoglm.passes.pack_dense_weights import panel_width
 

@@ -146,15 +146,12 @@ def test_contraction_to_a_scalar_is_declined_not_a_rule_error():
     """einsum "i,i" (an inner product: no output axis) made the Matmul rule index an empty output; regression
     from the conformance tier under strict rules. The rule declines, and the result matches float64 numpy."""
     import numpy as np
-    from onnx import TensorProto, helper
+    from _onnx_builders import make_model
+    from onnx import helper
 
     import tvm_autoglm
 
-    graph = helper.make_graph([helper.make_node("Einsum", ["x", "y"], ["z"], equation="i,i")], "g",
-                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [37]) for n in ("x", "y")],
-                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
-    model.ir_version = 8
+    model = make_model([helper.make_node("Einsum", ["x", "y"], ["z"], equation="i,i")], {"x": [37], "y": [37]}, {"z": None}, opset=12)
     rng = np.random.default_rng(3)
     x, y = rng.standard_normal(37).astype("float32"), rng.standard_normal(37).astype("float32")
     got = tvm_autoglm.compile(model, target="cpu-x86-avx2", opt_level=3).run(x=x, y=y)["z"]

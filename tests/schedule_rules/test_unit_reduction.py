@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
+from _onnx_builders import make_model
 from helpers import ort_run
 
 import tvm_autoglm
@@ -38,9 +39,7 @@ def _centered_model(shape, axis):
         helper.make_node("Mul", ["normed", "w"], ["scaled"]),
         helper.make_node("Add", ["scaled", "b"], ["y"]),
     ]
-    graph = helper.make_graph(nodes, "unit_mean", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return make_model(nodes, {"x": shape}, {"y": shape}, inits, name="unit_mean")
 
 
 @pytest.mark.parametrize("shape", [[1, 4, 3, 1], [2, 5, 1], [7, 1]])
@@ -70,10 +69,7 @@ def test_fallback_keeps_the_consumer_of_a_unit_reduction_separate():
 
 @pytest.mark.parametrize("shape", [[2, 4, 1], [1, 4, 1, 1], [3, 1]])
 def test_softmax_over_a_width_one_axis_matches_onnxruntime(shape):
-    graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], "unit_softmax",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    model = make_model([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], {"x": shape}, {"y": shape}, name="unit_softmax")
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     actual = tvm_autoglm.compile(model, target="cpu", opt_level=1).run(x=x)
     np.testing.assert_allclose(actual["y"], ort_run(model, {"x": x})["y"], rtol=RTOL, atol=ATOL)  # all ones

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from _onnx_builders import make_model
+from onnx import helper, numpy_helper
 
 FEATURES = 16
 HIDDEN = 8
@@ -27,23 +28,8 @@ def rowwise_model(batch: int = 1, seed: int = 3) -> onnx.ModelProto:
         helper.make_node("Mul", ["h2", "s"], ["y"], name="scale"),
         helper.make_node("ReduceSum", ["y", "axes"], ["total"], name="sum", keepdims=1),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "rowwise",
-        [
-            helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, FEATURES]),
-            helper.make_tensor_value_info("s", TensorProto.FLOAT, [batch, 1]),
-        ],
-        [
-            helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, HIDDEN]),
-            helper.make_tensor_value_info("total", TensorProto.FLOAT, [batch, 1]),
-        ],
-        [w, b, axes],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return make_model(nodes, {"x": [batch, FEATURES], "s": [batch, 1]}, {"y": [batch, HIDDEN], "total": [batch, 1]}, [w, b, axes],
+                      name="rowwise", check=True)
 
 
 def row_inputs(seed: int, rows: int = 1) -> dict[str, np.ndarray]:

@@ -7,12 +7,10 @@ LLVM builds), so one 16-trial run is shared by every test that only reads it.
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tiny import tiny_mlp  # noqa: E402
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from _onnx_builders import make_model
+from onnx import helper, numpy_helper
 
 
 def tiny_mlp(path, m: int = 32, k: int = 64, n: int = 64, seed: int = 0) -> str:
@@ -24,14 +25,7 @@ def tiny_mlp(path, m: int = 32, k: int = 64, n: int = 64, seed: int = 0) -> str:
         helper.make_node("MatMul", ["r", "w2"], ["o"]),
         helper.make_node("Add", ["o", "b2"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes, "tiny_mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, k])],
-        initializer=[w1, b1, w2, b2],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = make_model(nodes, {"x": [m, k]}, {"y": [m, k]}, [w1, b1, w2, b2], name="tiny_mlp")
     onnx.save(model, str(path))
     return str(path)
 

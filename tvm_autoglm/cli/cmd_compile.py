@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from .common import add_freeze_flag, add_build_flags, add_model_flags, parse_frozen, parse_shapes
+from .explain import add_explain_flag, check_names, explain_lines
 
 
 def add_parser(subparsers):
@@ -18,6 +19,7 @@ def add_parser(subparsers):
     parser.add_argument("--accuracy-budget", type=float, default=None, help="with --quantize auto: allowed end-to-end error")
     parser.add_argument("--calibration", default=None, help="with --quantize: calibration inputs (.npz)")
     parser.add_argument("--quiet", action="store_true", help="no stage progress on stderr")
+    add_explain_flag(parser)
     return parser
 
 
@@ -27,6 +29,7 @@ def run(args) -> int:
     from ..native_log import quiet_native_stderr
     from ..progress import StageLog
 
+    check_names(args.explain_pass)
     log = StageLog("compile", enabled=not args.quiet)
     build, _, executable, manifest = compile_parts(
         args.model,
@@ -47,6 +50,9 @@ def run(args) -> int:
         from ..npu import export_options_for
 
         path = export(executable, manifest, args.output, export_options_for(manifest))
+    for name in args.explain_pass:
+        for line in explain_lines(name, build.pass_reports):
+            print(line)
     tuning = manifest["tuning"]
     print(
         f"wrote {path} (target {build.target.name}, O{build.opt_level}, {len(manifest['kernels'])} kernels: "

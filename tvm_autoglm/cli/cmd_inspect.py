@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from .common import add_freeze_flag, add_model_flags, parse_frozen, parse_shapes
+from .explain import add_explain_flag, check_names, explain_lines
 
 
 def add_parser(subparsers):
@@ -19,6 +20,7 @@ def add_parser(subparsers):
     parser.add_argument("--accuracy-budget", type=float, default=None, help="with --quantize auto")
     parser.add_argument("--calibration", default=None, help="with --quantize: calibration inputs (.npz)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_explain_flag(parser)
     return parser
 
 
@@ -26,6 +28,10 @@ def describe(args) -> dict:
     from .. import onnx_model
     from ..frontend.checks import refusals
 
+    explain = list(getattr(args, "explain_pass", []) or [])
+    check_names(explain)
+    if explain and args.optimize_level is None:
+        args.optimize_level = 3  # explaining a pass means running the passes
     proto, path = onnx_model.load_model(args.model)
     frozen_values = parse_frozen(args)
     if frozen_values:
@@ -97,7 +103,7 @@ def run(args) -> int:
             before, after = sum(report["ops_before"].values()), sum(report["ops_after"].values())
             changed = {k: (report["ops_before"].get(k, 0), report["ops_after"].get(k, 0)) for k in set(report["ops_before"]) | set(report["ops_after"])}
             delta = ", ".join(f"{k} {a}->{b}" for k, (a, b) in sorted(changed.items()) if a != b)
-            print(f"  {report['name']:<28}{report['seconds'] * 1000:>9.1f} ms  calls {before}->{after}  {delta}")
+            print(f"  {report['name']:<28}{report['seconds'] * 1000:>9.1f} ms  {_rewrites_cell(report):>9}  calls {before}->{after}  {delta}")
         print(f"kernels ({len(info['kernels'])}):")
         for name in info["kernels"]:
             print(f"  {name}")
@@ -107,7 +113,18 @@ def run(args) -> int:
             print("notes:")
             for line in info["notes"]:
                 print(f"  {line}")
+        for name in getattr(args, "explain_pass", []) or []:
+            for line in explain_lines(name, info["passes"]):
+                print(line)
     return 0
+
+
+def _rewrites_cell(report: dict) -> str:
+    """``N rw`` from the pass's own count, ``~N rw`` from the op histogram, ``-`` when neither."""
+    count = report.get("rewrites")
+    if count is None:
+        return "-"
+    return f"{'~' if report.get('rewrites_estimated') else ''}{count} rw"
 
 
 def _print_quantization(quant: dict) -> None:

@@ -132,3 +132,20 @@ def mutate_graph_functions(mod: tvm.IRModule, mutator: relax.PyExprMutator) -> t
         if isinstance(func, relax.Function) and not (func.attrs and "Primitive" in func.attrs):
             mutator.builder_.update_func(gv, mutator.visit_expr(func))
     return mutator.builder_.get()
+
+
+def composite_count(mod: tvm.IRModule, name: str) -> int:
+    """How many functions of ``mod`` are composite groups called ``name`` (FuseOpsByPattern output)."""
+    return sum(1 for _, f in mod.functions.items() if f.attrs is not None and f.attrs.get("Composite") == name)
+
+
+def ungrouped_bindings(mod: tvm.IRModule, op_names: tuple[str, ...]) -> set[str]:
+    """Names of the vars bound to calls of ``op_names`` in the graph functions, i.e. outside any group."""
+    names = set()
+    for _, func in relax_functions(mod):
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                value = binding.value
+                if isinstance(value, relax.Call) and getattr(value.op, "name", None) in op_names:
+                    names.add(binding.var.name)
+    return names

@@ -25,8 +25,9 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from ._util import ndim
+from ._util import composite_count, ndim, ungrouped_bindings
 from .registry import register_pass
+from .tally import current
 
 COMPOSITE_NAME = "autoglm.attention"
 
@@ -61,21 +62,24 @@ def _layout(p):
     return is_op("relax.permute_dims")(p) | is_op("relax.reshape")(p, wildcard())
 
 
-def _check(ctx: relax.transform.PatternCheckContext) -> bool:
+def _refusal(ctx: relax.transform.PatternCheckContext) -> str | None:
+    """Why this candidate may not become one group, or None when it may."""
     softmax = ctx.annotated_expr["softmax"]
     if not _softmax_over_last_axis(softmax):
-        return False
+        return f"softmax over axis {int(softmax.attrs.axis)}, not the last"
     # every value computed inside the group must be consumed only inside it,
     # otherwise grouping would compute it twice (or not at all for the outside user)
     inside = set(ctx.matched_bindings.keys())
     out_var = ctx.value_to_bound_var.get(ctx.matched_expr)
+    leaking = []
     for var in inside:
         if out_var is not None and var.same_as(out_var):
             continue
-        for user in ctx.var_usages.get(var, []):
-            if user not in inside:
-                return False
-    return True
+        if any(user not in inside for user in ctx.var_usages.get(var, [])):
+            leaking.append(var.name)
+    if leaking:
+        return f"{', '.join(sorted(leaking))} also used outside the group"
+    return None
 
 
 def _softmax_over_last_axis(call) -> bool:
@@ -86,9 +90,29 @@ def _softmax_over_last_axis(call) -> bool:
 
 @tvm.transform.module_pass(opt_level=0, name="AutoGLMFuseAttention")
 def fuse_attention_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    tally = current()
+    # several roots (head-merge tails of different lengths) may be tried for one core: a
+    # refusal counts only for a scores matmul that ends up in no group (see fuse_epilogue)
+    refused: dict[str, str] = {}
+
+    def check(ctx: relax.transform.PatternCheckContext) -> bool:
+        reason = _refusal(ctx)
+        if reason is not None:
+            scores = ctx.annotated_expr["scores"]
+            var = ctx.value_to_bound_var.get(scores)
+            if var is not None:
+                refused.setdefault(var.name, f"matmul {var.name} (attention scores): {reason}")
+        return reason is None
+
     root, annotations = attention_pattern()
-    pattern = relax.transform.FusionPattern(COMPOSITE_NAME, root, annotations, _check)
-    return relax.transform.FuseOpsByPattern([pattern], bind_constants=False, annotate_codegen=False)(mod)
+    pattern = relax.transform.FusionPattern(COMPOSITE_NAME, root, annotations, check)
+    out = relax.transform.FuseOpsByPattern([pattern], bind_constants=False, annotate_codegen=False)(mod)
+    tally.rewrote(composite_count(out, COMPOSITE_NAME) - composite_count(mod, COMPOSITE_NAME))
+    left = ungrouped_bindings(out, ("relax.matmul",))
+    for name, reason in refused.items():
+        if name in left:
+            tally.declined(reason)
+    return out
 
 
 @register_pass("fuse_attention", opt_level=2, stage=40)

@@ -30,6 +30,7 @@ from tvm import relax
 
 from ..errors import describe
 from .registry import register_pass
+from .tally import current
 
 _LOG = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def _graph_functions(mod):
             if isinstance(f, relax.Function) and not (f.attrs and "Primitive" in f.attrs)]
 
 
-def _has_nchw_conv2d(mod) -> bool:
+def _nchw_conv2d_count(mod) -> int:
     found = []
 
     def visit(expr):
@@ -141,12 +142,14 @@ def _has_nchw_conv2d(mod) -> bool:
 
     for _, func in _graph_functions(mod):
         relax.analysis.post_order_visit(func.body, visit)
-    return bool(found)
+    return len(found)
 
 
 @tvm.transform.module_pass(opt_level=0, name="AutoGLMConvertLayoutNHWC")
 def convert_layout_nhwc_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    if not _has_nchw_conv2d(mod):
+    tally = current()
+    nchw_before = _nchw_conv2d_count(mod)
+    if not nchw_before:
         return mod  # nothing to convert: skip hiding every op of a transformer
     hider = _Hider(mod)
     for gv, func in _graph_functions(mod):
@@ -155,7 +158,9 @@ def convert_layout_nhwc_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     try:
         converted = relax.transform.ConvertLayout(NHWC_LAYOUTS)(hidden_mod)
     except (RuntimeError, ValueError, TypeError) as err:  # TVM check failures (InternalError is a RuntimeError): decline
-        _LOG.warning("convert_layout_nhwc left the module in NCHW: ConvertLayout failed (%s)", describe(err))
+        reason = describe(err)
+        _LOG.warning("convert_layout_nhwc left the module in NCHW: ConvertLayout failed (%s)", reason)
+        tally.declined(f"all {nchw_before} NCHW conv2d left in NCHW: TVM's ConvertLayout failed ({reason})")
         return mod
     restorer = _Restorer(converted, hider.hidden)
     for gv, func in _graph_functions(converted):
@@ -163,7 +168,9 @@ def convert_layout_nhwc_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
             restorer.builder_.update_func(gv, restorer.visit_expr(func))
     restored = restorer.builder_.get()
     restored = tvm.IRModule({gv: f for gv, f in restored.functions.items() if gv.name_hint not in hider.hidden}, attrs=restored.attrs)
-    return relax.transform.FoldConstant()(restored)
+    out = relax.transform.FoldConstant()(restored)
+    tally.rewrote(nchw_before - _nchw_conv2d_count(out))
+    return out
 
 
 @register_pass("convert_layout_nhwc", opt_level=3, stage=75, target_kinds=("cpu",))

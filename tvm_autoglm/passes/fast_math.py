@@ -25,6 +25,7 @@ from tvm import relax, topi
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .registry import register_pass
+from .tally import current
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -81,6 +82,7 @@ def fast_math_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
             rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    current().rewrote(rewriter.rewritten)
     return rewriter.builder_.get() if rewriter.rewritten else mod
 
 

@@ -15,40 +15,58 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.dpl import TupleGetItemPattern, is_const, is_op, rewrite_call, wildcard
+from tvm.relax.dpl import TupleGetItemPattern, is_op, rewrite_call, wildcard
 
 from ._util import UseCounts, const_value, rewrite_module
 from .registry import register_pass
+from .tally import binding_name, current
 
 
 def _rewrite_func(func: relax.Function) -> relax.Function:
     uses = UseCounts(func)
-    x, weight, bias = wildcard(), is_const(), is_const()
+    tally = current()
+    # weights, bias and BN statistics are matched as anything and checked in the rewriter,
+    # so that a non-constant one is reported (--explain-pass) instead of silently not matching
+    x, weight, bias = wildcard(), wildcard(), wildcard()
     conv = is_op("relax.nn.conv2d")(x, weight)
     conv_bias = is_op("relax.add")(conv, bias)
-    gamma, beta, mean, var = is_const(), is_const(), is_const(), is_const()
+    gamma, beta, mean, var = wildcard(), wildcard(), wildcard(), wildcard()
     bn = is_op("relax.nn.batch_norm")(conv_bias | conv, gamma, beta, mean, var)
     pattern = TupleGetItemPattern(bn, 0)
 
     def rewriter(expr, m):
         conv_call, bn_call = m[conv], m[bn]
+        node = binding_name(conv_call, uses.var_of)
+
+        def decline(reason: str):
+            tally.declined(f"{node}: {reason}")
+            return expr
+
         cattrs, battrs = conv_call.attrs, bn_call.attrs
         if cattrs.data_layout != "NCHW" or cattrs.kernel_layout != "OIHW" or cattrs.out_layout != "NCHW":
-            return expr
+            return decline(f"layout {cattrs.data_layout}/{cattrs.kernel_layout}/{cattrs.out_layout}, expected NCHW/OIHW/NCHW")
         if int(battrs.axis) not in (1, -3):
-            return expr
+            return decline(f"batch_norm normalises axis {int(battrs.axis)}, not the channel axis 1")
         if uses.uses(conv_call) != 1 or (conv_bias in m and uses.uses(m[conv_bias]) != 1):
-            return expr
+            return decline("its output has another consumer, which needs the unscaled values")
         w = const_value(m[weight])
+        if w is None:
+            return decline("weight is not a constant")
+        stats = [const_value(m[p]) for p in (gamma, beta, mean, var)]
+        if any(a is None for a in stats):
+            return decline("batch_norm scale, shift, mean or variance is not a constant")
         channels = w.shape[0]
-        g, b, mu, v = (const_value(m[p]).reshape(-1) for p in (gamma, beta, mean, var))
+        g, b, mu, v = (a.reshape(-1) for a in stats)
+        # batch_norm's type check already ties these to the channel count; kept as a guard
         if any(a.size != channels for a in (g, b, mu, v)):
-            return expr
+            return decline(f"batch_norm parameters have {g.size} values, expected {channels} (one per output channel)")
         if conv_bias in m:
             cb = const_value(m[bias])
+            if cb is None:
+                return decline("the added bias is not a constant")
             # the bias must be per output channel: (C,), (C,1,1) or (1,C,1,1)
             if cb.size != channels or (cb.ndim >= 3 and cb.shape[-3] != channels):
-                return expr
+                return decline(f"bias of shape {list(cb.shape)} is not one value per output channel ({channels})")
             cb = cb.reshape(-1)
         else:
             cb = np.zeros((channels,), dtype=w.dtype)
@@ -68,6 +86,7 @@ def _rewrite_func(func: relax.Function) -> relax.Function:
             kernel_layout="OIHW",
             out_dtype=cattrs.out_dtype,
         )
+        tally.rewrote()
         return relax.op.add(out, relax.const(new_b.reshape(1, channels, 1, 1)))
 
     return rewrite_call(pattern, rewriter, func)

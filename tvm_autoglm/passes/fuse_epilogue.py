@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax
-from tvm.relax.dpl import is_const, is_op, wildcard
+from tvm.relax.dpl import is_op, wildcard
 
+from ._util import composite_count, ungrouped_bindings
 from .registry import register_pass
+from .tally import current
 
 COMPOSITE_NAME = "autoglm.epilogue_layout"
 _ACTIVATIONS = ("relax.nn.relu", "relax.nn.gelu", "relax.nn.gelu_tanh", "relax.nn.silu", "relax.sigmoid", "relax.tanh", "relax.clip")
@@ -50,23 +52,46 @@ def epilogue_pattern():
     return root, {"anchor": anchor}
 
 
-def _check(ctx: relax.transform.PatternCheckContext) -> bool:
+def _outside_users(ctx: relax.transform.PatternCheckContext) -> list[str]:
+    """Intermediates of the candidate group that something outside it also reads."""
     inside = set(ctx.matched_bindings.keys())
     root_var = ctx.value_to_bound_var.get(ctx.matched_expr)
+    leaking = []
     for var in inside:
         if root_var is not None and var.same_as(root_var):
             continue
-        for user in ctx.var_usages.get(var, []):
-            if user not in inside:
-                return False
-    return True
+        if any(user not in inside for user in ctx.var_usages.get(var, [])):
+            leaking.append(var.name)
+    return sorted(leaking)
 
 
 @tvm.transform.module_pass(opt_level=0, name="AutoGLMFuseEpilogue")
 def fuse_epilogue_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    tally = current()
+    # FuseOpsByPattern may try several roots (layout tails of different lengths) for one
+    # anchor; a refusal of one of them is no refusal if another match groups the anchor, so
+    # keep the reasons per anchor and report only anchors that end up in no group
+    refused: dict[str, str] = {}
+
+    def check(ctx: relax.transform.PatternCheckContext) -> bool:
+        leaking = _outside_users(ctx)
+        if leaking:
+            anchor = ctx.annotated_expr["anchor"]
+            anchor_var = ctx.value_to_bound_var.get(anchor)
+            if anchor_var is not None:  # keyed by the anchor's var: what ungrouped_bindings reports
+                name = f"{anchor.op.name.removeprefix('relax.')} {anchor_var.name}"
+                refused.setdefault(anchor_var.name, f"{name}: {', '.join(leaking)} also used outside the group, which would compute it twice")
+        return not leaking
+
     root, annotations = epilogue_pattern()
-    pattern = relax.transform.FusionPattern(COMPOSITE_NAME, root, annotations, _check)
-    return relax.transform.FuseOpsByPattern([pattern], bind_constants=False, annotate_codegen=False)(mod)
+    pattern = relax.transform.FusionPattern(COMPOSITE_NAME, root, annotations, check)
+    out = relax.transform.FuseOpsByPattern([pattern], bind_constants=False, annotate_codegen=False)(mod)
+    tally.rewrote(composite_count(out, COMPOSITE_NAME) - composite_count(mod, COMPOSITE_NAME))
+    left = ungrouped_bindings(out, ("relax.matmul", "relax.nn.conv2d"))
+    for var_name, reason in refused.items():
+        if var_name in left:
+            tally.declined(reason)
+    return out
 
 
 @register_pass("fuse_epilogue", opt_level=2, stage=50)

@@ -19,8 +19,9 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from ._util import is_scalar, rewrite_module
+from ._util import UseCounts, is_scalar, rewrite_module
 from .registry import register_pass
+from .tally import binding_name, current
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -85,11 +86,18 @@ def _tanh_gelu():
 
 
 def _rewrite_func(func: relax.Function) -> relax.Function:
+    tally = current()
     for build in (_erf_gelu, _tanh_gelu):
         pattern, x, check, make = build()
+        kind = "erf" if build is _erf_gelu else "tanh"
+        var_of = UseCounts(func).var_of
 
-        def rewriter(expr, matches, x=x, check=check, make=make):
-            return make(matches[x]) if check(matches) else expr
+        def rewriter(expr, matches, x=x, check=check, make=make, kind=kind, var_of=var_of):
+            if not check(matches):
+                tally.declined(f"{binding_name(expr, var_of)}: the shape of {kind} GELU, but its constants are not GELU's")
+                return expr
+            tally.rewrote()
+            return make(matches[x])
 
         func = rewrite_call(pattern, rewriter, func)
     return func

@@ -16,8 +16,9 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from ..ir_utils import static_shape
-from ._util import const_value, dtype, is_last_axis, is_scalar, ndim, rewrite_module, scalar_value
+from ._util import UseCounts, const_value, dtype, is_last_axis, is_scalar, ndim, rewrite_module, scalar_value
 from .registry import register_pass
+from .tally import binding_name, current
 
 
 def _channel_vector(expr, channels: int):
@@ -52,21 +53,37 @@ def _norm_pattern():
     return norm, parts
 
 
-def _valid(m, parts) -> bool:
+def _why_not(m, parts) -> str | None:
+    """Why the matched normalisation is not a last-axis layer_norm, or None when it is."""
     x = m[parts["x"]]
     rank = ndim(x)
-    for key in ("mean1", "mean2"):
+    for key, which in (("mean1", "mean"), ("mean2", "variance mean")):
         attrs = m[parts[key]].attrs
-        if not is_last_axis(attrs.axis, rank) or not bool(attrs.keepdims):
-            return False
+        if not is_last_axis(attrs.axis, rank):
+            axes = None if attrs.axis is None else [int(a) for a in attrs.axis]
+            return f"{which} over axes {axes}, expected the last axis only"
+        if not bool(attrs.keepdims):
+            return f"{which} drops the reduced axis (keepdims=False)"
     if parts["two"] in m and not is_scalar(m[parts["two"]], 2.0):
-        return False
+        return f"power exponent is {_describe(m[parts['two']])}, expected 2"
     if parts["one"] in m and not is_scalar(m[parts["one"]], 1.0):
-        return False
-    return scalar_value(m[parts["eps"]]) is not None and static_shape(x) is not None
+        return f"numerator of 1/sqrt is {_describe(m[parts['one']])}, expected 1"
+    if scalar_value(m[parts["eps"]]) is None:
+        return f"epsilon is {_describe(m[parts['eps']])}, expected one value"
+    if static_shape(x) is None:
+        return "input shape is not static (layer_norm needs the channel count)"
+    return None
+
+
+def _describe(expr) -> str:
+    value = const_value(expr)
+    if value is None:
+        return "not a constant"
+    return f"{float(value.reshape(-1)[0]):g}" if value.size == 1 else f"a tensor of shape {list(value.shape)}"
 
 
 def _rewrite_func(func: relax.Function) -> relax.Function:
+    tally = current()
     # widest form first: once the bare normalisation is rewritten the affine
     # tail no longer matches, so the full form must get its chance before
     for form in ("scale_shift", "scale", "bare"):
@@ -78,9 +95,13 @@ def _rewrite_func(func: relax.Function) -> relax.Function:
             pattern = is_op("relax.multiply")(norm, gamma)
         else:
             pattern = norm
+        var_of = UseCounts(func).var_of
 
-        def rewriter(expr, m, parts=parts, gamma=gamma, beta=beta, form=form):
-            if not _valid(m, parts):
+        def rewriter(expr, m, parts=parts, gamma=gamma, beta=beta, form=form, var_of=var_of):
+            node = binding_name(m[parts["mean1"]], var_of)
+            reason = _why_not(m, parts)
+            if reason is not None:
+                tally.declined(f"{node}: {reason}")
                 return expr
             x = m[parts["x"]]
             channels = static_shape(x)[-1]
@@ -89,8 +110,11 @@ def _rewrite_func(func: relax.Function) -> relax.Function:
             g = _channel_vector(m[gamma], channels) if form != "bare" else ones
             b = _channel_vector(m[beta], channels) if form == "scale_shift" else zeros
             if g is None or b is None:
+                which, value = ("scale", m[gamma]) if g is None else ("shift", m[beta])
+                tally.declined(f"{node}: {which} is {_describe(value)}, not one value per channel ({channels}); kept outside layer_norm")
                 return expr
             eps = scalar_value(m[parts["eps"]])
+            tally.rewrote()
             return relax.op.nn.layer_norm(x, g, b, axes=[-1], epsilon=eps)
 
         func = rewrite_call(pattern, rewriter, func)

@@ -23,7 +23,13 @@ def npu_offload():
     def transform(mod, _ctx):
         from ..npu.partition import offload
 
-        mod, _summary = offload(mod)
+        from .tally import current
+
+        mod, summary = offload(mod)
+        tally = current()
+        tally.rewrote(len(summary["npu_ops"]))
+        for row in summary["kept_on_host"]:
+            tally.declined(f"{row['count']} op(s) kept on the host: {row['reason']}")
         return mod
 
     return transform

@@ -28,6 +28,7 @@ from tvm import relax, te, topi
 
 from ._util import const_value, mutate_graph_functions
 from .registry import register_pass
+from .tally import current
 
 
 def _lanes() -> int:
@@ -148,7 +149,9 @@ class _Packer(relax.PyExprMutator):
 def pack_conv_weights_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     lanes = _lanes()
     packer = _Packer(mod, lanes)
-    return mutate_graph_functions(mod, packer)
+    out = mutate_graph_functions(mod, packer)
+    current().rewrote(packer.packed)
+    return out
 
 
 @register_pass("pack_conv_weights", opt_level=3, stage=77, target_kinds=("cpu",))

@@ -40,6 +40,7 @@ from tvm.ir.expr import Constant
 from ..ir_utils import static_shape
 from ._util import mutate_graph_functions
 from .registry import register_pass
+from .tally import current
 
 COMPOSITES = ("autoglm.epilogue_layout",)
 
@@ -249,6 +250,7 @@ def pack_dense_weights_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     lanes, nregs = _target_params()
     packer = _Packer(mod, lanes, nregs)
     out = mutate_graph_functions(mod, packer)
+    current().rewrote(packer.packed)
     if not packer.replaced:
         return out
     # A composite specialised at every call site is dead now; FuseOps would still lower it.

@@ -15,8 +15,9 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from ..ir_utils import static_shape
-from ._util import const_value, dtype, is_last_axis, is_scalar, ndim, rewrite_module, scalar_value
+from ._util import UseCounts, const_value, dtype, is_last_axis, is_scalar, ndim, rewrite_module, scalar_value
 from .registry import register_pass
+from .tally import binding_name, current
 
 
 def _pattern(with_weight: bool):
@@ -36,30 +37,41 @@ def _pattern(with_weight: bool):
 
 
 def _rewrite_func(func: relax.Function) -> relax.Function:
+    tally = current()
     for with_weight in (True, False):
         pattern, p = _pattern(with_weight)
+        var_of = UseCounts(func).var_of
 
-        def rewriter(expr, m, p=p, with_weight=with_weight):
+        def rewriter(expr, m, p=p, with_weight=with_weight, var_of=var_of):
+            node = binding_name(m[p["mean"]], var_of)
+
+            def decline(reason):
+                tally.declined(f"{node}: {reason}")
+                return expr
+
             x = m[p["x"]]
             shape = static_shape(x)
             attrs = m[p["mean"]].attrs
-            if shape is None or not is_last_axis(attrs.axis, ndim(x)) or not bool(attrs.keepdims):
-                return expr
+            if shape is None:
+                return decline("input shape is not static")
+            if not is_last_axis(attrs.axis, ndim(x)) or not bool(attrs.keepdims):
+                return decline("mean is not over the last axis with keepdims")
             if p["two"] in m and not is_scalar(m[p["two"]], 2.0):
-                return expr
+                return decline("power exponent is not 2")
             if p["one"] in m and not is_scalar(m[p["one"]], 1.0):
-                return expr
+                return decline("numerator of 1/sqrt is not 1")
             eps = scalar_value(m[p["eps"]])
             if eps is None:
-                return expr
+                return decline("epsilon is not one value")
             channels = shape[-1]
             if with_weight:
                 w = const_value(m[p["weight"]])
                 if w is None or w.size not in (1, channels) or (w.size == channels and w.shape[-1] != channels):
-                    return expr
+                    return decline(f"weight is not one value per channel ({channels}); kept outside rms_norm")
                 weight = relax.const(np.broadcast_to(w.reshape(-1), (channels,)).copy())
             else:
                 weight = relax.const(np.ones((channels,), dtype=dtype(x)))
+            tally.rewrote()
             return relax.op.nn.rms_norm(x, weight, axes=[-1], epsilon=eps)
 
         func = rewrite_call(pattern, rewriter, func)

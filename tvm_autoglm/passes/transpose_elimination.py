@@ -19,6 +19,7 @@ from tvm.relax.dpl import is_op, rewrite_call, wildcard
 from ..ir_utils import copy_module
 from ._util import ndim
 from .registry import register_pass
+from .tally import current
 
 
 def _axes(call, rank: int) -> list[int]:
@@ -29,6 +30,7 @@ def _axes(call, rank: int) -> list[int]:
 
 
 def _rewrite_func(func: relax.Function) -> relax.Function:
+    tally = current()
     x = wildcard()
     inner = is_op("relax.permute_dims")(x)
     outer = is_op("relax.permute_dims")(inner)
@@ -39,6 +41,7 @@ def _rewrite_func(func: relax.Function) -> relax.Function:
             return expr
         first, second = _axes(m[inner], rank), _axes(expr, rank)
         axes = [first[a] for a in second]
+        tally.rewrote()
         if axes == list(range(rank)):
             return m[x]
         return relax.op.permute_dims(m[x], axes)
@@ -49,7 +52,10 @@ def _rewrite_func(func: relax.Function) -> relax.Function:
 
     def identity(expr, m):
         rank = ndim(m[x])
-        return m[x] if rank >= 0 and _axes(expr, rank) == list(range(rank)) else expr
+        if rank < 0 or _axes(expr, rank) != list(range(rank)):
+            return expr
+        tally.rewrote()
+        return m[x]
 
     return rewrite_call(single, identity, func)
 
@@ -66,7 +72,19 @@ def eliminate_transposes_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
             out[gv] = new
             changed = True
     out = out if changed else mod
-    return relax.transform.RemoveRedundantReshape()(out)
+    reshaped = relax.transform.RemoveRedundantReshape()(out)
+    # TVM's RemoveRedundantReshape does not count: each reshape it dropped is one rewrite
+    current().rewrote(_reshape_count(out) - _reshape_count(reshaped))
+    return reshaped
+
+
+def _reshape_count(mod: tvm.IRModule) -> int:
+    found = []
+    for _, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(
+                func.body, lambda e: isinstance(e, relax.Call) and getattr(e.op, "name", None) == "relax.reshape" and found.append(e))
+    return len(found)
 
 
 @register_pass("eliminate_transposes", opt_level=3, stage=70)

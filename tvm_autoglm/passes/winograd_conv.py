@@ -39,6 +39,7 @@ from tvm import relax, te, tirx, topi
 from ._util import mutate_graph_functions
 from .pack_conv_weights import _ints, _lanes, match_constant_nhwc_conv
 from .registry import register_pass
+from .tally import current
 
 #: Filter transform of F(2x2, 3x3) (Lavin & Gray 2016).
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -187,7 +188,9 @@ class _Rewriter(relax.PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="AutoGLMWinogradConv")
 def winograd_conv_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     rewriter = _Rewriter(mod, _lanes())
-    return mutate_graph_functions(mod, rewriter)
+    out = mutate_graph_functions(mod, rewriter)
+    current().rewrote(rewriter.rewritten)
+    return out
 
 
 @register_pass("winograd_conv", opt_level=3, stage=76, target_kinds=("cpu",))
