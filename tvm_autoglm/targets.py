@@ -128,6 +128,11 @@ def load_target(name: str) -> TargetSpec:
         raise TargetError(f"target file {path} is malformed: {err}") from None
 
 
+#: The LLVM CPU feature behind bf16: hardware fp32<->bf16 conversion (Zen 4/5, Cooper Lake, Sapphire Rapids).
+#: ``--quantize bf16`` says what it does without it; ``--quantize auto`` offers bf16 only with it.
+BF16_FEATURE = "avx512bf16"
+
+
 def cpu_has_feature(spec: TargetSpec, feature: str) -> bool:
     """Whether ``spec`` is an LLVM CPU target whose mcpu has the LLVM CPU ``feature`` (e.g. ``avx512bf16``).
 

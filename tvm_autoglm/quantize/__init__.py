@@ -11,11 +11,9 @@ error (1 - mean cosine vs fp32) stays within ``budget``.
 from __future__ import annotations
 
 from ..errors import AutoGLMError
+from ..targets import BF16_FEATURE
 
 MODES = ("none", "fp16", "bf16", "int8", "auto")
-#: The LLVM CPU feature behind bf16: hardware fp32<->bf16 conversion (Zen 4/5, Cooper Lake, Sapphire Rapids).
-#: ``--quantize bf16`` says what it does without it; ``--quantize auto`` offers bf16 only with it.
-BF16_FEATURE = "avx512bf16"
 
 
 def passes_off_for(mode: str | None) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ from ..errors import AutoGLMError, CompileError, stage_errors
 from ..ir_utils import copy_module, op_histogram
 from ..pipeline import PassReport, fuse_module
 from ..progress import StageLog
-from . import BF16_FEATURE
+from ..targets import BF16_FEATURE
 
 _FUSION = ("fuse_ops", "legalize_ops")
 

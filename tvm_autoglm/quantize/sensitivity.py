@@ -55,7 +55,8 @@ from ..pipeline import fuse_module
 from ..progress import StageLog
 from ..scheduling import schedule_module
 from ..targets import load_target
-from . import BF16_FEATURE, int8
+from ..targets import BF16_FEATURE
+from . import int8
 
 DEFAULT_BUDGET = 0.01
 HEADROOM = 0.8
