@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_npu_ms.py --trials 32 --seed 0                     # the default (tensorize) route
     .venv/bin/python benchmarks/bench_npu_ms.py --trials 32 --seed 0 --route program
 
-Each shape is one MetaSchedule task (tvm_autoglm/npu/ms_tune.py), tuned on its own with
+Each shape is one MetaSchedule task (tvm_autoglm/npu/ms_tune/), tuned on its own with
 ``--trials`` simulator measurements; the exhaustive search of that route
 (tensorize.best_block_config / tiling.best_config) is the baseline. Cycles are the simulator's, deterministic, independent of the host machine.
 Writes benchmarks/results/npu_metaschedule.md.

@@ -49,3 +49,31 @@ def test_api_export_and_load_print_no_scope_lines(tmp_path):
     noise = [line for line in proc.stderr.splitlines() if "Scope Saving" in line or "Scope Loaded" in line]
     assert noise == [], f"{len(noise)} scope lines, first: {noise[0]}"
     assert proc.stderr.count("[native] something the user must see") == 1, proc.stderr[-2000:]
+
+
+TO_FILE_CHILD = r"""
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from tvm_autoglm.native_log import native_stderr_to_file
+
+log = sys.argv[1]
+with open(log, "w") as f:
+    f.write("old line\n")
+with native_stderr_to_file(log):
+    os.write(2, b"[native] per-candidate chatter\n")  # what MetaSchedule's C++ side prints
+    print("[tune] progress line", file=sys.stderr, flush=True)
+    inside_tty = sys.stderr.isatty()
+os.write(2, b"[native] after the block\n")
+print("tty", inside_tty)
+"""
+
+
+def test_native_stderr_goes_to_the_log_while_python_stderr_stays_on_the_terminal(tmp_path):
+    log = tmp_path / "tvm_native.log"
+    proc = subprocess.run(
+        [sys.executable, "-c", TO_FILE_CHILD, str(log), str(REPO)], capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert log.read_text().splitlines() == ["old line", "[native] per-candidate chatter"]  # appended, not truncated
+    assert proc.stderr.splitlines() == ["[tune] progress line", "[native] after the block"]
+    assert proc.stdout.strip() == "tty False"  # the child's stderr is a pipe: the proxy answers for it

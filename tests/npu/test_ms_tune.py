@@ -159,4 +159,4 @@ def test_block_route_tuning_tensorizes_and_records_replayed_cycles(tmp_path):
     rec = db.get_top_k(db.commit_workload(ms_tune.workload(shape, MACHINE, "tensorize")), 1)[0]
     sch = Schedule(ms_tune.workload(shape, MACHINE, "tensorize"))
     rec.trace.apply_to_schedule(sch, remove_postproc=True)
-    assert ms_tune._plugins()[4]().apply(sch) and "npu_gemm_block" in sch.mod.script() and "npu_acc_zero" in sch.mod.script()
+    assert ms_tune.plugins.TensorizeBlocks().apply(sch) and "npu_gemm_block" in sch.mod.script() and "npu_acc_zero" in sch.mod.script()
