@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +114,7 @@ def compile_parts(
 
     Kept in one place because the flow has policy that both front ends must share:
     the passes a precision mode turns off, and NPU tile records applying during
-    partitioning (inside ``build_relax``) rather than at scheduling.
+    partitioning (inside ``build_relax``, as the offload pass's settings) rather than at scheduling.
     """
     from .artifact import make_manifest
     from .pipeline import build_executable, build_relax, schedule
@@ -126,14 +124,9 @@ def compile_parts(
     spec = target if isinstance(target, TargetSpec) else load_target(target)
     disabled = tuple(disabled_passes)
     disabled += tuple(p for p in passes_off_for(quantize) if p not in disabled)
-    records = contextlib.nullcontext()
-    if tuning_db and spec.kind == "npu":
-        # NPU tile choice happens inside build_relax (partitioning), so its records apply there.
-        from .npu.ms_tune import records_scope
-
-        records = records_scope(tuning_db)
-    with records:
-        build = build_relax(model, spec, opt_level, input_shapes, disabled, tuple(print_ir_after), log=log, freeze_inputs=freeze_inputs)
+    # NPU tile choice happens inside build_relax (partitioning), so its records apply there.
+    build = build_relax(model, spec, opt_level, input_shapes, disabled, tuple(print_ir_after), log=log, freeze_inputs=freeze_inputs,
+                        tuning_db=tuning_db)
     if quantize and quantize != "none":
         from .quantize import apply_quantization
 

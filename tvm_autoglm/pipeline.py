@@ -168,8 +168,11 @@ def build_relax(
     print_ir_after: tuple[str, ...] = (),
     log: StageLog | None = None,
     freeze_inputs: dict | None = None,
+    tuning_db: str | None = None,
 ) -> RelaxBuild:
-    """ONNX -> fused Relax module (no schedules yet); ``freeze_inputs`` binds inputs to constants first."""
+    """ONNX -> fused Relax module (no schedules yet); ``freeze_inputs`` binds inputs to constants first.
+
+    ``tuning_db`` matters here only where graph passes read records (npu-sim tiles)."""
     from .passes import get_pass
 
     log = log or StageLog(enabled=False)
@@ -206,8 +209,7 @@ def build_relax(
 
     reports: list[PassReport] = []
     applied: list[str] = []
-    with _target_scope(spec):
-        mod = _run_passes(mod, spec, opt_level, disabled_passes, print_ir_after, log, reports, applied)
+    mod = _run_passes(mod, spec, opt_level, disabled_passes, print_ir_after, log, reports, applied, tuning_db)
 
     notes: list[str] = []
     with log.stage("fusion" if opt_level >= 1 else "lowering (O0: no fusion)"):
@@ -257,21 +259,16 @@ def _quiet_take_warning():
     return quiet_native_stderr(drop=FAST_TAKE)
 
 
-def _target_scope(spec: TargetSpec):
-    """npu-sim passes read the machine description (cores, scratchpads) of this target file,
-    unless the caller already chose a machine with ``npu.partition.machine_scope``."""
-    if spec.kind == "npu":
-        from .npu import partition
-        from .npu.config import machine_from
+def _make_pass(pass_spec, spec: TargetSpec, tuning_db):
+    """npu-sim's offload pass takes the target's NPU settings (machine, route, tile records) as arguments."""
+    if pass_spec.name == "npu_offload":
+        from .npu.config import settings_for
 
-        if partition._MACHINE.get() is None:
-            return partition.machine_scope(machine_from(spec.extra))
-    import contextlib
-
-    return contextlib.nullcontext()
+        return pass_spec.make(settings_for(spec, tuning_db))
+    return pass_spec.make()
 
 
-def _run_passes(mod, spec, opt_level, disabled_passes, print_ir_after, log, reports, applied):
+def _run_passes(mod, spec, opt_level, disabled_passes, print_ir_after, log, reports, applied, tuning_db):
     from .passes import passes_for
 
     for pass_spec in passes_for(opt_level, spec.kind, tuple(disabled_passes)):
@@ -280,7 +277,7 @@ def _run_passes(mod, spec, opt_level, disabled_passes, print_ir_after, log, repo
         with log.stage(f"pass {pass_spec.name}"):
             with stage_errors(f"pass '{pass_spec.name}'", hint=f"skip the pass with --disable-pass {pass_spec.name}"):
                 with spec.tvm_target(), _quiet_take_warning():
-                    mod = pass_spec.make()(mod)
+                    mod = _make_pass(pass_spec, spec, tuning_db)(mod)
         reports.append(PassReport(pass_spec.name, time.perf_counter() - start, before, op_histogram(mod)))
         applied.append(pass_spec.name)
         if pass_spec.name in print_ir_after:

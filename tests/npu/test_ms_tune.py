@@ -109,8 +109,9 @@ def test_missing_database_is_a_clear_error(tmp_path):
     from tvm_autoglm.errors import AutoGLMError
 
     with pytest.raises(AutoGLMError, match="not found"):
-        with ms_tune.records_scope(tmp_path / "nope"):
-            pass
+        ms_tune.TileRecords(tmp_path / "nope")
+    with pytest.raises(AutoGLMError, match="not found"):  # what compile_model(..., tuning_db=...) opens for npu-sim
+        tvm_autoglm.compile(transformer_block(), target="npu-sim", tuning_db=str(tmp_path / "nope"))
 
 
 def test_driver_entry_returns_a_tune_result(tmp_path):

@@ -16,14 +16,12 @@ XGBoost cost model pick what to measure.
 it is the simulator's cycle count for that program (``npu_time_program``), reported
 as ``run_secs = cycles / clock``. No host timing enters any record.
 
-Compiling with a database (``records_scope``) makes ``tiling.best_config`` use the
+Compiling with a database (``TileRecords``, via ``config.settings_for``) makes the tile choice use the
 best record of a shape; shapes without a record keep the exhaustive search.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import itertools
 import json
@@ -481,14 +479,13 @@ def model_shapes(model, target="npu-sim", opt_level: int = 3, input_shapes=None,
     from ..pipeline import build_relax
     from ..targets import TargetSpec, load_target
     from .config import machine_from
-    from .partition import machine_scope, npu_ops
+    from .partition import npu_ops
 
     spec = target if isinstance(target, TargetSpec) else load_target(target)
     if spec.kind != "npu":
         raise AutoGLMError(f"target {spec.name} is not an NPU target")
     machine = machine_from(spec.extra)
-    with machine_scope(machine):
-        build = build_relax(model, spec, opt_level, input_shapes)
+    build = build_relax(model, spec, opt_level, input_shapes)
     if with_routes:
         counts = Counter((MatmulShape(**op["workload"]), op.get("route", "program")) for op in npu_ops(build.mod))
     else:
@@ -547,9 +544,6 @@ def best_block_record(db, shape: MatmulShape, machine: Machine):
 
 # ---------------------------------------------------------------- using the records when compiling
 
-_RECORDS: contextvars.ContextVar = contextvars.ContextVar("npu_tile_records", default=None)
-
-
 class TileRecords:
     """A JSONDatabase folder opened once, answering ``lookup(shape, machine)``."""
 
@@ -578,24 +572,6 @@ class TileRecords:
             return None
         self.used += 1
         return found[0]
-
-
-@contextlib.contextmanager
-def records_scope(database: str | Path | None):
-    """Inside: NPU tile choices come from the database's best records (exhaustive search otherwise)."""
-    if database is None:
-        yield None
-        return
-    records = TileRecords(database)
-    token = _RECORDS.set(records)
-    try:
-        yield records
-    finally:
-        _RECORDS.reset(token)
-
-
-def current_records() -> TileRecords | None:
-    return _RECORDS.get()
 
 
 def tune_for_driver(model, spec, opt_level: int = 3, input_shapes=None, trials: int | None = None, time_budget=None,
