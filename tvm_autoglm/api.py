@@ -58,15 +58,13 @@ class CompiledModel:
 
         if self._executable is None:
             raise ValueError("this model was loaded from an artifact; copy the file instead of re-exporting")
-        from .npu import export_options_for
-
-        self.path = export(self._executable, self.manifest, path, export_options_for(self.manifest))
+        self.path = export(self._executable, self.manifest, path)
         return self.path
 
 
 def compile(
     model,
-    target: str = "cpu",
+    target="cpu",  # a target name, a target file path or a TargetSpec
     opt_level: int = 3,
     input_shapes: dict[str, list[int]] | None = None,
     tuning_db: str | None = None,
@@ -90,7 +88,12 @@ def compile(
         use_shipped_schedules=use_shipped_schedules, quantize=quantize, accuracy_budget=accuracy_budget,
         calibration=calibration, freeze_inputs=freeze_inputs, log=StageLog(enabled=verbose),
     )
-    session = Session(executable, manifest) if build.target.device == "cpu" else _lazy_session(executable, manifest)
+    from .backends import for_target
+
+    if for_target(build.target).runs_on_build_host:
+        session = Session(executable, manifest)
+    else:
+        session = _lazy_session(executable, manifest)
     return CompiledModel(session, executable, build)
 
 

@@ -1,10 +1,14 @@
 """The compile pipeline, end to end, in the order it runs.
 
     support check -> ONNX clean-up (fold shape subgraphs with static shapes)
-    -> tvm.relax.frontend.onnx.from_onnx -> our passes (registry, by opt level)
+    -> tvm.relax.frontend.onnx.from_onnx -> our passes (the backend's pass plan, passes/plan.py)
     -> fusion (relax "zero" pipeline: LegalizeOps, FoldConstant, FuseOps, FuseTIR)
-    -> tuning database (MetaScheduleApplyDatabase) -> default schedules for the rest
-    -> tvm.compile -> export_library + manifest
+    -> tuning database (MetaScheduleApplyDatabase)
+    -> the backend's default schedules for the rest -> tvm.compile -> manifest
+    (-> artifact.export: export_library + manifest files)
+
+What differs between targets is asked of the target's backend (``tvm_autoglm.backends``);
+this module never tests a target's kind.
 
 It is spelled out here rather than hidden in ``tvm.compile`` because on a CPU
 target ``tvm.compile`` only lowers: it neither fuses nor schedules.
@@ -12,7 +16,6 @@ target ``tvm.compile`` only lowers: it neither fuses nor schedules.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
 from collections import Counter
@@ -24,6 +27,7 @@ import tvm
 from tvm import relax
 
 from . import onnx_model
+from .backends import for_target
 from .errors import AutoGLMError, CompileError, InternalError, stage_errors
 from .progress import StageLog
 from .targets import TargetSpec, load_target
@@ -172,7 +176,7 @@ def build_relax(
 ) -> RelaxBuild:
     """ONNX -> fused Relax module (no schedules yet); ``freeze_inputs`` binds inputs to constants first.
 
-    ``tuning_db`` matters here only where graph passes read records (npu-sim tiles)."""
+    ``tuning_db`` matters here only where a backend's graph passes read records (npu-sim tiles)."""
     from .passes import get_pass
 
     log = log or StageLog(enabled=False)
@@ -209,7 +213,8 @@ def build_relax(
 
     reports: list[PassReport] = []
     applied: list[str] = []
-    mod = _run_passes(mod, spec, opt_level, disabled_passes, print_ir_after, log, reports, applied, tuning_db)
+    backend = for_target(spec)
+    mod = _run_passes(mod, spec, backend, opt_level, disabled_passes, print_ir_after, log, reports, applied, tuning_db)
 
     notes: list[str] = []
     with log.stage("fusion" if opt_level >= 1 else "lowering (O0: no fusion)"):
@@ -221,10 +226,7 @@ def build_relax(
         name = "fuse_ops" if opt_level >= 1 else "legalize_ops"
         reports.append(PassReport(name, time.perf_counter() - start, before, op_histogram(mod)))
         applied.append(name)
-    if spec.kind == "npu":
-        from .npu.partition import partition_notes
-
-        notes.extend(partition_notes(mod))
+    notes.extend(backend.build_notes(mod))
     return RelaxBuild(
         mod=mod,
         target=spec,
@@ -259,25 +261,16 @@ def _quiet_take_warning():
     return quiet_native_stderr(drop=FAST_TAKE)
 
 
-def _make_pass(pass_spec, spec: TargetSpec, tuning_db):
-    """npu-sim's offload pass takes the target's NPU settings (machine, route, tile records) as arguments."""
-    if pass_spec.name == "npu_offload":
-        from .npu.config import settings_for
-
-        return pass_spec.make(settings_for(spec, tuning_db))
-    return pass_spec.make()
-
-
-def _run_passes(mod, spec, opt_level, disabled_passes, print_ir_after, log, reports, applied, tuning_db):
+def _run_passes(mod, spec, backend, opt_level, disabled_passes, print_ir_after, log, reports, applied, tuning_db):
     from .passes import passes_for
 
-    for pass_spec in passes_for(opt_level, spec.kind, tuple(disabled_passes)):
+    for pass_spec in passes_for(opt_level, backend.name, tuple(disabled_passes)):
         before = op_histogram(mod)
         start = time.perf_counter()
         with log.stage(f"pass {pass_spec.name}"):
             with stage_errors(f"pass '{pass_spec.name}'", hint=f"skip the pass with --disable-pass {pass_spec.name}"):
                 with spec.tvm_target(), _quiet_take_warning():
-                    mod = _make_pass(pass_spec, spec, tuning_db)(mod)
+                    mod = backend.make_pass(pass_spec, spec, tuning_db)(mod)
         reports.append(PassReport(pass_spec.name, time.perf_counter() - start, before, op_histogram(mod)))
         applied.append(pass_spec.name)
         if pass_spec.name in print_ir_after:
@@ -306,38 +299,6 @@ def schedule(build: RelaxBuild, tuning_db: str | None = None, use_shipped_schedu
 def build_executable(scheduled: Scheduled, build: RelaxBuild, log: StageLog | None = None):
     log = log or StageLog(enabled=False)
     with log.stage("codegen (tvm.compile)"):
-        with stage_errors(f"code generation for target {build.target.name}"), _codegen_context(build.target):
+        with stage_errors(f"code generation for target {build.target.name}"), for_target(build.target).codegen_context(build.target):
             return tvm.compile(scheduled.mod, build.target.tvm_target())
 
-
-def uses_cuda_graph(spec: TargetSpec) -> bool:
-    """A CUDA target file's ``"cuda_graph"`` switch (default on).
-
-    At batch 1 a transformer layer is a dozen kernels of a few microseconds each, so
-    launching them one by one from the VM costs as much as running them. TVM's
-    ``RewriteCUDAGraph`` captures the static part of ``main`` into a CUDA graph on the first
-    call and replays it after, one launch per call.
-    """
-    return spec.kind == "cuda" and bool(spec.extra.get("cuda_graph", True))
-
-
-@contextlib.contextmanager
-def _codegen_context(spec: TargetSpec):
-    """The context for ``tvm.compile``: on CUDA, the target in scope and the CUDA-graph switch.
-
-    The target scope matters on a build machine with a CUDA driver: there TVM compiles the
-    kernels during ``tvm.compile`` (``tvm_callback_cuda_compile``), and our callback reads the
-    arch from the target in scope; with none it took the local GPU's, so a gpu-ampere build
-    on an H200 carried sm_90a code only.
-    """
-    if spec.kind != "cuda":
-        yield
-        return
-    current = tvm.transform.PassContext.current()
-    config = dict(current.config.items())
-    if uses_cuda_graph(spec):
-        config["relax.backend.use_cuda_graph"] = True
-    context = tvm.transform.PassContext(opt_level=current.opt_level, config=config,
-                                        required_pass=list(current.required_pass), disabled_pass=list(current.disabled_pass))
-    with spec.tvm_target(), context:
-        yield

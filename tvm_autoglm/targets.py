@@ -43,17 +43,17 @@ class TargetSpec:
     """One named target: the file's content plus the resolved TVM target dict."""
 
     name: str
-    device: str  # "cpu" or "cuda"
+    device: str  # "cpu" or "cuda": where the code runs (an npu-sim build runs on the CPU)
     description: str
     tvm_config: dict
     extra: dict = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
-        """Coarse kind used to select passes and schedules: cpu, cuda or npu."""
-        if self.name.startswith("npu"):
-            return "npu"
-        return self.device
+        """Which backend compiles for this target (``tvm_autoglm.backends``): the file's
+        ``"backend"`` field, else its device ("cpu" or "cuda"). Only ``backends.for_target``
+        dispatches on it; the manifest records it as ``target.kind``."""
+        return str(self.extra.get("backend", self.device))
 
     def tvm_target(self):
         import tvm

@@ -44,9 +44,7 @@ def run(args) -> int:
         log=log,
     )
     with log.stage("export"), quiet_native_stderr():
-        from ..npu import export_options_for
-
-        path = export(executable, manifest, args.output, export_options_for(manifest))
+        path = export(executable, manifest, args.output)
     tuning = manifest["tuning"]
     print(
         f"wrote {path} (target {build.target.name}, O{build.opt_level}, {len(manifest['kernels'])} kernels: "

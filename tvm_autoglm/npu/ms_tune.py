@@ -476,13 +476,14 @@ def model_shapes(model, target="npu-sim", opt_level: int = 3, input_shapes=None,
     with ``with_routes`` the shapes are (shape, route) pairs (the route each op was placed with)."""
     from collections import Counter
 
+    from ..backends import NpuBackend, for_target
     from ..pipeline import build_relax
     from ..targets import TargetSpec, load_target
     from .config import machine_from
     from .partition import npu_ops
 
     spec = target if isinstance(target, TargetSpec) else load_target(target)
-    if spec.kind != "npu":
+    if not isinstance(for_target(spec), NpuBackend):
         raise AutoGLMError(f"target {spec.name} is not an NPU target")
     machine = machine_from(spec.extra)
     build = build_relax(model, spec, opt_level, input_shapes)

@@ -192,13 +192,14 @@ def rewrite(mod: tvm.IRModule, plan: list[str] | None = None, packed: bool = Fal
 def use_packed(spec) -> bool:
     """Whether ``spec`` (a TargetSpec) gets the packed int16 int8 kernel.
 
-    CPU targets with AVX2, and only while the CPU default rules include
+    Backends that pack int8 (the CPU's) on targets with AVX2, and only while the CPU default rules include
     ``Int8MatmulAVX2``: without that rule the generic Matmul rule schedules
     the packed kernel ~1.8x slower than the plain int8 ``R.matmul``.
     """
+    from ..backends import for_target
     from .pack import int8_rule_active, target_has_avx2
 
-    if getattr(spec, "kind", None) != "cpu" or not int8_rule_active():
+    if not for_target(spec).packs_int8 or not int8_rule_active():
         return False
     try:
         return target_has_avx2(spec.tvm_target())

@@ -22,6 +22,7 @@ import tvm
 from tvm import relax
 
 from ..errors import AutoGLMError, CompileError, stage_errors
+from ..backends import for_target
 from ..pipeline import fuse_module
 
 _FUSION = ("fuse_ops", "legalize_ops")
@@ -92,7 +93,7 @@ def apply_mixed_precision(build, mode: str, log=None):
                 converted = _count_dtype(mod, dtype)
                 report = PassReport(f"to_mixed_precision_{mode}", time.perf_counter() - start, before, op_histogram(mod))
                 mod = fuse_module(mod, build.target, 1 if "fuse_ops" in build.passes else 0)
-    if mode == "bf16" and build.target.kind == "cpu":
+    if mode == "bf16" and for_target(build.target).checks_bf16_codegen:
         _check_bf16_codegen(build.target)
     passes = [p for p in build.passes if p not in _FUSION] + [report.name] + [p for p in build.passes if p in _FUSION]
     reports = [r for r in build.pass_reports if r.name not in _FUSION] + [report] + [r for r in build.pass_reports if r.name in _FUSION]

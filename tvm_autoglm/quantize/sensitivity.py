@@ -59,7 +59,9 @@ CPU_LADDER = ("int8", "fp32")
 
 def ladder_for(spec) -> tuple[str, ...]:
     """The precisions ``auto`` may give a layer on ``spec``, cheapest first (see the module docstring)."""
-    return CPU_LADDER if getattr(spec, "kind", "cpu") == "cpu" else LADDER
+    from ..backends import for_target
+
+    return LADDER if spec is not None and for_target(spec).fast_fp16 else CPU_LADDER
 
 
 def load_calibration(path, specs: list[dict]) -> list[dict[str, np.ndarray]]:

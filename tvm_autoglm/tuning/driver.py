@@ -167,12 +167,13 @@ def tune(
         if trials is not None and trials < 0:
             raise AutoGLMError(f"--trials must be >= 0 (got {trials})")
         spec = target if isinstance(target, TargetSpec) else load_target(target)
-        if spec.kind == "npu":
-            # NPU tiles are tuned by MetaSchedule too, measured in simulated cycles, not host time.
-            from ..npu.ms_tune import tune_for_driver
+        from ..backends import for_target
 
-            return tune_for_driver(model, spec, opt_level, input_shapes, trials=trials, time_budget=time_budget,
-                                   tuning_db=tuning_db, seed=seed, rpc_tracker=rpc_tracker, progress=progress)
+        backend = for_target(spec)
+        tune_elsewhere = backend.tune_elsewhere()  # npu-sim: tiles measured in simulated cycles
+        if tune_elsewhere is not None:
+            return tune_elsewhere(model, spec, opt_level, input_shapes, trials=trials, time_budget=time_budget,
+                                  tuning_db=tuning_db, seed=seed, rpc_tracker=rpc_tracker, progress=progress)
         tvm_target = spec.tvm_target()
         cores = int(spec.tvm_config.get("num-cores", 0) or 0) if hasattr(spec, "tvm_config") else 0
         cores = cores or os.cpu_count() or 1
@@ -275,14 +276,14 @@ def tune(
         default_thread_count()
         # A GPU kernel of a batch-1 model runs for microseconds: one launch per repeat would time
         # the launch, so each repeat averages 20 back-to-back runs (no cache flush on the GPU).
-        evaluator = ms.runner.EvaluatorConfig(number=20 if spec.device == "cuda" else 1, repeat=5, min_repeat_ms=0,
-                                              enable_cpu_cache_flush=spec.device == "cpu")
+        evaluator = ms.runner.EvaluatorConfig(number=backend.measure_number, repeat=5, min_repeat_ms=0,
+                                              enable_cpu_cache_flush=backend.flush_cpu_cache)
         if rpc_tracker:
             runner, _ = _rpc_runner(rpc_tracker, rpc_key, evaluator)
         else:
             runner = ms.runner.LocalRunner(timeout_sec=runner_timeout_s, evaluator_config=evaluator, initializer=ignore_sigint)
         baselines = []
-        if with_baselines and spec.kind in ("cpu", "cuda"):
+        if with_baselines and backend.records_baselines:
             # The default rule's schedule of each kernel, measured like any candidate and
             # committed as a record: the database's best can then never lose to an untuned build.
             from .baseline import commit_baselines
@@ -435,7 +436,7 @@ def tune(
                 baselines = [dataclasses.replace(b, seconds=baseline_seconds(database, mods[b.task]) or b.seconds)
                              if b.task in mods and b.seconds is not None else b for b in baselines]
         in_model = []
-        if reason != "interrupted" and check_in_model and state["trials"] > 0 and spec.device == "cpu":
+        if reason != "interrupted" and check_in_model and state["trials"] > 0 and backend.checks_in_model:
             # Kernels whose best record is a search record: do they also win inside the model?
             from . import in_model as in_model_mod
             from .baseline import best_is_search_record
