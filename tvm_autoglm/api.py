@@ -81,62 +81,20 @@ def compile(
 
     ``freeze_inputs={"sr": 16000}`` binds inputs to constants before import (see ``tvm_autoglm.freeze``).
     """
+    from .backends import for_target
+    from .pipeline import compile_model
     from .progress import StageLog
 
-    build, scheduled, executable, manifest = compile_parts(
+    done = compile_model(
         model, target, opt_level, input_shapes, tuning_db, disabled_passes=disabled_passes,
         use_shipped_schedules=use_shipped_schedules, quantize=quantize, accuracy_budget=accuracy_budget,
         calibration=calibration, freeze_inputs=freeze_inputs, log=StageLog(enabled=verbose),
     )
-    from .backends import for_target
-
-    if for_target(build.target).runs_on_build_host:
-        session = Session(executable, manifest)
+    if for_target(done.build.target).runs_on_build_host:
+        session = Session(done.executable, done.manifest)
     else:
-        session = _lazy_session(executable, manifest)
-    return CompiledModel(session, executable, build)
-
-
-def compile_parts(
-    model,
-    target,
-    opt_level: int,
-    input_shapes,
-    tuning_db,
-    *,
-    disabled_passes: tuple[str, ...] = (),
-    print_ir_after: tuple[str, ...] = (),
-    use_shipped_schedules: bool = True,
-    quantize: str = "none",
-    accuracy_budget: float | None = None,
-    calibration=None,
-    freeze_inputs: dict | None = None,
-    log=None,
-):
-    """(build, scheduled, executable, manifest): the one compile flow behind ``compile`` and ``auto-glm compile``.
-
-    Kept in one place because the flow has policy that both front ends must share:
-    the passes a precision mode turns off, and NPU tile records applying during
-    partitioning (inside ``build_relax``, as the offload pass's settings) rather than at scheduling.
-    """
-    from .artifact import make_manifest
-    from .pipeline import build_executable, build_relax, schedule
-    from .quantize import passes_off_for
-    from .targets import TargetSpec, load_target
-
-    spec = target if isinstance(target, TargetSpec) else load_target(target)
-    disabled = tuple(disabled_passes)
-    disabled += tuple(p for p in passes_off_for(quantize) if p not in disabled)
-    # NPU tile choice happens inside build_relax (partitioning), so its records apply there.
-    build = build_relax(model, spec, opt_level, input_shapes, disabled, tuple(print_ir_after), log=log, freeze_inputs=freeze_inputs,
-                        tuning_db=tuning_db)
-    if quantize and quantize != "none":
-        from .quantize import apply_quantization
-
-        build = apply_quantization(build, quantize, budget=accuracy_budget, calibration=calibration, log=log)
-    scheduled = schedule(build, tuning_db, use_shipped_schedules, log=log)
-    executable = build_executable(scheduled, build, log=log)
-    return build, scheduled, executable, make_manifest(build, scheduled)
+        session = _lazy_session(done.executable, done.manifest)
+    return CompiledModel(session, done.executable, done.build)
 
 
 def _lazy_session(executable, manifest):

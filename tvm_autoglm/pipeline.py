@@ -1,9 +1,9 @@
-"""The compile pipeline, end to end, in the order it runs.
+"""The compile pipeline, end to end, in the order it runs (``compile_model``).
 
     support check -> ONNX clean-up (fold shape subgraphs with static shapes)
     -> tvm.relax.frontend.onnx.from_onnx -> our passes (the backend's pass plan, passes/plan.py)
     -> fusion (relax "zero" pipeline: LegalizeOps, FoldConstant, FuseOps, FuseTIR)
-    -> tuning database (MetaScheduleApplyDatabase)
+    -> precision rewrites (--quantize) -> tuning database (MetaScheduleApplyDatabase)
     -> the backend's default schedules for the rest -> tvm.compile -> manifest
     (-> artifact.export: export_library + manifest files)
 
@@ -302,3 +302,70 @@ def build_executable(scheduled: Scheduled, build: RelaxBuild, log: StageLog | No
         with stage_errors(f"code generation for target {build.target.name}"), for_target(build.target).codegen_context(build.target):
             return tvm.compile(scheduled.mod, build.target.tvm_target())
 
+
+@dataclass
+class Compiled:
+    """What ``compile_model`` made: the Relax build, and unless stopped early the schedules,
+    the executable and the manifest (None past ``until``)."""
+
+    build: RelaxBuild
+    scheduled: Scheduled | None = None
+    executable: object | None = None
+    manifest: dict | None = None
+
+
+#: where ``compile_model`` may stop: after the (quantized) fused Relax build, or after codegen
+UNTIL = ("relax", "codegen")
+
+
+def compile_model(
+    model,
+    target: str | TargetSpec = "cpu",
+    opt_level: int = 3,
+    input_shapes: dict[str, list[int]] | None = None,
+    tuning_db: str | None = None,
+    *,
+    disabled_passes: tuple[str, ...] = (),
+    print_ir_after: tuple[str, ...] = (),
+    use_shipped_schedules: bool = True,
+    honor_vetoes: bool = True,
+    quantize: str = "none",
+    accuracy_budget: float | None = None,
+    calibration=None,
+    freeze_inputs: dict | None = None,
+    until: str = "codegen",
+    log: StageLog | None = None,
+) -> Compiled:
+    """The one compile flow: every front end (API, CLI, tuning, tests' harnesses) calls this.
+
+    ``model`` is an ONNX path or ModelProto, or a ``RelaxBuild`` already made by this
+    function (then only scheduling and codegen run again, e.g. with another database).
+    ``until="relax"`` stops after the fused (and quantized) Relax build: what tuning needs.
+    """
+    if until not in UNTIL:
+        raise ValueError(f"until must be one of {UNTIL} (got {until!r})")
+    if isinstance(model, RelaxBuild):
+        front = {"disabled_passes": disabled_passes, "print_ir_after": print_ir_after, "freeze_inputs": freeze_inputs,
+                 "quantize": quantize != "none", "input_shapes": input_shapes}
+        if any(front.values()):
+            raise ValueError(f"a RelaxBuild is already imported, optimized and quantized; "
+                             f"{', '.join(k for k, v in front.items() if v)} cannot apply to it")
+        build = model
+    else:
+        from .quantize import apply_quantization, passes_off_for
+
+        spec = target if isinstance(target, TargetSpec) else load_target(target)
+        # a precision mode turns off the passes whose rewrites it would undo or cannot see through
+        disabled = tuple(disabled_passes)
+        disabled += tuple(p for p in passes_off_for(quantize) if p not in disabled)
+        build = build_relax(model, spec, opt_level, input_shapes, disabled, tuple(print_ir_after), log=log,
+                            freeze_inputs=freeze_inputs, tuning_db=tuning_db)
+        if quantize and quantize != "none":
+            build = apply_quantization(build, quantize, budget=accuracy_budget, calibration=calibration, log=log)
+    if until == "relax":
+        return Compiled(build)
+    from .artifact import make_manifest
+
+    scheduled = schedule(build, tuning_db, use_shipped_schedules, log=log, honor_vetoes=honor_vetoes)
+    executable = build_executable(scheduled, build, log=log)
+    return Compiled(build, scheduled, executable, make_manifest(build, scheduled))

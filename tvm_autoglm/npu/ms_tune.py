@@ -477,7 +477,7 @@ def model_shapes(model, target="npu-sim", opt_level: int = 3, input_shapes=None,
     from collections import Counter
 
     from ..backends import NpuBackend, for_target
-    from ..pipeline import build_relax
+    from ..pipeline import compile_model
     from ..targets import TargetSpec, load_target
     from .config import machine_from
     from .partition import npu_ops
@@ -486,7 +486,7 @@ def model_shapes(model, target="npu-sim", opt_level: int = 3, input_shapes=None,
     if not isinstance(for_target(spec), NpuBackend):
         raise AutoGLMError(f"target {spec.name} is not an NPU target")
     machine = machine_from(spec.extra)
-    build = build_relax(model, spec, opt_level, input_shapes)
+    build = compile_model(model, spec, opt_level, input_shapes, until="relax").build
     if with_routes:
         counts = Counter((MatmulShape(**op["workload"]), op.get("route", "program")) for op in npu_ops(build.mod))
     else:

@@ -487,14 +487,9 @@ def tune(
 
 def _build_for_tuning(model, spec, opt_level, input_shapes, quantize: str):
     """The fused module whose kernels compile would schedule, at the requested precision."""
-    from ..pipeline import build_relax
+    from ..pipeline import compile_model
 
-    if not quantize or quantize == "none":
-        return build_relax(model, spec, opt_level, input_shapes)
-    from ..quantize import apply_quantization, passes_off_for
-
-    build = build_relax(model, spec, opt_level, input_shapes, passes_off_for(quantize))
-    return apply_quantization(build, quantize)
+    return compile_model(model, spec, opt_level, input_shapes, quantize=quantize or "none", until="relax").build
 
 
 def _make_scheduler(weights, best, state, per_iter: int, alpha: float = 0.5, window: int = 3):

@@ -54,10 +54,9 @@ def check(build, db_dir, task_names, rounds: int = 3, repeat: int = 5, margin: f
     """
     import tvm
 
-    from ..artifact import make_manifest
     from ..index_ranges import index_ranges
     from ..measure.profile import interleaved_kernel_ms
-    from ..pipeline import build_executable, schedule
+    from ..pipeline import compile_model
     from ..runtime.inputs import example_inputs
     from ..runtime.session import Session
 
@@ -65,8 +64,8 @@ def check(build, db_dir, task_names, rounds: int = 3, repeat: int = 5, margin: f
         progress("checking the tuned kernels inside the model (two builds, per-kernel profile) ...")
     sessions = {}
     for label, db in (("default", None), ("tuned", str(db_dir))):
-        scheduled = schedule(build, db, use_shipped_schedules=False, honor_vetoes=False)
-        sessions[label] = (Session(build_executable(scheduled, build), make_manifest(build, scheduled)), scheduled)
+        done = compile_model(build, tuning_db=db, use_shipped_schedules=False, honor_vetoes=False)
+        sessions[label] = (Session(done.executable, done.manifest), done.scheduled)
     inputs = example_inputs(build.inputs, 0, index_ranges=index_ranges(build.onnx_model))
     per_kernel, _ = interleaved_kernel_ms({label: session for label, (session, _) in sessions.items()}, inputs, rounds, repeat=repeat)
 
