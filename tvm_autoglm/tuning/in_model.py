@@ -14,37 +14,7 @@ re-checks and lifts a veto whose kernel now wins.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-VETO_FILE = "in_model_veto.json"
-
-
-def workload_key(func) -> str:
-    """A kernel's identity across models: its structure, without its name."""
-    import tvm_ffi
-
-    for attr in ("global_symbol", "tirx.noalias", "tirx.is_scheduled"):
-        if func.attrs is not None and attr in func.attrs:
-            func = func.without_attr(attr)
-    return str(tvm_ffi.structural_hash(func))
-
-
-def read_vetoes(db_dir) -> dict:
-    path = Path(db_dir) / VETO_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-        return dict(data.get("vetoed", {}))
-    except (OSError, ValueError, AttributeError):
-        return {}
-
-
-def _write_vetoes(db_dir, vetoed: dict) -> None:
-    from ..runtime.manifest import write_json_atomic
-
-    write_json_atomic(Path(db_dir) / VETO_FILE, {"format": 1, "vetoed": vetoed})
+from .vetoes import VETO_FILE, read_vetoes, workload_key, write_vetoes  # noqa: F401  (the check's file; tests read them here)
 
 
 def check(build, db_dir, task_names, rounds: int = 3, repeat: int = 5, margin: float = 0.02, progress=None) -> list[dict]:
@@ -89,5 +59,5 @@ def check(build, db_dir, task_names, rounds: int = 3, repeat: int = 5, margin: f
         else:
             vetoed.pop(key, None)
         rows.append({"task": name, "default_ms": round(default_ms, 4), "tuned_ms": round(tuned_ms, 4), "vetoed": lose})
-    _write_vetoes(db_dir, vetoed)
+    write_vetoes(db_dir, vetoed)
     return rows
