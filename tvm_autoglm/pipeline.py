@@ -29,21 +29,10 @@ from tvm import relax
 from . import onnx_model
 from .backends import for_target
 from .errors import AutoGLMError, CompileError, InternalError, stage_errors
+from .fusion import fuse_module, quiet_take_warning
+from .pass_report import PassReport
 from .progress import StageLog
 from .targets import TargetSpec, load_target
-
-
-@dataclass
-class PassReport:
-    """What one pass did: time taken and the op histogram of ``main`` before and after."""
-
-    name: str
-    seconds: float
-    ops_before: dict
-    ops_after: dict
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "seconds": round(self.seconds, 4), "ops_before": self.ops_before, "ops_after": self.ops_after}
 
 
 @dataclass
@@ -244,23 +233,6 @@ def build_relax(
     )
 
 
-def fuse_module(mod: tvm.IRModule, spec: TargetSpec, opt_level: int) -> tvm.IRModule:
-    """O1+: TVM's "zero" pipeline (LegalizeOps, FoldConstant, FuseOps, FuseTIR); O0: LegalizeOps only."""
-    with spec.tvm_target(), _quiet_take_warning():
-        if opt_level >= 1:
-            return relax.get_pipeline("zero")(mod)
-        return relax.transform.LegalizeOps()(mod)
-
-
-def _quiet_take_warning():
-    """Legalizing a Gather (FoldConstant, FuseOps, passes that legalize) prints TVM's "Fast mode
-    segfaults" warning once per take; the runtime range-checks index inputs instead (manifest
-    ``index_ranges``), so drop that line and replay every other native line."""
-    from .native_log import FAST_TAKE, quiet_native_stderr
-
-    return quiet_native_stderr(drop=FAST_TAKE)
-
-
 def _run_passes(mod, spec, backend, opt_level, disabled_passes, print_ir_after, log, reports, applied, tuning_db):
     from .passes import passes_for
 
@@ -269,7 +241,7 @@ def _run_passes(mod, spec, backend, opt_level, disabled_passes, print_ir_after, 
         start = time.perf_counter()
         with log.stage(f"pass {pass_spec.name}"):
             with stage_errors(f"pass '{pass_spec.name}'", hint=f"skip the pass with --disable-pass {pass_spec.name}"):
-                with spec.tvm_target(), _quiet_take_warning():
+                with spec.tvm_target(), quiet_take_warning():
                     mod = backend.make_pass(pass_spec, spec, tuning_db)(mod)
         reports.append(PassReport(pass_spec.name, time.perf_counter() - start, before, op_histogram(mod)))
         applied.append(pass_spec.name)

@@ -84,7 +84,7 @@ def test_compile_uses_records_and_run_counts_their_cycles(tmp_path):
     equal the records' run_secs x clock, and outputs equal the untuned build's."""
     model = transformer_block()
     db = tmp_path / "db"
-    result = tvm_autoglm.npu.tune(model, db, trials=8, seed=0, trials_per_iter=8)
+    result = ms_tune.tune(model, db, trials=8, seed=0, trials_per_iter=8)
     assert result.trials == 8 and result.best
     # compile(tuning_db=...) (= `auto-glm compile --tuning-db`) applies the NPU records during
     # partitioning; the host kernels find no record there and keep their default schedules.

@@ -12,7 +12,7 @@ Hooks, in the order the flow calls them:
   codegen    ``codegen_context``
   export     ``export_options``
   run        ``runs_on_build_host``
-  tuning     ``tune_elsewhere``, ``measure_number``, ``flush_cpu_cache``,
+  tuning     ``tuner`` / ``tune_elsewhere``, ``measure_number``, ``flush_cpu_cache``,
              ``records_baselines``, ``checks_in_model``
   quantize   ``packs_int8``, ``fast_fp16``, ``checks_bf16_codegen``
 """
@@ -20,6 +20,7 @@ Hooks, in the order the flow calls them:
 from __future__ import annotations
 
 import contextlib
+import importlib
 from abc import ABC, abstractmethod
 from typing import Callable, ClassVar
 
@@ -75,9 +76,17 @@ class Backend(ABC):
 
     # ---------------------------------------------------------------- tuning
 
+    #: "module:function" of a tuner replacing ``tuning.driver.tune``'s MetaSchedule loop (same
+    #: arguments and result), or None. Named, not imported: a tuner compiles models, so it sits
+    #: above the compile flow that imports the backends (no import cycle).
+    tuner: ClassVar[str | None] = None
+
     def tune_elsewhere(self) -> Callable | None:
-        """A tuner replacing ``tuning.driver.tune``'s MetaSchedule loop (same arguments and result), or None."""
-        return None
+        """The ``tuner`` function, loaded, or None (then the driver's own MetaSchedule loop tunes)."""
+        if self.tuner is None:
+            return None
+        module, _, function = self.tuner.partition(":")
+        return getattr(importlib.import_module(module), function)
 
     #: runs per MetaSchedule measurement (short GPU kernels need several per timer read)
     measure_number: ClassVar[int] = 1

@@ -31,9 +31,3 @@ def lower_for_npu(mod):
     ] + partition_notes(mod)
     return mod, notes
 
-
-def tune(model, database, **kwargs):
-    """MetaSchedule tuning of the model's NPU tile configurations (see ``ms_tune.tune``)."""
-    from .ms_tune import tune as _tune
-
-    return _tune(model, database, **kwargs)

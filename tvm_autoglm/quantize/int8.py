@@ -236,7 +236,7 @@ def unfused_module(build) -> tvm.IRModule:
 
 
 def _fuse(build, mod: tvm.IRModule) -> tvm.IRModule:
-    from ..pipeline import fuse_module
+    from ..fusion import fuse_module
 
     return fuse_module(mod, build.target, 1 if "fuse_ops" in build.passes else 0)
 
@@ -257,7 +257,8 @@ def apply_plan(build, plan: list[str] | None, record: dict, label: str, log=None
     import time
 
     from ..errors import AutoGLMError, stage_errors
-    from ..pipeline import PassReport, op_histogram
+    from ..pass_report import PassReport
+    from ..pipeline import op_histogram
     from ..progress import StageLog
 
     log = log or StageLog(enabled=False)

@@ -23,7 +23,7 @@ from tvm import relax
 
 from ..errors import AutoGLMError, CompileError, stage_errors
 from ..backends import for_target
-from ..pipeline import fuse_module
+from ..fusion import fuse_module
 
 _FUSION = ("fuse_ops", "legalize_ops")
 
@@ -72,7 +72,8 @@ def _count_dtype(mod: tvm.IRModule, dtype: str) -> int:
 
 
 def apply_mixed_precision(build, mode: str, log=None):
-    from ..pipeline import PassReport, op_histogram
+    from ..pass_report import PassReport
+    from ..pipeline import op_histogram
     from ..progress import StageLog
 
     if mode not in ("fp16", "bf16"):

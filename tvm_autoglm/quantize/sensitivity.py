@@ -109,7 +109,7 @@ class Probe:
     """The probe module compiled for the host CPU; ``error(plan)`` runs it on every calibration sample."""
 
     def __init__(self, build, samples: list[dict]):
-        from ..pipeline import fuse_module
+        from ..fusion import fuse_module
         from ..scheduling import schedule_module
         from ..targets import load_target
         mod, self.sites = int8.probe_module(int8.unfused_module(build))
