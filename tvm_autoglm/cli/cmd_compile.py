@@ -22,13 +22,13 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from ..api import compile_parts
     from ..artifact import export
     from ..native_log import quiet_native_stderr
+    from ..pipeline import compile_model
     from ..progress import StageLog
 
     log = StageLog("compile", enabled=not args.quiet)
-    build, _, executable, manifest = compile_parts(
+    done = compile_model(
         args.model,
         args.target,
         args.optimize_level,
@@ -43,10 +43,9 @@ def run(args) -> int:
         freeze_inputs=parse_frozen(args),
         log=log,
     )
+    build, manifest = done.build, done.manifest
     with log.stage("export"), quiet_native_stderr():
-        from ..npu import export_options_for
-
-        path = export(executable, manifest, args.output, export_options_for(manifest))
+        path = export(done.executable, manifest, args.output)
     tuning = manifest["tuning"]
     print(
         f"wrote {path} (target {build.target.name}, O{build.opt_level}, {len(manifest['kernels'])} kernels: "

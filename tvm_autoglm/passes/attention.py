@@ -91,7 +91,7 @@ def fuse_attention_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return relax.transform.FuseOpsByPattern([pattern], bind_constants=False, annotate_codegen=False)(mod)
 
 
-@register_pass("fuse_attention", opt_level=2, stage=40)
+@register_pass("fuse_attention")
 def fuse_attention():
     """matmul-(scale)-(mask)-softmax-matmul -> one fused attention kernel."""
     return fuse_attention_pass

@@ -151,7 +151,7 @@ def pack_conv_weights_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return mutate_graph_functions(mod, packer)
 
 
-@register_pass("pack_conv_weights", opt_level=3, stage=77, target_kinds=("cpu",))
+@register_pass("pack_conv_weights")
 def pack_conv_weights():
     """NHWC conv2d with a constant weight -> weight pre-packed as [F/lanes, KH, KW, C, lanes] (O3, CPU)."""
     return pack_conv_weights_pass

@@ -69,7 +69,7 @@ def eliminate_transposes_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return relax.transform.RemoveRedundantReshape()(out)
 
 
-@register_pass("eliminate_transposes", opt_level=3, stage=70)
+@register_pass("eliminate_transposes")
 def eliminate_transposes():
     """Compose/cancel permute_dims pairs, drop identity permutes and reshape chains."""
     return eliminate_transposes_pass
