@@ -144,8 +144,10 @@ def route_table(machine) -> list[str]:
 def model_rows(routes=("tensorize", "program")) -> list[str]:
     import tvm_autoglm
     from tvm_autoglm import zoo
-    from tvm_autoglm.npu.partition import npu_ops, route_scope
+    from tvm_autoglm.npu.config import with_npu
+    from tvm_autoglm.npu.partition import npu_ops
     from tvm_autoglm.npu.report import collect
+    from tvm_autoglm.targets import load_target
 
     lines = ["| model | route | NPU ops tensorized / all NPU ops | NPU kernels / all | host share of calls | host share of time* | NPU MACs | NPU cycles | "
              "simulated NPU ms | NPU MAC util | compile s |",
@@ -158,8 +160,8 @@ def model_rows(routes=("tensorize", "program")) -> list[str]:
             continue
         for route in routes:
             start = time.time()
-            with route_scope(route):
-                model = tvm_autoglm.compile(str(path), target="npu-sim", input_shapes=zoo.input_shapes(name, "base", **kw))
+            target = with_npu(load_target("npu-sim"), route=route)
+            model = tvm_autoglm.compile(str(path), target=target, input_shapes=zoo.input_shapes(name, "base", **kw))
             seconds = time.time() - start
             report = collect(model._session, zoo.example_inputs(name, "base", **kw))
             ops = npu_ops(model.build.mod)

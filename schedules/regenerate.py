@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(argv=None) -> int:
-    from tvm_autoglm.pipeline import build_relax
+    from tvm_autoglm.pipeline import compile_model
     from tvm_autoglm.targets import load_target
     from tvm_autoglm.tuning import database as dbmod
     from tvm_autoglm.tuning import tasks as taskmod
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
             res = tune(path, spec, opt_level=3, trials=None, time_budget=mins * 60, tuning_db=work, seed=args.seed,
                        use_shipped_schedules=False, label=f"tune {name}")
             (work / "last_run.json").write_text(json.dumps(res.to_json(), indent=1))
-        build = build_relax(path, spec, 3)
+        build = compile_model(path, spec, 3, until="relax").build
         keep, skip = taskmod.extract(build.mod, spec.tvm_target(), min_share=0.0)
         out = ROOT / "schedules" / spec.name / SHIPPED_NAMES[name]
         tasks = keep + skip

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from pathlib import Path
 
 import numpy as np
@@ -60,15 +58,13 @@ class CompiledModel:
 
         if self._executable is None:
             raise ValueError("this model was loaded from an artifact; copy the file instead of re-exporting")
-        from .npu import export_options_for
-
-        self.path = export(self._executable, self.manifest, path, export_options_for(self.manifest))
+        self.path = export(self._executable, self.manifest, path)
         return self.path
 
 
 def compile(
     model,
-    target: str = "cpu",
+    target="cpu",  # a target name, a target file path or a TargetSpec
     opt_level: int = 3,
     input_shapes: dict[str, list[int]] | None = None,
     tuning_db: str | None = None,
@@ -85,62 +81,20 @@ def compile(
 
     ``freeze_inputs={"sr": 16000}`` binds inputs to constants before import (see ``tvm_autoglm.freeze``).
     """
+    from .backends import for_target
+    from .pipeline import compile_model
     from .progress import StageLog
 
-    build, scheduled, executable, manifest = compile_parts(
+    done = compile_model(
         model, target, opt_level, input_shapes, tuning_db, disabled_passes=disabled_passes,
         use_shipped_schedules=use_shipped_schedules, quantize=quantize, accuracy_budget=accuracy_budget,
         calibration=calibration, freeze_inputs=freeze_inputs, log=StageLog(enabled=verbose),
     )
-    session = Session(executable, manifest) if build.target.device == "cpu" else _lazy_session(executable, manifest)
-    return CompiledModel(session, executable, build)
-
-
-def compile_parts(
-    model,
-    target,
-    opt_level: int,
-    input_shapes,
-    tuning_db,
-    *,
-    disabled_passes: tuple[str, ...] = (),
-    print_ir_after: tuple[str, ...] = (),
-    use_shipped_schedules: bool = True,
-    quantize: str = "none",
-    accuracy_budget: float | None = None,
-    calibration=None,
-    freeze_inputs: dict | None = None,
-    log=None,
-):
-    """(build, scheduled, executable, manifest): the one compile flow behind ``compile`` and ``auto-glm compile``.
-
-    Kept in one place because the flow has policy that both front ends must share:
-    the passes a precision mode turns off, and NPU tile records applying during
-    partitioning (inside ``build_relax``) rather than at scheduling.
-    """
-    from .artifact import make_manifest
-    from .pipeline import build_executable, build_relax, schedule
-    from .quantize import passes_off_for
-    from .targets import TargetSpec, load_target
-
-    spec = target if isinstance(target, TargetSpec) else load_target(target)
-    disabled = tuple(disabled_passes)
-    disabled += tuple(p for p in passes_off_for(quantize) if p not in disabled)
-    records = contextlib.nullcontext()
-    if tuning_db and spec.kind == "npu":
-        # NPU tile choice happens inside build_relax (partitioning), so its records apply there.
-        from .npu.ms_tune import records_scope
-
-        records = records_scope(tuning_db)
-    with records:
-        build = build_relax(model, spec, opt_level, input_shapes, disabled, tuple(print_ir_after), log=log, freeze_inputs=freeze_inputs)
-    if quantize and quantize != "none":
-        from .quantize import apply_quantization
-
-        build = apply_quantization(build, quantize, budget=accuracy_budget, calibration=calibration, log=log)
-    scheduled = schedule(build, tuning_db, use_shipped_schedules, log=log)
-    executable = build_executable(scheduled, build, log=log)
-    return build, scheduled, executable, make_manifest(build, scheduled)
+    if for_target(done.build.target).runs_on_build_host:
+        session = Session(done.executable, done.manifest)
+    else:
+        session = _lazy_session(done.executable, done.manifest)
+    return CompiledModel(session, done.executable, done.build)
 
 
 def _lazy_session(executable, manifest):

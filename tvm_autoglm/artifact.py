@@ -90,10 +90,10 @@ def export(executable, manifest: dict, output: str | os.PathLike, export_options
     if output.suffix not in (".so", ".glm"):
         raise AutoGLMError(f"--output {output}: must end in .so (library + manifest beside it) or .glm (one packed file)")
     output.parent.mkdir(parents=True, exist_ok=True)
-    if export_options is None and manifest.get("target", {}).get("kind") == "cuda":
-        from .gpu import cuda_export_options  # embed nvcc-built GPU binaries, not CUDA source
+    if export_options is None:
+        from .backends import for_manifest  # e.g. nvcc-built GPU binaries, the NPU simulator object
 
-        export_options = cuda_export_options(manifest)
+        export_options = for_manifest(manifest).export_options(manifest)
     with tempfile.TemporaryDirectory(prefix=".autoglm-export-", dir=output.parent) as tmp:
         library = Path(tmp) / "model.so"
         with quiet_native_stderr():  # one 'Scope Saving' line per VM function otherwise

@@ -1,10 +1,14 @@
-"""The compile pipeline, end to end, in the order it runs.
+"""The compile pipeline, end to end, in the order it runs (``compile_model``).
 
     support check -> ONNX clean-up (fold shape subgraphs with static shapes)
-    -> tvm.relax.frontend.onnx.from_onnx -> our passes (registry, by opt level)
+    -> tvm.relax.frontend.onnx.from_onnx -> our passes (the backend's pass plan, passes/plan.py)
     -> fusion (relax "zero" pipeline: LegalizeOps, FoldConstant, FuseOps, FuseTIR)
-    -> tuning database (MetaScheduleApplyDatabase) -> default schedules for the rest
-    -> tvm.compile -> export_library + manifest
+    -> precision rewrites (--quantize) -> tuning database (MetaScheduleApplyDatabase)
+    -> the backend's default schedules for the rest -> tvm.compile -> manifest
+    (-> artifact.export: export_library + manifest files)
+
+What differs between targets is asked of the target's backend (``tvm_autoglm.backends``);
+this module never tests a target's kind.
 
 It is spelled out here rather than hidden in ``tvm.compile`` because on a CPU
 target ``tvm.compile`` only lowers: it neither fuses nor schedules.
@@ -12,7 +16,6 @@ target ``tvm.compile`` only lowers: it neither fuses nor schedules.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -23,33 +26,14 @@ import tvm
 from tvm import relax
 
 from . import onnx_model
+from .backends import for_target
 from .errors import AutoGLMError, CompileError, InternalError, stage_errors
 from .ir_utils import kernel_names, op_histogram
 from .llvm_codegen import compile_module
+from .fusion import fuse_module, quiet_take_warning
+from .pass_report import PassReport
 from .progress import StageLog
 from .targets import TargetSpec, load_target
-
-
-@dataclass
-class PassReport:
-    """What one pass did: time taken, the op histogram of ``main`` before and after, and the
-    pass's own count of rewrites and reasons for the candidates it declined (``passes/tally.py``).
-
-    ``rewrites_estimated`` marks a pass that does not count itself (TVM's own passes): its
-    ``rewrites`` is the number of calls the histogram gained or lost, not a count of rewrites.
-    """
-
-    name: str
-    seconds: float
-    ops_before: dict
-    ops_after: dict
-    rewrites: int | None = None
-    declines: list[str] = field(default_factory=list)
-    rewrites_estimated: bool = False
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "seconds": round(self.seconds, 4), "ops_before": self.ops_before, "ops_after": self.ops_after,
-                "rewrites": self.rewrites, "rewrites_estimated": self.rewrites_estimated, "declines": list(self.declines)}
 
 
 @dataclass
@@ -153,8 +137,11 @@ def build_relax(
     print_ir_after: tuple[str, ...] = (),
     log: StageLog | None = None,
     freeze_inputs: dict | None = None,
+    tuning_db: str | None = None,
 ) -> RelaxBuild:
-    """ONNX -> fused Relax module (no schedules yet); ``freeze_inputs`` binds inputs to constants first."""
+    """ONNX -> fused Relax module (no schedules yet); ``freeze_inputs`` binds inputs to constants first.
+
+    ``tuning_db`` matters here only where a backend's graph passes read records (npu-sim tiles)."""
     from .passes import get_pass
 
     log = log or StageLog(enabled=False)
@@ -191,8 +178,8 @@ def build_relax(
 
     reports: list[PassReport] = []
     applied: list[str] = []
-    with _target_scope(spec):
-        mod = _run_passes(mod, spec, opt_level, disabled_passes, print_ir_after, log, reports, applied)
+    backend = for_target(spec)
+    mod = _run_passes(mod, spec, backend, opt_level, disabled_passes, print_ir_after, log, reports, applied, tuning_db)
 
     notes: list[str] = []
     with log.stage("fusion" if opt_level >= 1 else "lowering (O0: no fusion)"):
@@ -204,10 +191,7 @@ def build_relax(
         name = "fuse_ops" if opt_level >= 1 else "legalize_ops"
         reports.append(PassReport(name, time.perf_counter() - start, before, op_histogram(mod)))
         applied.append(name)
-    if spec.kind == "npu":
-        from .npu.partition import partition_notes
-
-        notes.extend(partition_notes(mod))
+    notes.extend(backend.build_notes(mod))
     return RelaxBuild(
         mod=mod,
         target=spec,
@@ -225,48 +209,17 @@ def build_relax(
     )
 
 
-def fuse_module(mod: tvm.IRModule, spec: TargetSpec, opt_level: int) -> tvm.IRModule:
-    """O1+: TVM's "zero" pipeline (LegalizeOps, FoldConstant, FuseOps, FuseTIR); O0: LegalizeOps only."""
-    with spec.tvm_target(), _quiet_take_warning():
-        if opt_level >= 1:
-            return relax.get_pipeline("zero")(mod)
-        return relax.transform.LegalizeOps()(mod)
-
-
-def _quiet_take_warning():
-    """Legalizing a Gather (FoldConstant, FuseOps, passes that legalize) prints TVM's "Fast mode
-    segfaults" warning once per take; the runtime range-checks index inputs instead (manifest
-    ``index_ranges``), so drop that line and replay every other native line."""
-    from .native_log import FAST_TAKE, quiet_native_stderr
-
-    return quiet_native_stderr(drop=FAST_TAKE)
-
-
-def _target_scope(spec: TargetSpec):
-    """npu-sim passes read the machine description (cores, scratchpads) of this target file,
-    unless the caller already chose a machine with ``npu.partition.machine_scope``."""
-    if spec.kind == "npu":
-        from .npu import partition
-        from .npu.config import machine_from
-
-        if partition._MACHINE.get() is None:
-            return partition.machine_scope(machine_from(spec.extra))
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
-def _run_passes(mod, spec, opt_level, disabled_passes, print_ir_after, log, reports, applied):
+def _run_passes(mod, spec, backend, opt_level, disabled_passes, print_ir_after, log, reports, applied, tuning_db):
     from .passes import passes_for
     from .passes.tally import recording
 
-    for pass_spec in passes_for(opt_level, spec.kind, tuple(disabled_passes)):
+    for pass_spec in passes_for(opt_level, backend.name, tuple(disabled_passes)):
         before = op_histogram(mod)
         start = time.perf_counter()
         with log.stage(f"pass {pass_spec.name}"):
             with stage_errors(f"pass '{pass_spec.name}'", hint=f"skip the pass with --disable-pass {pass_spec.name}"):
-                with spec.tvm_target(), _quiet_take_warning(), recording() as tally:
-                    mod = pass_spec.make()(mod)
+                with spec.tvm_target(), quiet_take_warning(), recording() as tally:
+                    mod = backend.make_pass(pass_spec, spec, tuning_db)(mod)
         after = op_histogram(mod)
         rewrites = tally.rewrites if tally.counted else _calls_changed(before, after)
         reports.append(PassReport(pass_spec.name, time.perf_counter() - start, before, after, rewrites, tally.declines, not tally.counted))
@@ -302,39 +255,74 @@ def schedule(build: RelaxBuild, tuning_db: str | None = None, use_shipped_schedu
 def build_executable(scheduled: Scheduled, build: RelaxBuild, log: StageLog | None = None):
     log = log or StageLog(enabled=False)
     with log.stage("codegen (tvm.compile)"):
-        with stage_errors(f"code generation for target {build.target.name}"), _codegen_context(build.target):
+        with stage_errors(f"code generation for target {build.target.name}"), for_target(build.target).codegen_context(build.target):
             return compile_module(scheduled.mod, build.target.tvm_target(), on_fallback=lambda why: log.note(
                 f"LLVM rejected its own SLP-vectorized code ({why}); rebuilt with -vectorize-slp=false"))
 
 
-def uses_cuda_graph(spec: TargetSpec) -> bool:
-    """A CUDA target file's ``"cuda_graph"`` switch (default on).
+@dataclass
+class Compiled:
+    """What ``compile_model`` made: the Relax build, and unless stopped early the schedules,
+    the executable and the manifest (None past ``until``)."""
 
-    At batch 1 a transformer layer is a dozen kernels of a few microseconds each, so
-    launching them one by one from the VM costs as much as running them. TVM's
-    ``RewriteCUDAGraph`` captures the static part of ``main`` into a CUDA graph on the first
-    call and replays it after, one launch per call.
+    build: RelaxBuild
+    scheduled: Scheduled | None = None
+    executable: object | None = None
+    manifest: dict | None = None
+
+
+#: where ``compile_model`` may stop: after the (quantized) fused Relax build, or after codegen
+UNTIL = ("relax", "codegen")
+
+
+def compile_model(
+    model,
+    target: str | TargetSpec = "cpu",
+    opt_level: int = 3,
+    input_shapes: dict[str, list[int]] | None = None,
+    tuning_db: str | None = None,
+    *,
+    disabled_passes: tuple[str, ...] = (),
+    print_ir_after: tuple[str, ...] = (),
+    use_shipped_schedules: bool = True,
+    honor_vetoes: bool = True,
+    quantize: str = "none",
+    accuracy_budget: float | None = None,
+    calibration=None,
+    freeze_inputs: dict | None = None,
+    until: str = "codegen",
+    log: StageLog | None = None,
+) -> Compiled:
+    """The one compile flow: every front end (API, CLI, tuning, tests' harnesses) calls this.
+
+    ``model`` is an ONNX path or ModelProto, or a ``RelaxBuild`` already made by this
+    function (then only scheduling and codegen run again, e.g. with another database).
+    ``until="relax"`` stops after the fused (and quantized) Relax build: what tuning needs.
     """
-    return spec.kind == "cuda" and bool(spec.extra.get("cuda_graph", True))
+    if until not in UNTIL:
+        raise ValueError(f"until must be one of {UNTIL} (got {until!r})")
+    if isinstance(model, RelaxBuild):
+        front = {"disabled_passes": disabled_passes, "print_ir_after": print_ir_after, "freeze_inputs": freeze_inputs,
+                 "quantize": quantize != "none", "input_shapes": input_shapes}
+        if any(front.values()):
+            raise ValueError(f"a RelaxBuild is already imported, optimized and quantized; "
+                             f"{', '.join(k for k, v in front.items() if v)} cannot apply to it")
+        build = model
+    else:
+        from .quantize import apply_quantization, passes_off_for
 
+        spec = target if isinstance(target, TargetSpec) else load_target(target)
+        # a precision mode turns off the passes whose rewrites it would undo or cannot see through
+        disabled = tuple(disabled_passes)
+        disabled += tuple(p for p in passes_off_for(quantize) if p not in disabled)
+        build = build_relax(model, spec, opt_level, input_shapes, disabled, tuple(print_ir_after), log=log,
+                            freeze_inputs=freeze_inputs, tuning_db=tuning_db)
+        if quantize and quantize != "none":
+            build = apply_quantization(build, quantize, budget=accuracy_budget, calibration=calibration, log=log)
+    if until == "relax":
+        return Compiled(build)
+    from .artifact import make_manifest
 
-@contextlib.contextmanager
-def _codegen_context(spec: TargetSpec):
-    """The context for ``tvm.compile``: on CUDA, the target in scope and the CUDA-graph switch.
-
-    The target scope matters on a build machine with a CUDA driver: there TVM compiles the
-    kernels during ``tvm.compile`` (``tvm_callback_cuda_compile``), and our callback reads the
-    arch from the target in scope; with none it took the local GPU's, so a gpu-ampere build
-    on an H200 carried sm_90a code only.
-    """
-    if spec.kind != "cuda":
-        yield
-        return
-    current = tvm.transform.PassContext.current()
-    config = dict(current.config.items())
-    if uses_cuda_graph(spec):
-        config["relax.backend.use_cuda_graph"] = True
-    context = tvm.transform.PassContext(opt_level=current.opt_level, config=config,
-                                        required_pass=list(current.required_pass), disabled_pass=list(current.disabled_pass))
-    with spec.tvm_target(), context:
-        yield
+    scheduled = schedule(build, tuning_db, use_shipped_schedules, log=log, honor_vetoes=honor_vetoes)
+    executable = build_executable(scheduled, build, log=log)
+    return Compiled(build, scheduled, executable, make_manifest(build, scheduled))

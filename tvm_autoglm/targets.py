@@ -43,17 +43,17 @@ class TargetSpec:
     """One named target: the file's content plus the resolved TVM target dict."""
 
     name: str
-    device: str  # "cpu" or "cuda"
+    device: str  # "cpu" or "cuda": where the code runs (an npu-sim build runs on the CPU)
     description: str
     tvm_config: dict
     extra: dict = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
-        """Coarse kind used to select passes and schedules: cpu, cuda or npu."""
-        if self.name.startswith("npu"):
-            return "npu"
-        return self.device
+        """Which backend compiles for this target (``tvm_autoglm.backends``): the file's
+        ``"backend"`` field, else its device ("cpu" or "cuda"). Only ``backends.for_target``
+        dispatches on it; the manifest records it as ``target.kind``."""
+        return str(self.extra.get("backend", self.device))
 
     def tvm_target(self):
         import tvm
@@ -128,19 +128,15 @@ def load_target(name: str) -> TargetSpec:
         raise TargetError(f"target file {path} is malformed: {err}") from None
 
 
-#: The LLVM CPU feature behind bf16: hardware fp32<->bf16 conversion (Zen 4/5, Cooper Lake, Sapphire Rapids).
-#: ``--quantize bf16`` says what it does without it; ``--quantize auto`` offers bf16 only with it.
-BF16_FEATURE = "avx512bf16"
-
-
 def cpu_has_feature(spec: TargetSpec, feature: str) -> bool:
     """Whether ``spec`` is an LLVM CPU target whose mcpu has the LLVM CPU ``feature`` (e.g. ``avx512bf16``).
 
     Asked of the *target*, not the build machine: ``cpu`` resolves ``@host`` (or
     $AUTOGLM_HOST_CPU) to an mcpu first, and a pinned target (``cpu-x86-avx2``) answers
-    for the CPU it names wherever it is compiled. False for GPU/NPU targets.
+    for the CPU it names wherever it is compiled. False for non-LLVM (GPU) targets; whether a
+    backend asks at all is its own business (``Backend.checks_bf16_codegen``, ``fast_fp16``).
     """
-    if spec.kind != "cpu" or spec.tvm_config.get("kind") != "llvm":
+    if spec.tvm_config.get("kind") != "llvm":
         return False
     from tvm.target import codegen
 

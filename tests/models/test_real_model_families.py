@@ -14,7 +14,7 @@ import pytest
 from model_families import FAMILIES
 from parity import AVX2, PLAN512, assert_parity, reference
 
-from tvm_autoglm.api import compile_parts
+from tvm_autoglm.pipeline import compile_model
 from tvm_autoglm.targets import load_target
 
 _REFERENCES: dict = {}
@@ -42,7 +42,7 @@ def test_family_matches_onnxruntime_with_16_lane_plans(name):
 
 def test_dbnet_keeps_conv_transpose_nchw_and_convs_nhwc():
     model, _, _ = _family("dbnet")
-    build, _, _, _ = compile_parts(model, load_target(AVX2), 3, None, None)
+    build = compile_model(model, load_target(AVX2), 3).build
     # conv2d_transpose has no NHWC legalization: it must stay NCHW, while the plain convs go NHWC.
     # Most of them are then packed (pack_conv_weights) and no longer conv2d calls.
     pre = build.pre_fusion_mod
@@ -55,6 +55,7 @@ def test_dbnet_keeps_conv_transpose_nchw_and_convs_nhwc():
 def test_family_compiles_for_avx512(name):
     """Compile only (this host may lack AVX-512): the 16-lane packing and tiles reach LLVM's AVX-512 codegen."""
     model, _, _ = _family(name)
-    build, _, executable, _ = compile_parts(model, load_target("cpu-x86-avx512"), 3, None, None)
+    done = compile_model(model, load_target("cpu-x86-avx512"), 3)
+    build, executable = done.build, done.executable
     assert executable is not None
     assert any("conv2d_packed" in k for k in build.kernels)

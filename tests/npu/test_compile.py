@@ -183,17 +183,15 @@ def _dense_model(m=64, k=256, n=512):
 
 
 def test_compiled_model_uses_configured_cores():
-    from tvm_autoglm.npu.config import machine_from
-    from tvm_autoglm.npu.partition import machine_scope
+    from tvm_autoglm.npu.settings import with_npu
     from tvm_autoglm.targets import load_target
 
     model = _dense_model()
     x = np.random.default_rng(9).standard_normal((64, 256)).astype(np.float32)
-    base = machine_from(load_target("npu-sim").extra)
+    base = load_target("npu-sim")
     cycles, outputs = {}, {}
     for cores in (1, 4):
-        with machine_scope(base.with_cores(cores)):
-            compiled = tvm_autoglm.compile(model, target="npu-sim", opt_level=1)
+        compiled = tvm_autoglm.compile(model, target=with_npu(base, cores=cores), opt_level=1)
         report = collect(compiled._session, {"x": x})
         assert {op["cores"] for op in report["ops"]} == {cores}
         cycles[cores], outputs[cores] = report["total_cycles"], compiled.run(x=x)["y"]

@@ -84,7 +84,7 @@ def test_compile_uses_records_and_run_counts_their_cycles(tmp_path):
     equal the records' run_secs x clock, and outputs equal the untuned build's."""
     model = transformer_block()
     db = tmp_path / "db"
-    result = tvm_autoglm.npu.tune(model, db, trials=8, seed=0, trials_per_iter=8)
+    result = ms_tune.tune(model, db, trials=8, seed=0, trials_per_iter=8)
     assert result.trials == 8 and result.best
     # compile(tuning_db=...) (= `auto-glm compile --tuning-db`) applies the NPU records during
     # partitioning; the host kernels find no record there and keep their default schedules.
@@ -109,8 +109,9 @@ def test_missing_database_is_a_clear_error(tmp_path):
     from tvm_autoglm.errors import AutoGLMError
 
     with pytest.raises(AutoGLMError, match="not found"):
-        with ms_tune.records_scope(tmp_path / "nope"):
-            pass
+        ms_tune.TileRecords(tmp_path / "nope")
+    with pytest.raises(AutoGLMError, match="not found"):  # what compile_model(..., tuning_db=...) opens for npu-sim
+        tvm_autoglm.compile(transformer_block(), target="npu-sim", tuning_db=str(tmp_path / "nope"))
 
 
 def test_driver_entry_returns_a_tune_result(tmp_path):

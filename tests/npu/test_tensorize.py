@@ -277,13 +277,13 @@ def test_matmul_bias_activation_on_the_tensorize_route(activation):
     """matmul + bias + ReLU / GELU: one NPU op on the tensorize route (bias init and activation epilogue
     intrinsics), no fallback to the program route; matches onnxruntime."""
     import tvm_autoglm
-    from tvm_autoglm.npu.partition import route_scope
+    from tvm_autoglm.npu.settings import with_npu
+    from tvm_autoglm.targets import load_target
 
     from .models import reference
 
     model = _dense_act_model(activation)
-    with route_scope("tensorize"):
-        compiled = tvm_autoglm.compile(model, target="npu-sim", opt_level=2)
+    compiled = tvm_autoglm.compile(model, target=with_npu(load_target("npu-sim"), route="tensorize"), opt_level=2)
     (op,) = _assert_all_tensorized(compiled, 1)
     assert op["bias"] and op["activation"] == activation and "route_note" not in op
     assert op["intrinsics"][2].startswith(f"npu_act_{activation}_")
@@ -296,10 +296,10 @@ def test_default_route_is_tensorize():
     import json
     from pathlib import Path
 
-    from tvm_autoglm.npu.partition import current_route
+    from tvm_autoglm.npu.settings import DEFAULT_ROUTE, default_settings
 
     target = json.loads((Path(__file__).resolve().parents[2] / "targets" / "npu-sim.json").read_text())
-    assert target["npu"]["route"] == "tensorize" == current_route()
+    assert target["npu"]["route"] == "tensorize" == default_settings().route == DEFAULT_ROUTE
 
 
 def test_tiny_transformer_with_defaults_reaches_the_tile_through_tensorize():
@@ -307,7 +307,9 @@ def test_tiny_transformer_with_defaults_reaches_the_tile_through_tensorize():
     the NPU through sch.tensorize, outputs match onnxruntime, counted MACs / cycles are the placed ops'.
     The program route stays selectable."""
     import tvm_autoglm
-    from tvm_autoglm.npu.partition import npu_ops, route_scope
+    from tvm_autoglm.npu.settings import with_npu
+    from tvm_autoglm.npu.partition import npu_ops
+    from tvm_autoglm.targets import load_target
 
     from .models import reference, transformer_block
 
@@ -318,8 +320,7 @@ def test_tiny_transformer_with_defaults_reaches_the_tile_through_tensorize():
     x = np.random.default_rng(0).standard_normal(compiled.inputs[0]["shape"]).astype(np.float32)
     np.testing.assert_allclose(compiled.run(x=x)["y"], reference(model, {"x": x})["y"], rtol=RTOL, atol=ATOL)
     _assert_counted(compiled, ops, {"x": x})
-    with route_scope("program"):
-        program = tvm_autoglm.compile(model, target="npu-sim", opt_level=3)
+    program = tvm_autoglm.compile(model, target=with_npu(load_target("npu-sim"), route="program"), opt_level=3)
     assert {op["route"] for op in npu_ops(program.build.mod)} == {"program"}
     np.testing.assert_allclose(program.run(x=x)["y"], compiled.run(x=x)["y"], rtol=RTOL, atol=ATOL)
 

@@ -83,5 +83,9 @@ def test_packs_for_the_target_vector_width():
 
 
 def test_registered_after_layout_conversion_cpu_o3():
-    spec, layout = get_pass("pack_conv_weights"), get_pass("convert_layout_nhwc")
-    assert spec.opt_level == 3 and spec.target_kinds == ("cpu",) and spec.stage > layout.stage
+    from tvm_autoglm.passes.plan import pass_plan
+
+    get_pass("pack_conv_weights")
+    plan = pass_plan("cpu", 3)
+    assert plan.index("pack_conv_weights") > plan.index("convert_layout_nhwc")
+    assert "pack_conv_weights" not in pass_plan("cpu", 2) and all("pack_conv_weights" not in pass_plan(b, 3) for b in ("cuda", "npu"))

@@ -155,6 +155,9 @@ def test_kernels_get_the_gemm_and_vector_schedules():
 
 
 def test_registered_between_layout_conversion_and_weight_packing():
-    spec = get_pass("winograd_conv")
-    assert spec.opt_level == 3 and spec.target_kinds == ("cpu",)
-    assert get_pass("convert_layout_nhwc").stage < spec.stage < get_pass("pack_conv_weights").stage
+    from tvm_autoglm.passes.plan import pass_plan
+
+    get_pass("winograd_conv")
+    plan = pass_plan("cpu", 3)
+    assert plan.index("convert_layout_nhwc") < plan.index("winograd_conv") < plan.index("pack_conv_weights")
+    assert "winograd_conv" not in pass_plan("cpu", 2) and all("winograd_conv" not in pass_plan(b, 3) for b in ("cuda", "npu"))

@@ -54,11 +54,12 @@ def test_auto_ladder_offers_bf16_only_where_the_target_has_it():
 
 @pytest.mark.parametrize("target", NO_BF16)
 def test_quantize_bf16_without_the_feature_says_so_in_one_line(target):
-    from tvm_autoglm.api import compile_parts
+    from tvm_autoglm.pipeline import compile_model
     from tvm_autoglm.progress import StageLog
 
     stream = io.StringIO()
-    build, _, _, manifest = compile_parts(deep_mlp(), target, 3, None, None, quantize="bf16", log=StageLog(stream=stream))
+    done = compile_model(deep_mlp(), target, 3, quantize="bf16", log=StageLog(stream=stream))
+    build, manifest = done.build, done.manifest
     lines = [line for line in stream.getvalue().splitlines() if "AVX512-BF16" in line]
     assert len(lines) == 1, stream.getvalue()
     line = lines[0]
@@ -68,11 +69,11 @@ def test_quantize_bf16_without_the_feature_says_so_in_one_line(target):
 
 
 def test_quantize_bf16_with_the_feature_is_silent():
-    from tvm_autoglm.api import compile_parts
+    from tvm_autoglm.pipeline import compile_model
     from tvm_autoglm.progress import StageLog
 
     stream = io.StringIO()
-    _, _, _, manifest = compile_parts(deep_mlp(), WITH_BF16, 3, None, None, quantize="bf16", log=StageLog(stream=stream))
+    manifest = compile_model(deep_mlp(), WITH_BF16, 3, quantize="bf16", log=StageLog(stream=stream)).manifest
     assert "AVX512-BF16" not in stream.getvalue()
     assert not any("AVX512-BF16" in n for n in manifest["notes"])
 

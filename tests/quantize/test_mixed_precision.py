@@ -69,9 +69,10 @@ def test_mixed_precision_cnn_compiles_for_avx512(target, mode):
     """Compile only (this host may lack AVX-512). With 16 fp32 lanes the CPU conv passes took
     other convs than on AVX2, and a packed conv fed by an fp16 producer made ToMixedPrecision
     fail ("Expected TensorType, but got R.Callable"); bf16 pooling then failed in codegen."""
-    from tvm_autoglm.api import compile_parts
+    from tvm_autoglm.pipeline import compile_model
 
-    build, scheduled, executable, manifest = compile_parts(small_cnn(), target, 3, None, None, quantize=mode)
+    done = compile_model(small_cnn(), target, 3, quantize=mode)
+    build, scheduled, executable, manifest = done.build, done.scheduled, done.executable, done.manifest
     _assert_every_conv_and_matmul_is_half(build.mod, DTYPE[mode], CONTRACTIONS[small_cnn])
     assert f"to_mixed_precision_{mode}" in manifest["passes"]
     assert not {"winograd_conv", "pack_conv_weights"} & set(manifest["passes"])

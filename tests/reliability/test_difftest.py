@@ -105,13 +105,13 @@ def test_unsupported_op_is_refused(monkeypatch):
 
 
 def test_error_after_the_support_check_is_an_internal_error(monkeypatch):
-    import tvm_autoglm.api as api
+    import tvm_autoglm.pipeline as pipeline
     from tvm_autoglm.errors import CompileError
 
     def broken(*args, **kwargs):
         raise CompileError("scheduling failed: boom")
 
-    monkeypatch.setattr(api, "compile_parts", broken)
+    monkeypatch.setattr(pipeline, "compile_model", broken)
     result = _run_custom(monkeypatch, _relu_model())
     assert result["outcome"] == "internal_error" and "boom" in result["builds"][0]["error"]
 

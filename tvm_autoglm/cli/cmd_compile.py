@@ -24,14 +24,14 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from ..api import compile_parts
     from ..artifact import export
     from ..native_log import quiet_native_stderr
+    from ..pipeline import compile_model
     from ..progress import StageLog
 
     check_names(args.explain_pass)
     log = StageLog("compile", enabled=not args.quiet)
-    build, _, executable, manifest = compile_parts(
+    done = compile_model(
         args.model,
         args.target,
         args.optimize_level,
@@ -46,10 +46,9 @@ def run(args) -> int:
         freeze_inputs=parse_frozen(args),
         log=log,
     )
+    build, manifest = done.build, done.manifest
     with log.stage("export"), quiet_native_stderr():
-        from ..npu import export_options_for
-
-        path = export(executable, manifest, args.output, export_options_for(manifest))
+        path = export(done.executable, manifest, args.output)
     for name in args.explain_pass:
         for line in explain_lines(name, build.pass_reports):
             print(line)

@@ -58,15 +58,14 @@ def describe(args) -> dict:
     if quantize != "none" and args.optimize_level is None:
         args.optimize_level = 3
     if args.optimize_level is not None:
-        from ..pipeline import build_relax
-        from ..quantize import apply_quantization, passes_off_for
+        from ..pipeline import compile_model
 
-        disabled = tuple(args.disable_pass) + tuple(p for p in passes_off_for(quantize) if p not in args.disable_pass)
-        build = build_relax(args.model, args.target, args.optimize_level, parse_shapes(args), disabled, freeze_inputs=parse_frozen(args))
-        if quantize != "none":
-            build = apply_quantization(build, quantize, budget=args.accuracy_budget, calibration=args.calibration)
-            if getattr(build, "quantization", None):
-                info["quantization"] = build.quantization
+        build = compile_model(args.model, args.target, args.optimize_level, parse_shapes(args), disabled_passes=tuple(args.disable_pass),
+                              quantize=quantize, accuracy_budget=getattr(args, "accuracy_budget", None),
+                              calibration=getattr(args, "calibration", None),
+                              freeze_inputs=parse_frozen(args), until="relax").build
+        if getattr(build, "quantization", None):
+            info["quantization"] = build.quantization
         info["optimize_level"] = args.optimize_level
         info["passes"] = [r.to_json() for r in build.pass_reports]
         info["kernels"] = build.kernels

@@ -1,23 +1,22 @@
 """npu-sim: our simulated NPU (ISA, C simulator, matmul offload, report).
 
-Pipeline hooks:
+Pipeline hooks (called by the npu backend, tvm_autoglm/backends/npu.py):
   * graph level: the ``npu_offload`` pass (tvm_autoglm/passes/npu_offload.py,
-    target kind "npu") rewrites matmul(+bias)(+relu/gelu) and convs (im2col) to
+    in the npu backend's plan, given ``settings.settings_for(target, tuning_db)``) rewrites matmul(+bias)(+relu/gelu) and convs (im2col) to
     NPU kernels before legalization: by default tensorized block loop nests whose
     intrinsics call the simulator (``npu_acc_*``, ``npu_gemm_block``,
     ``npu_block_act``), or one ``npu_exec`` program per op (route "program");
-  * scheduling: ``lower_for_npu(mod, spec)`` is called by
-    ``scheduling.schedule_module`` for spec.kind == "npu": it loads the
-    simulator for in-process runs and says which kernels are where;
-  * export: ``export_options_for(manifest)`` links the simulator object into
-    the model library (passed to ``artifact.export``).
+  * scheduling: ``lower_for_npu(mod)`` loads the simulator for in-process runs
+    and says which kernels are where;
+  * export: ``build.export_options()`` links the simulator object into the
+    model library.
 """
 
 from __future__ import annotations
 
 
-def lower_for_npu(mod, spec):
-    """(mod, export_options, notes) for a fused module compiled for npu-sim.
+def lower_for_npu(mod):
+    """(mod, notes) for a fused module compiled for npu-sim.
 
     The NPU kernels already exist (the offload pass made them, marked
     scheduled); the host kernels are left for the CPU default schedules.
@@ -30,20 +29,5 @@ def lower_for_npu(mod, spec):
     notes = [
         f"npu-sim: {len(summary['npu_kernels'])} kernels on the NPU, {len(summary['host_kernels'])} on the host CPU"
     ] + partition_notes(mod)
-    return mod, build.export_options(), notes
+    return mod, notes
 
-
-def export_options_for(manifest: dict) -> dict | None:
-    """export_library options for an artifact (None unless it targets the NPU)."""
-    if manifest.get("target", {}).get("kind") != "npu":
-        return None
-    from . import build
-
-    return build.export_options()
-
-
-def tune(model, database, **kwargs):
-    """MetaSchedule tuning of the model's NPU tile configurations (see ``ms_tune.tune``)."""
-    from .ms_tune import tune as _tune
-
-    return _tune(model, database, **kwargs)

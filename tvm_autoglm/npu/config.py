@@ -57,3 +57,4 @@ def machine_from(extra: dict | None) -> Machine:
         # a 16x16 MAC array finishing one 16x16x16 tile in gemm_tile cycles
         macs_per_cycle_per_core=16 * 16 * 16 // max(1, int(latency["gemm_tile"])),
     )
+

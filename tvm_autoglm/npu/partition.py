@@ -16,8 +16,6 @@ stay on the host and are listed with the reason.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import json
 from collections import Counter
@@ -28,70 +26,31 @@ from tvm import relax, tirx
 from tvm.ir.expr import Constant
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from ..ir_utils import static_shape
 from .codegen import MatmulShape, matmul_program
-from .config import Machine, machine_from
+from .config import Machine
+from .settings import ROUTES, NpuSettings, default_settings
 from .tensorize import act_intrin_name, best_block_config, block_intrin_name, block_kernel, config_words, init_intrin_name, time_blocks
 from .tiling import choose
 
-_MACHINE: contextvars.ContextVar = contextvars.ContextVar("npu_machine", default=None)
-_ROUTE: contextvars.ContextVar = contextvars.ContextVar("npu_route", default=None)
-ROUTES = ("tensorize", "program")
-# when targets/npu-sim.json has no "route": the measured better one (docs/npu.md, "The TensorIntrin route")
-DEFAULT_ROUTE = "tensorize"
 ATTR = "npu_op"
 INFO_ATTR = "npu_info"
 # Relax activations the vector unit applies before the store (gelu = erf form, as ONNX Gelu)
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 
 
-@contextlib.contextmanager
-def machine_scope(machine: Machine):
-    """Compile for this machine (cores, scratchpads) instead of targets/npu-sim.json's."""
-    token = _MACHINE.set(machine)
-    try:
-        yield machine
-    finally:
-        _MACHINE.reset(token)
-
-
-@contextlib.contextmanager
-def route_scope(route: str):
-    """Compile with this route ("tensorize": block intrinsic + sch.tensorize; "program": one npu_exec program per op)."""
-    if route not in ROUTES:
-        raise ValueError(f"npu route must be one of {ROUTES} (got {route!r})")
-    token = _ROUTE.set(route)
-    try:
-        yield route
-    finally:
-        _ROUTE.reset(token)
-
-
-def current_route() -> str:
-    route = _ROUTE.get()
-    if route is None:
-        from ..errors import TargetError
-        from ..targets import load_target
-
-        route = (load_target("npu-sim").extra.get("npu") or {}).get("route", DEFAULT_ROUTE)
-        if route not in ROUTES:
-            raise TargetError(f"npu-sim: \"route\" must be one of {', '.join(ROUTES)} (got {route!r})")
-    return route
-
-
-def current_machine() -> Machine:
-    machine = _MACHINE.get()
-    if machine is None:
-        from ..targets import load_target
-
-        machine = machine_from(load_target("npu-sim").extra)
-    return machine
+def is_npu_kernel(func) -> bool:
+    """Whether a PrimFunc is an offloaded NPU kernel (it carries the op-id attribute ``_finish`` sets)."""
+    return isinstance(func, tirx.PrimFunc) and func.attrs is not None and ATTR in func.attrs
 
 
 def _static_shape(expr) -> list[int] | None:
-    """``ir_utils.static_shape`` as a list: the checks below compare shape slices with lists."""
-    shape = static_shape(expr)
-    return None if shape is None else list(shape)
+    sinfo = expr.ty
+    if not isinstance(sinfo, relax.TensorType) or sinfo.shape is None or not hasattr(sinfo.shape, "values"):
+        return None
+    try:
+        return [int(v) for v in sinfo.shape.values]
+    except TypeError:
+        return None
 
 
 def _dtype(expr) -> str:
@@ -99,9 +58,10 @@ def _dtype(expr) -> str:
 
 
 class _Offloader:
-    def __init__(self, machine: Machine, builder: relax.BlockBuilder, route: str = "program"):
-        self.machine = machine
-        self.route = route
+    def __init__(self, settings: NpuSettings, builder: relax.BlockBuilder):
+        self.machine: Machine = settings.machine
+        self.route = settings.route
+        self.records = settings.records
         self.builder = builder
         self.funcs: dict[str, tirx.PrimFunc] = {}
         self.gvars: dict[str, tvm.ir.GlobalVar] = {}
@@ -173,7 +133,7 @@ class _Offloader:
                 intrinsics.append(act_intrin_name(cfg.bm, cfg.bn, shape.out_dtype, activation))
             info.update(route="tensorize", intrinsic=intrinsics[1], intrinsics=intrinsics, instructions=0)
         else:
-            cfg, cycles, tried, source = choose(shape, self.machine)
+            cfg, cycles, tried, source = choose(shape, self.machine, self.records)
             words = matmul_program(shape, cfg, self.machine, op_id).array()
             func = _prim_func(name, specs + [(list(words.shape), "int32"), (out_shape, fields["out_dtype"])], words.shape[0], op_id)
             info.update(route="program", instructions=int(words.shape[0]))
@@ -193,9 +153,7 @@ class _Offloader:
         Bias and activation are intrinsics of their own (init: the bias row broadcast into the
         accumulator; epilogue: the activation on the vector unit before the store), so every op
         the NPU takes can use this route."""
-        from .ms_tune import current_records
-
-        records = current_records()
+        records = self.records
         if records is not None:
             cfg = records.lookup_block(shape, self.machine)
             if cfg is not None:
@@ -269,12 +227,16 @@ def _finish(func, name, op_id):
     return func.with_attrs({"global_symbol": name, "tir.noalias": True, "tir.is_scheduled": True, "tirx.is_scheduled": True, "op_pattern": 8, ATTR: op_id})
 
 
-def offload(mod: tvm.IRModule, machine: Machine | None = None, offload_convs: bool = True, route: str | None = None) -> tuple[tvm.IRModule, dict]:
-    """Rewrite every Relax function; returns the module and the partition summary."""
-    machine = machine or current_machine()
-    route = route or current_route()
+def offload(mod: tvm.IRModule, settings: NpuSettings | None = None, offload_convs: bool = True) -> tuple[tvm.IRModule, dict]:
+    """Rewrite every Relax function; returns the module and the partition summary.
+
+    ``settings`` come from the target (``settings.settings_for``); without them, targets/npu-sim.json's."""
+    settings = settings or default_settings()
+    if settings.route not in ROUTES:
+        raise ValueError(f"npu route must be one of {ROUTES} (got {settings.route!r})")
+    machine, route = settings.machine, settings.route
     builder = relax.BlockBuilder(mod)
-    off = _Offloader(machine, builder, route)
+    off = _Offloader(settings, builder)
     reasons: dict = {}
 
     a, b, bias = wildcard(), wildcard(), is_const()

@@ -4,7 +4,7 @@ The cost of a candidate is the simulator's own cycle count for the op's
 program, run in timing-only mode (no data, counters untouched), so the
 search sees exactly the overlap and DMA costs the model will see at run time.
 Two choosers use it: MetaSchedule (``ms_tune``: its records are used when a
-database is in scope) and, for shapes without a record, the exhaustive search here.
+database is given) and, for shapes without a record, the exhaustive search here.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ from .sim import time_program
 _CACHE: dict = {}
 
 
-def choose(shape: MatmulShape, machine: Machine) -> tuple[TileConfig, int, int, str]:
-    """(config, cycles, candidates tried, source): the MetaSchedule record of this shape when a
-    database is in scope (``ms_tune.records_scope``) and has one, else the exhaustive search."""
-    from .ms_tune import current_records
-
-    records = current_records()
+def choose(shape: MatmulShape, machine: Machine, records=None) -> tuple[TileConfig, int, int, str]:
+    """(config, cycles, candidates tried, source): the MetaSchedule record of this shape when
+    ``records`` (an ``ms_tune.TileRecords``, from the compile's tuning database) has one, else the
+    exhaustive search."""
     if records is not None:
         cfg = records.lookup(shape, machine)
         if cfg is not None:

@@ -1,5 +1,6 @@
-"""Our Relax graph passes, one per module; see ``registry`` for how they are ordered."""
+"""Our Relax graph passes, one per module; ``registry`` names them, ``plan`` orders them per backend."""
 
-from .registry import PassSpec, all_passes, get_pass, passes_for, register_pass
+from .plan import pass_plan, passes_for
+from .registry import PassSpec, all_passes, get_pass, register_pass
 
-__all__ = ["PassSpec", "all_passes", "get_pass", "passes_for", "register_pass"]
+__all__ = ["PassSpec", "all_passes", "get_pass", "pass_plan", "passes_for", "register_pass"]

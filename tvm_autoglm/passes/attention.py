@@ -115,7 +115,7 @@ def fuse_attention_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return out
 
 
-@register_pass("fuse_attention", opt_level=2, stage=40)
+@register_pass("fuse_attention")
 def fuse_attention():
     """matmul-(scale)-(mask)-softmax-matmul -> one fused attention kernel."""
     return fuse_attention_pass

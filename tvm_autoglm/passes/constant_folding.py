@@ -9,19 +9,19 @@ from tvm import relax
 from .registry import register_pass
 
 
-@register_pass("fold_constant", opt_level=1, stage=10)
+@register_pass("fold_constant")
 def fold_constant():
     """Fold constant subexpressions (weights transposes, reshapes of constants)."""
     return relax.transform.FoldConstant()
 
 
-@register_pass("eliminate_common_subexpr", opt_level=1, stage=11)
+@register_pass("eliminate_common_subexpr")
 def eliminate_common_subexpr():
     """Merge identical bindings (repeated shape arithmetic, duplicated casts)."""
     return relax.transform.EliminateCommonSubexpr()
 
 
-@register_pass("dead_code_elimination", opt_level=1, stage=90)
+@register_pass("dead_code_elimination")
 def dead_code_elimination():
     """Drop bindings whose results nobody uses after rewriting."""
     return relax.transform.DeadCodeElimination(["main"])

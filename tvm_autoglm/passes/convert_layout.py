@@ -173,7 +173,7 @@ def convert_layout_nhwc_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return out
 
 
-@register_pass("convert_layout_nhwc", opt_level=3, stage=75, target_kinds=("cpu",))
+@register_pass("convert_layout_nhwc")
 def convert_layout_nhwc():
     """conv2d NCHW -> NHWC with boundary transforms (O3, CPU: faster untuned)."""
     return convert_layout_nhwc_pass

@@ -11,7 +11,7 @@ vectorize with the rest of the epilogue; their error in float32 is a few ULP
 and the raw error against numpy).
 
 Only float32 calls are rewritten (the approximations are float32 formulas);
-the rewrite runs after every pattern pass (stage 85) so attention, epilogue
+the rewrite runs after every pattern pass (passes/plan.py) so attention, epilogue
 and layout patterns still see the named ops. ``--disable-pass fast_math``
 keeps libm's exact functions. CPU hosts only: CUDA has fast erf/tanh of its own.
 """
@@ -86,7 +86,7 @@ def fast_math_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return rewriter.builder_.get() if rewriter.rewritten else mod
 
 
-@register_pass("fast_math", opt_level=2, stage=85, target_kinds=("cpu", "npu"))
+@register_pass("fast_math")
 def fast_math():
     """float32 gelu/erf/tanh -> vectorizable approximations (topi.fast_erf / fast_tanh)."""
     return fast_math_pass

@@ -97,7 +97,7 @@ def fold_conv_bn_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return rewrite_module(mod, _rewrite_func)
 
 
-@register_pass("fold_conv_bn", opt_level=2, stage=20)
+@register_pass("fold_conv_bn")
 def fold_conv_bn():
     """Conv (+bias) + BatchNormalization -> Conv with folded weights and bias."""
     return fold_conv_bn_pass

@@ -94,7 +94,7 @@ def fuse_epilogue_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return out
 
 
-@register_pass("fuse_epilogue", opt_level=2, stage=50)
+@register_pass("fuse_epilogue")
 def fuse_epilogue():
     """matmul/conv + bias + activation + reshape/permute_dims -> one kernel."""
     return fuse_epilogue_pass

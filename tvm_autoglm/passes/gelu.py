@@ -108,7 +108,7 @@ def rewrite_gelu_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return rewrite_module(mod, _rewrite_func)
 
 
-@register_pass("rewrite_gelu", opt_level=2, stage=30)
+@register_pass("rewrite_gelu")
 def rewrite_gelu():
     """Decomposed erf/tanh GELU -> R.nn.gelu / R.nn.gelu_tanh."""
     return rewrite_gelu_pass

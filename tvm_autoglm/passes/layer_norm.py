@@ -126,7 +126,7 @@ def rewrite_layer_norm_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return rewrite_module(mod, _rewrite_func)
 
 
-@register_pass("rewrite_layer_norm", opt_level=2, stage=31)
+@register_pass("rewrite_layer_norm")
 def rewrite_layer_norm():
     """Decomposed last-axis LayerNorm -> R.nn.layer_norm."""
     return rewrite_layer_norm_pass

@@ -8,7 +8,7 @@ matmul RHS and its 1-D constant bias into temporary parameters, combine,
 bind the constants back and fold the concatenation. One wide matmul reads
 the shared input once and gives the scheduler a bigger N to tile.
 
-Runs at stage 45 -- before ``fuse_epilogue`` (50) groups each projection with
+Runs (passes/plan.py) before ``fuse_epilogue`` groups each projection with
 its layout tail, after which no parallel matmul would be left in ``main``.
 (The README's 60-69 "QKV merge" slot assumed grouping happened later.)
 """
@@ -113,7 +113,7 @@ def _weights_still_alone(func: relax.Function, names: dict) -> list:
     return alone
 
 
-@register_pass("merge_parallel_matmul", opt_level=3, stage=45)
+@register_pass("merge_parallel_matmul")
 def merge_parallel_matmul():
     """Parallel matmuls sharing an input (QKV) -> one matmul + split."""
     return merge_parallel_matmul_pass

@@ -1,11 +1,11 @@
 """npu-sim only: matmul and dense conv2d (+bias)(+relu/gelu) onto the NPU, before fusion.
 
-The work lives in tvm_autoglm/npu/partition.py; this file only registers it
-so the pipeline runs it for target kind "npu" at every opt level (an NPU
-target without offload would silently be a CPU build). Stage 38: after the
-GELU/LayerNorm idiom rewrites (30-32), whose ``R.nn.gelu`` it folds into the
-NPU epilogue, and before ``fuse_attention`` (40), which would otherwise wrap
-the attention matmuls in a host-only fused group.
+The work lives in tvm_autoglm/npu/partition.py; this file only registers it.
+The npu backend's plan (passes/plan.py) runs it at every opt level (an NPU target
+without offload would silently be a CPU build), after the GELU/LayerNorm idiom
+rewrites, whose ``R.nn.gelu`` it folds into the NPU epilogue, and before
+``fuse_attention``, which would otherwise wrap the attention matmuls in a
+host-only fused group. The backend hands it the target's NPU settings.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import tvm
 from .registry import register_pass
 
 
-@register_pass("npu_offload", opt_level=0, stage=38, target_kinds=("npu",))
-def npu_offload():
+@register_pass("npu_offload")
+def npu_offload(settings=None):
     """Rewrite supported matmuls/convs to NPU kernels: tensorized GEMM blocks by default, or one npu_exec program per op (route "program")."""
 
     @tvm.transform.module_pass(opt_level=0, name="npu_offload")
@@ -25,7 +25,7 @@ def npu_offload():
 
         from .tally import current
 
-        mod, summary = offload(mod)
+        mod, summary = offload(mod, settings)
         tally = current()
         tally.rewrote(len(summary["npu_ops"]))
         for row in summary["kept_on_host"]:

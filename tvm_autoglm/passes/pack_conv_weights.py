@@ -154,7 +154,7 @@ def pack_conv_weights_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return out
 
 
-@register_pass("pack_conv_weights", opt_level=3, stage=77, target_kinds=("cpu",))
+@register_pass("pack_conv_weights")
 def pack_conv_weights():
     """NHWC conv2d with a constant weight -> weight pre-packed as [F/lanes, KH, KW, C, lanes] (O3, CPU)."""
     return pack_conv_weights_pass

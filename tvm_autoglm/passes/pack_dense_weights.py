@@ -274,7 +274,7 @@ def _called(mod: tvm.IRModule) -> set:
     return seen
 
 
-@register_pass("pack_dense_weights", opt_level=3, stage=78, target_kinds=("cpu",))
+@register_pass("pack_dense_weights")
 def pack_dense_weights():
     """matmul with a constant fp32 [K, N] weight -> weight pre-packed as [N/width, K, width] panels (O3, CPU)."""
     return pack_dense_weights_pass

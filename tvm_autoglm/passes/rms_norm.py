@@ -83,7 +83,7 @@ def rewrite_rms_norm_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return rewrite_module(mod, _rewrite_func)
 
 
-@register_pass("rewrite_rms_norm", opt_level=2, stage=32)
+@register_pass("rewrite_rms_norm")
 def rewrite_rms_norm():
     """x * rsqrt(mean(x^2) + eps) * w -> R.nn.rms_norm."""
     return rewrite_rms_norm_pass

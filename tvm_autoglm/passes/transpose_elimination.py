@@ -87,7 +87,7 @@ def _reshape_count(mod: tvm.IRModule) -> int:
     return len(found)
 
 
-@register_pass("eliminate_transposes", opt_level=3, stage=70)
+@register_pass("eliminate_transposes")
 def eliminate_transposes():
     """Compose/cancel permute_dims pairs, drop identity permutes and reshape chains."""
     return eliminate_transposes_pass

@@ -193,7 +193,7 @@ def winograd_conv_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return out
 
 
-@register_pass("winograd_conv", opt_level=3, stage=76, target_kinds=("cpu",))
+@register_pass("winograd_conv")
 def winograd_conv():
     """NHWC 3x3 stride-1 fp32 conv2d with a constant weight -> Winograd F(2x2, 3x3) (O3, CPU)."""
     return winograd_conv_pass

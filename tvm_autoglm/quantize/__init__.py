@@ -14,6 +14,9 @@ from ..errors import AutoGLMError
 from ..targets import BF16_FEATURE
 
 MODES = ("none", "fp16", "bf16", "int8", "auto")
+#: The LLVM CPU feature behind bf16: hardware fp32<->bf16 conversion (Zen 4/5, Cooper Lake, Sapphire Rapids).
+#: ``--quantize bf16`` says what it does without it; ``--quantize auto`` offers bf16 only with it.
+from .cpu_features import BF16_FEATURE
 
 
 def passes_off_for(mode: str | None) -> tuple[str, ...]:

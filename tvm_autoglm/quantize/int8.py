@@ -37,7 +37,8 @@ from tvm.ir.expr import Constant
 
 from ..errors import AutoGLMError, CompileError, stage_errors
 from ..ir_utils import copy_module, op_histogram, static_shape
-from ..pipeline import PassReport, fuse_module
+from ..fusion import fuse_module
+from ..pass_report import PassReport
 from ..progress import StageLog
 from .pack import pack_weight, packable, quantized_packed_matmul_te, target_has_avx2
 
@@ -210,13 +211,15 @@ def rewrite(mod: tvm.IRModule, plan: list[str] | None = None, packed: bool = Fal
 def use_packed(spec) -> bool:
     """Whether ``spec`` (a TargetSpec) gets the packed int16 int8 kernel.
 
-    CPU targets with AVX2: the CPU default rules schedule the packed kernel with
+    Backends that pack int8 (the CPU's) on targets with AVX2: the CPU default rules schedule the packed kernel with
     ``Int8MatmulAVX2`` (``vpmaddwd``). That rule must stay in ``DEFAULT_RULES``
     ahead of ``Matmul`` - the generic rule schedules the packed kernel ~1.8x
     slower than the plain int8 ``R.matmul`` - which tests/quantize/test_pack.py
     checks rather than every build asking at run time.
     """
-    if getattr(spec, "kind", None) != "cpu":
+    from ..backends import for_target
+
+    if not for_target(spec).packs_int8:
         return False
     try:
         return target_has_avx2(spec.tvm_target())

@@ -22,10 +22,12 @@ import tvm
 from tvm import relax
 
 from ..errors import AutoGLMError, CompileError, stage_errors
+from ..backends import for_target
 from ..ir_utils import copy_module, op_histogram
-from ..pipeline import PassReport, fuse_module
+from ..fusion import fuse_module
+from ..pass_report import PassReport
 from ..progress import StageLog
-from ..targets import BF16_FEATURE
+from .cpu_features import BF16_FEATURE
 
 _FUSION = ("fuse_ops", "legalize_ops")
 
@@ -93,7 +95,7 @@ def apply_mixed_precision(build, mode: str, log=None):
                 report = PassReport(f"to_mixed_precision_{mode}", time.perf_counter() - start, before, op_histogram(mod))
                 mod = fuse_module(mod, build.target, 1 if "fuse_ops" in build.passes else 0)
     notes = [*build.notes]
-    if mode == "bf16" and build.target.kind == "cpu":
+    if mode == "bf16" and for_target(build.target).checks_bf16_codegen:
         _check_bf16_codegen(build.target)
         missing = bf16_feature_note(build.target)
         if missing:

@@ -51,12 +51,12 @@ import tvm
 from tvm import relax
 
 from ..errors import AutoGLMError, CompileError, InputError, stage_errors
-from ..pipeline import fuse_module
+from ..fusion import fuse_module
 from ..progress import StageLog
 from ..scheduling import schedule_module
 from ..targets import load_target
-from ..targets import BF16_FEATURE
 from . import int8
+from .cpu_features import BF16_FEATURE
 
 DEFAULT_BUDGET = 0.01
 HEADROOM = 0.8
@@ -68,7 +68,9 @@ CPU_BF16_LADDER = ("int8", "bf16", "fp32")  # CPUs with AVX512-BF16
 
 def ladder_for(spec) -> tuple[str, ...]:
     """The precisions ``auto`` may give a layer on ``spec``, cheapest first (see the module docstring)."""
-    if getattr(spec, "kind", "cpu") != "cpu":
+    from ..backends import for_target
+
+    if spec is not None and for_target(spec).fast_fp16:
         return LADDER
     from ..targets import cpu_has_feature
 

@@ -138,10 +138,11 @@ def _ort_run(case) -> list[np.ndarray]:
 
 
 def _build_and_check(case, reference, target: str, level: int, execute: bool) -> dict:
-    from ..api import compile_parts
+    from ..pipeline import compile_model
     from ..runtime.session import Session
 
-    build, _, executable, manifest = compile_parts(case.model, target, level, None, None)
+    done = compile_model(case.model, target, level)
+    build, executable, manifest = done.build, done.executable, done.manifest
     if not execute:
         return {"outcome": "match", "kernels": len(build.kernels)}
     outputs = Session(executable, manifest).run(case.inputs)

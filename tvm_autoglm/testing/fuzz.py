@@ -80,11 +80,10 @@ def check_one(path: str, codegen: bool) -> str:
     onnxruntime accepts the same model and inputs, compared with it
     (``difftest.compare``'s tolerance).
     """
-    from ..artifact import make_manifest
-    from ..pipeline import build_executable, build_relax, schedule
+    from ..pipeline import compile_model
 
     try:
-        build = build_relax(path, "cpu", 2)
+        build = compile_model(path, "cpu", 2, until="relax").build
     except InternalError as err:  # a corrupt mutant the support check let through to clean-up/import: a check gap, reported apart
         return "internal: " + err.one_line()[:300]
     except AutoGLMError as err:
@@ -92,9 +91,8 @@ def check_one(path: str, codegen: bool) -> str:
     if not codegen:
         return "ok"
     try:
-        scheduled = schedule(build)
-        executable = build_executable(scheduled, build)
-        outputs, inputs = _execute(executable, make_manifest(build, scheduled))
+        done = compile_model(build)
+        outputs, inputs = _execute(done.executable, done.manifest)
     except AutoGLMError as err:
         return "INTERNAL (accepted, then failed) " + err.one_line()[:300]
     return _compare_with_ort(path, inputs, outputs)

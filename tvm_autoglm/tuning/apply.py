@@ -52,7 +52,7 @@ def open_database(path: Path):
 def apply_tuning_records(mod, spec, tuning_db, use_shipped: bool, honor_vetoes: bool = True):
     """Returns (module, info) with info: database, records_applied, shipped_schedules, vetoed.
 
-    Kernels a database's in-model check vetoed (``in_model.VETO_FILE``) keep their
+    Kernels a database's in-model check vetoed (``vetoes.VETO_FILE``) keep their
     default schedule even though a record exists for them.
     """
     from tvm import relax
@@ -74,7 +74,7 @@ def apply_tuning_records(mod, spec, tuning_db, use_shipped: bool, honor_vetoes: 
     with target, database, tvm.transform.PassContext(opt_level=3):
         mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
     if honor_vetoes:
-        from .in_model import read_vetoes, workload_key
+        from .vetoes import read_vetoes, workload_key
 
         vetoes = {}
         for p in paths:
@@ -91,6 +91,7 @@ def apply_tuning_records(mod, spec, tuning_db, use_shipped: bool, honor_vetoes: 
 
 
 def _scheduled(mod) -> int:
-    from ..scheduling import count_scheduled
+    """Scheduled kernels of ``mod`` (counted here, not by ``scheduling``, which calls this module)."""
+    from ..schedule_rules._common import is_scheduled
 
-    return count_scheduled(mod)
+    return sum(1 for func in mod.functions.values() if isinstance(func, tvm.tirx.PrimFunc) and is_scheduled(func))

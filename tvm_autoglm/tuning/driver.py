@@ -80,8 +80,9 @@ def tune(
     start_wall = time.monotonic()
     budget = Budget.from_args(trials, time_budget)
     spec = _resolve_target(target)
-    if _is_npu(spec):
-        return _tune_npu(model, spec, opt_level, input_shapes, trials=budget.trials, time_budget=time_budget,
+    tune_elsewhere = _tuner_of(spec)
+    if tune_elsewhere is not None:
+        return tune_elsewhere(model, spec, opt_level, input_shapes, trials=budget.trials, time_budget=time_budget,
                          tuning_db=tuning_db, seed=seed, rpc_tracker=rpc_tracker, progress=progress)
     from . import prepare as prep_step
     from . import steps
@@ -164,12 +165,8 @@ def _resolve_target(target):
     return target if isinstance(target, TargetSpec) else load_target(target)
 
 
-def _is_npu(spec) -> bool:
-    """Target-kind branch: NPU tiles are tuned by MetaSchedule too, measured in simulated cycles."""
-    return spec.kind == "npu"
+def _tuner_of(spec):
+    """The backend's own tuner (npu-sim: tiles measured in simulated cycles), or None for MetaSchedule here."""
+    from ..backends import for_target
 
-
-def _tune_npu(model, spec, opt_level, input_shapes, **kwargs) -> TuneResult:
-    from ..npu.ms_tune import tune_for_driver
-
-    return tune_for_driver(model, spec, opt_level, input_shapes, **kwargs)
+    return for_target(spec).tune_elsewhere()

@@ -14,37 +14,7 @@ re-checks and lifts a veto whose kernel now wins.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-VETO_FILE = "in_model_veto.json"
-
-
-def workload_key(func) -> str:
-    """A kernel's identity across models: its structure, without its name."""
-    import tvm_ffi
-
-    for attr in ("global_symbol", "tirx.noalias", "tirx.is_scheduled"):
-        if func.attrs is not None and attr in func.attrs:
-            func = func.without_attr(attr)
-    return str(tvm_ffi.structural_hash(func))
-
-
-def read_vetoes(db_dir) -> dict:
-    path = Path(db_dir) / VETO_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-        return dict(data.get("vetoed", {}))
-    except (OSError, ValueError, AttributeError):
-        return {}
-
-
-def _write_vetoes(db_dir, vetoed: dict) -> None:
-    from ..runtime.manifest import write_json_atomic
-
-    write_json_atomic(Path(db_dir) / VETO_FILE, {"format": 1, "vetoed": vetoed})
+from .vetoes import VETO_FILE, read_vetoes, workload_key, write_vetoes  # noqa: F401  (the check's file; tests read them here)
 
 
 def check(build, db_dir, task_names, rounds: int = 3, repeat: int = 5, margin: float = 0.02, progress=None) -> list[dict]:
@@ -54,10 +24,9 @@ def check(build, db_dir, task_names, rounds: int = 3, repeat: int = 5, margin: f
     """
     import tvm
 
-    from ..artifact import make_manifest
     from ..index_ranges import index_ranges
     from ..measure.profile import interleaved_kernel_ms
-    from ..pipeline import build_executable, schedule
+    from ..pipeline import compile_model
     from ..runtime.inputs import example_inputs
     from ..runtime.session import Session
 
@@ -65,8 +34,8 @@ def check(build, db_dir, task_names, rounds: int = 3, repeat: int = 5, margin: f
         progress("checking the tuned kernels inside the model (two builds, per-kernel profile) ...")
     sessions = {}
     for label, db in (("default", None), ("tuned", str(db_dir))):
-        scheduled = schedule(build, db, use_shipped_schedules=False, honor_vetoes=False)
-        sessions[label] = (Session(build_executable(scheduled, build), make_manifest(build, scheduled)), scheduled)
+        done = compile_model(build, tuning_db=db, use_shipped_schedules=False, honor_vetoes=False)
+        sessions[label] = (Session(done.executable, done.manifest), done.scheduled)
     inputs = example_inputs(build.inputs, 0, index_ranges=index_ranges(build.onnx_model))
     per_kernel, _ = interleaved_kernel_ms({label: session for label, (session, _) in sessions.items()}, inputs, rounds, repeat=repeat)
 
@@ -90,5 +59,5 @@ def check(build, db_dir, task_names, rounds: int = 3, repeat: int = 5, margin: f
         else:
             vetoed.pop(key, None)
         rows.append({"task": name, "default_ms": round(default_ms, 4), "tuned_ms": round(tuned_ms, 4), "vetoed": lose})
-    _write_vetoes(db_dir, vetoed)
+    write_vetoes(db_dir, vetoed)
     return rows

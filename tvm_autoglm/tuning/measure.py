@@ -34,8 +34,11 @@ def evaluator_for(spec):
     """
     from tvm.s_tir import meta_schedule as ms
 
-    return ms.runner.EvaluatorConfig(number=20 if spec.device == "cuda" else 1, repeat=5, min_repeat_ms=0,
-                                     enable_cpu_cache_flush=spec.device == "cpu")
+    from ..backends import for_target
+
+    backend = for_target(spec)
+    return ms.runner.EvaluatorConfig(number=backend.measure_number, repeat=5, min_repeat_ms=0,
+                                     enable_cpu_cache_flush=backend.flush_cpu_cache)
 
 
 def make_builder(cores: int, timeout_s: float):

@@ -57,16 +57,10 @@ def open_work_dir(tuning_db, spec) -> Path:
 def build_for_tuning(model, spec, opt_level, input_shapes, quantize: str):
     """The fused module whose kernels compile would schedule, at the requested precision.
 
-    The one place the tuner wires a compile by hand (pipeline.build_relax, then quantize).
     """
-    from ..pipeline import build_relax
+    from ..pipeline import compile_model
 
-    if not quantize or quantize == "none":
-        return build_relax(model, spec, opt_level, input_shapes)
-    from ..quantize import apply_quantization, passes_off_for
-
-    build = build_relax(model, spec, opt_level, input_shapes, passes_off_for(quantize))
-    return apply_quantization(build, quantize)
+    return compile_model(model, spec, opt_level, input_shapes, quantize=quantize or "none", until="relax").build
 
 
 def prepare(model, spec, work_dir: Path, line: ProgressLine, *, opt_level: int, input_shapes, quantize: str,

@@ -17,7 +17,7 @@ def shippable(work_dir: Path, mods, names=None) -> tuple[list, list[str]]:
     """(task modules whose best record may ship, one line per kernel left out and why); ``names`` label the lines."""
     from . import database as dbmod
     from .baseline import best_is_search_record
-    from .in_model import read_vetoes, workload_key
+    from .vetoes import read_vetoes, workload_key
 
     database = dbmod.open_db(Path(work_dir), create=False)
     vetoes = read_vetoes(work_dir)

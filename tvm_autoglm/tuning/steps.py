@@ -20,7 +20,9 @@ class BaselinesInterrupted(Exception):
 
 def baselines_apply(spec) -> bool:
     """The target kinds whose default schedules can be measured as baselines (target-kind branch)."""
-    return spec.kind in ("cpu", "cuda")
+    from ..backends import for_target
+
+    return for_target(spec).records_baselines
 
 
 def measure_baselines(prep, builder, runner) -> list:
@@ -77,7 +79,9 @@ def verify(prep, builder, runner, baselines, start_best, top_k: int) -> Verified
 def in_model_check_applies(spec) -> bool:
     """The per-kernel in-model profile runs on CPU targets only: it cannot see inside a captured
     CUDA graph, so a GPU database is checked end to end instead (target-kind branch)."""
-    return spec.device == "cpu"
+    from ..backends import for_target
+
+    return for_target(spec).checks_in_model
 
 
 def check_in_model(prep, database) -> list[dict]:

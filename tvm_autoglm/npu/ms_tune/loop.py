@@ -155,11 +155,13 @@ def model_shapes(model, target="npu-sim", opt_level: int = 3, input_shapes=None,
     from ..config import machine_from
     from ..partition import npu_ops
 
+    from ...backends import NpuBackend, for_target
+
     spec = target if isinstance(target, TargetSpec) else load_target(target)
-    if spec.kind != "npu":
+    if not isinstance(for_target(spec), NpuBackend):
         raise AutoGLMError(f"target {spec.name} is not an NPU target")
     machine = machine_from(spec.extra)
-    build = _build_for_npu(model, spec, machine, opt_level, input_shapes)
+    build = _build_for_npu(model, spec, opt_level, input_shapes)
     if with_routes:
         counts = Counter((MatmulShape(**op["workload"]), op.get("route", "program")) for op in npu_ops(build.mod))
     else:
@@ -167,13 +169,11 @@ def model_shapes(model, target="npu-sim", opt_level: int = 3, input_shapes=None,
     return list(counts), dict(counts), machine
 
 
-def _build_for_npu(model, spec, machine, opt_level, input_shapes):
-    """The partitioned module compile would emit for ``machine`` (the one place NPU tuning wires a compile)."""
-    from ...pipeline import build_relax
-    from ..partition import machine_scope
+def _build_for_npu(model, spec, opt_level, input_shapes):
+    """The partitioned module compile would emit for the target's machine."""
+    from ...pipeline import compile_model
 
-    with machine_scope(machine):
-        return build_relax(model, spec, opt_level, input_shapes)
+    return compile_model(model, spec, opt_level, input_shapes, until="relax").build
 
 
 def tune(model, database, target="npu-sim", opt_level: int = 3, input_shapes=None, trials: int = 64,

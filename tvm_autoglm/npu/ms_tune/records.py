@@ -1,14 +1,12 @@
 """Using NPU tuning records: the best valid record of a shape, and the database compile consults.
 
-Compiling with a database (``records_scope``) makes ``tiling.best_config`` use the best
+Compiling with a database (``TileRecords``, via ``npu.config.settings_for``) makes the tile choice use the best
 record of a shape; shapes without a record keep the exhaustive search. A record is
 replayed from its trace and checked again (fits the scratchpads) before it is trusted.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 from pathlib import Path
 
 from ...errors import AutoGLMError
@@ -58,9 +56,6 @@ def best_block_record(db, shape: MatmulShape, machine: Machine):
     return None
 
 
-_RECORDS: contextvars.ContextVar = contextvars.ContextVar("npu_tile_records", default=None)
-
-
 class TileRecords:
     """A JSONDatabase folder opened once, answering ``lookup(shape, machine)``."""
 
@@ -89,21 +84,3 @@ class TileRecords:
             return None
         self.used += 1
         return found[0]
-
-
-@contextlib.contextmanager
-def records_scope(database: str | Path | None):
-    """Inside: NPU tile choices come from the database's best records (exhaustive search otherwise)."""
-    if database is None:
-        yield None
-        return
-    records = TileRecords(database)
-    token = _RECORDS.set(records)
-    try:
-        yield records
-    finally:
-        _RECORDS.reset(token)
-
-
-def current_records() -> TileRecords | None:
-    return _RECORDS.get()
