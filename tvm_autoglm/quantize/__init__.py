@@ -11,7 +11,6 @@ error (1 - mean cosine vs fp32) stays within ``budget``.
 from __future__ import annotations
 
 from ..errors import AutoGLMError
-from ..targets import BF16_FEATURE
 
 MODES = ("none", "fp16", "bf16", "int8", "auto")
 #: The LLVM CPU feature behind bf16: hardware fp32<->bf16 conversion (Zen 4/5, Cooper Lake, Sapphire Rapids).
