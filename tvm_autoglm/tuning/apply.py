@@ -12,6 +12,7 @@ from pathlib import Path
 import tvm
 
 from ..errors import AutoGLMError
+from ..ir_utils import is_scheduled
 
 
 def repo_schedules_dir() -> Path:
@@ -91,7 +92,5 @@ def apply_tuning_records(mod, spec, tuning_db, use_shipped: bool, honor_vetoes: 
 
 
 def _scheduled(mod) -> int:
-    """Scheduled kernels of ``mod`` (counted here, not by ``scheduling``, which calls this module)."""
-    from ..schedule_rules._common import is_scheduled
-
+    """Scheduled kernels of ``mod``."""
     return sum(1 for func in mod.functions.values() if isinstance(func, tvm.tirx.PrimFunc) and is_scheduled(func))
