@@ -27,6 +27,7 @@ from tvm.relax.dpl import is_const, is_op, wildcard
 
 from ._util import ndim
 from .registry import register_pass
+from .symbolic import inline_shape_params
 
 COMPOSITE_NAME = "autoglm.attention"
 
@@ -88,7 +89,9 @@ def _softmax_over_last_axis(call) -> bool:
 def fuse_attention_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     root, annotations = attention_pattern()
     pattern = relax.transform.FusionPattern(COMPOSITE_NAME, root, annotations, _check)
-    return relax.transform.FuseOpsByPattern([pattern], bind_constants=False, annotate_codegen=False)(mod)
+    fused = relax.transform.FuseOpsByPattern([pattern], bind_constants=False, annotate_codegen=False)(mod)
+    # a symbolic head-merge reshape target was lifted into a group parameter: use the literal again
+    return inline_shape_params(fused)
 
 
 @register_pass("fuse_attention", opt_level=2, stage=40)

@@ -146,7 +146,7 @@ class Session:
         return self.manifest.get("frozen_inputs") or []
 
     def _checked(self, inputs: dict) -> list:
-        return validate_inputs(drop_frozen_inputs(inputs, self.frozen_inputs), self.input_specs, self.index_ranges)
+        return validate_inputs(drop_frozen_inputs(inputs, self.frozen_inputs), self.input_specs, self.index_ranges, self.manifest.get("symbolic_dims"))
 
     @property
     def output_specs(self) -> list[dict]:
