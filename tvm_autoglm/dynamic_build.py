@@ -14,6 +14,8 @@ Kept out of ``pipeline.py`` so the compile flow reads the same for both kinds of
 
 from __future__ import annotations
 
+import contextlib
+
 import tvm
 from tvm import relax
 
@@ -23,6 +25,22 @@ from .errors import CompileError, InternalError
 def frontend_shape_dict(shapes: dict[str, list]) -> dict[str, list[int]]:
     """The frontend's ``shape_dict``: static inputs only (a symbolic input keeps its named dims)."""
     return {name: dims for name, dims in shapes.items() if not any(isinstance(d, str) for d in dims)}
+
+
+@contextlib.contextmanager
+def dynamic_import_errors(source: str, ranges: dict[str, tuple[int, int]]):
+    """A dynamic import TVM's frontend cannot do (e.g. ``shape_of`` on a shape value in a torchscript
+    export's shape arithmetic) is a limit of dynamic builds, not a compiler bug: one line, exit 2."""
+    if not ranges:
+        yield
+        return
+    try:
+        yield
+    except InternalError as err:
+        raise CompileError(
+            f"{source}: the graph does not import with symbolic dims {sorted(ranges)} ({err.detail.splitlines()[0][:200] if err.detail else err.stage}); "
+            "pin those dims with --input-shape, or export the model with the dynamo exporter"
+        ) from None
 
 
 def annotate_bounds(mod: tvm.IRModule, ranges: dict[str, tuple[int, int]]) -> tvm.IRModule:
@@ -67,5 +85,12 @@ def output_shape(name: str, leaf, ranges: dict[str, tuple[int, int]]) -> list:
         unknown = sorted({v.name for v in _free_vars(dim)} - set(ranges))
         if unknown:
             raise CompileError(f"output '{name}' has a dim computed from data ({dim}: {', '.join(unknown)}), not from the input dims; dynamic builds need output shapes that follow from the inputs")
-        shape.append(str(dim))
+        shape.append(_expression_text(dim))
     return shape
+
+
+def _expression_text(dim) -> str:
+    """``height // T.int64(2)`` -> ``height // 2``: the manifest's text for a symbolic output dim."""
+    import re
+
+    return re.sub(r"T\.int64\((-?\d+)\)", r"\1", str(dim))

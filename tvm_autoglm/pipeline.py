@@ -210,7 +210,9 @@ def build_relax(
         with stage_errors(f"ONNX clean-up of {source}"):
             cleaned = _clean(proto, shapes)
         onnx_model.check_supported(cleaned, source)
-    with log.stage("import to Relax"), spec.tvm_target():  # converters may read the target (e.g. vector width)
+    from .dynamic_build import dynamic_import_errors
+
+    with log.stage("import to Relax"), spec.tvm_target(), dynamic_import_errors(source, symbolic_dims):  # converters may read the target
         mod = import_onnx(cleaned, shapes, source)
     if symbolic_dims:
         from .dynamic_build import annotate_bounds, check_symbols

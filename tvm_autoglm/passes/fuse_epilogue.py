@@ -25,6 +25,7 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
 from .registry import register_pass
+from .symbolic import inline_shape_params
 
 COMPOSITE_NAME = "autoglm.epilogue_layout"
 _ACTIVATIONS = ("relax.nn.relu", "relax.nn.gelu", "relax.nn.gelu_tanh", "relax.nn.silu", "relax.sigmoid", "relax.tanh", "relax.clip")
@@ -66,7 +67,9 @@ def _check(ctx: relax.transform.PatternCheckContext) -> bool:
 def fuse_epilogue_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     root, annotations = epilogue_pattern()
     pattern = relax.transform.FusionPattern(COMPOSITE_NAME, root, annotations, _check)
-    return relax.transform.FuseOpsByPattern([pattern], bind_constants=False, annotate_codegen=False)(mod)
+    fused = relax.transform.FuseOpsByPattern([pattern], bind_constants=False, annotate_codegen=False)(mod)
+    # a symbolic reshape target was lifted into a group parameter: use the literal again
+    return inline_shape_params(fused)
 
 
 @register_pass("fuse_epilogue", opt_level=2, stage=50)

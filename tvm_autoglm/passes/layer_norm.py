@@ -15,7 +15,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from ._util import const_value, dtype, is_last_axis, is_scalar, ndim, rewrite_module, scalar_value, tensor_shape
+from ._util import const_value, dtype, is_last_axis, is_scalar, ndim, rewrite_module, scalar_value, static_last_dim
 from .registry import register_pass
 
 
@@ -62,7 +62,7 @@ def _valid(m, parts) -> bool:
         return False
     if parts["one"] in m and not is_scalar(m[parts["one"]], 1.0):
         return False
-    return scalar_value(m[parts["eps"]]) is not None and tensor_shape(x) is not None
+    return scalar_value(m[parts["eps"]]) is not None and static_last_dim(x) is not None
 
 
 def _rewrite_func(func: relax.Function) -> relax.Function:
@@ -82,7 +82,7 @@ def _rewrite_func(func: relax.Function) -> relax.Function:
             if not _valid(m, parts):
                 return expr
             x = m[parts["x"]]
-            channels = tensor_shape(x)[-1]
+            channels = static_last_dim(x)  # leading dims may be symbolic (dynamic builds)
             ones = relax.const(np.ones((channels,), dtype=dtype(x)))
             zeros = relax.const(np.zeros((channels,), dtype=dtype(x)))
             g = _channel_vector(m[gamma], channels) if form != "bare" else ones

@@ -14,7 +14,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from ._util import const_value, dtype, is_last_axis, is_scalar, ndim, rewrite_module, scalar_value, tensor_shape
+from ._util import const_value, dtype, is_last_axis, is_scalar, ndim, rewrite_module, scalar_value, static_last_dim
 from .registry import register_pass
 
 
@@ -40,9 +40,9 @@ def _rewrite_func(func: relax.Function) -> relax.Function:
 
         def rewriter(expr, m, p=p, with_weight=with_weight):
             x = m[p["x"]]
-            shape = tensor_shape(x)
+            channels = static_last_dim(x)  # leading dims may be symbolic (dynamic builds)
             attrs = m[p["mean"]].attrs
-            if shape is None or not is_last_axis(attrs.axis, ndim(x)) or not bool(attrs.keepdims):
+            if channels is None or not is_last_axis(attrs.axis, ndim(x)) or not bool(attrs.keepdims):
                 return expr
             if p["two"] in m and not is_scalar(m[p["two"]], 2.0):
                 return expr
@@ -51,7 +51,6 @@ def _rewrite_func(func: relax.Function) -> relax.Function:
             eps = scalar_value(m[p["eps"]])
             if eps is None:
                 return expr
-            channels = shape[-1]
             if with_weight:
                 w = const_value(m[p["weight"]])
                 if w is None or w.size not in (1, channels) or (w.size == channels and w.shape[-1] != channels):
