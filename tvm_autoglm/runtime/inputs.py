@@ -96,6 +96,9 @@ def read_bin(path: Path, specs: list[dict]) -> dict[str, np.ndarray]:
     """Raw little-endian tensors concatenated in manifest order."""
     if not path.is_file():
         raise InputError(f"input file {path} not found")
+    symbolic = sorted({d for spec in specs for d in spec["shape"] if isinstance(d, str)})
+    if symbolic:
+        raise InputError(f"{path}: a .bin input has no shapes, and this build's dims {symbolic} are symbolic; pass the inputs as .npz")
     raw = path.read_bytes()
     sizes = []
     for spec in specs:
