@@ -81,19 +81,25 @@ def compile(
     freeze_inputs: dict | None = None,
     verbose: bool = False,
     dynamic_dims: dict | None = None,
+    specialize: dict | None = None,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ``onnx.ModelProto``) for ``target``.
 
     ``freeze_inputs={"sr": 16000}`` binds inputs to constants before import (see ``tvm_autoglm.freeze``).
     A dim given as a range, ``input_shapes={"input_ids": [1, (1, 512)]}``, or an ONNX dim name given one
-    in ``dynamic_dims={"seq": (1, 512)}``, stays symbolic: one build runs every size in the range.
+    in ``dynamic_dims={"seq": (1, 512)}``, stays symbolic: one build runs every size in the range;
+    ``specialize={"seq": [128, 256]}`` adds static variants for those sizes, chosen by exact shape.
     """
     from .progress import StageLog
 
-    if dynamic_dims:
+    if dynamic_dims or specialize:
         from .shape_ranges import InputShapes
 
-        input_shapes = InputShapes(input_shapes, {**getattr(input_shapes, "dynamic_dims", {}), **dynamic_dims})
+        input_shapes = InputShapes(
+            input_shapes,
+            {**getattr(input_shapes, "dynamic_dims", {}), **(dynamic_dims or {})},
+            {**getattr(input_shapes, "specialize", {}), **{k: list(v) for k, v in (specialize or {}).items()}},
+        )
 
     build, scheduled, executable, manifest = compile_parts(
         model, target, opt_level, input_shapes, tuning_db, disabled_passes=disabled_passes,

@@ -53,8 +53,12 @@ def _symbolic_dims(build) -> dict:
     if not ranges:
         return {}
     from .shape_ranges import manifest_dims
+    from .specialize import manifest_entries
 
-    return {"symbolic_dims": manifest_dims(ranges)}
+    out = {"symbolic_dims": manifest_dims(ranges)}
+    if getattr(build, "specializations", None):
+        out["specializations"] = manifest_entries(build.specializations)
+    return out
 
 
 def _index_checks(build) -> tuple[dict, list[str]]:

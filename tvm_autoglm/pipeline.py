@@ -64,6 +64,8 @@ class RelaxBuild:
     frozen_inputs: list = field(default_factory=list)
     #: dynamic builds: {symbol: (min, max)} of the symbolic input dims (manifest "symbolic_dims")
     symbolic_dims: dict = field(default_factory=dict)
+    #: --specialize: [{symbol: size}] of the static variants of main (manifest "specializations")
+    specializations: list = field(default_factory=list)
 
     @property
     def kernels(self) -> list[str]:
@@ -219,6 +221,10 @@ def build_relax(
 
         check_symbols(mod, symbolic_dims)
         mod = annotate_bounds(mod, symbolic_dims)
+    from .specialize import add_variants, variants
+
+    specialized = variants(getattr(input_shapes, "specialize", None), symbolic_dims)
+    mod = add_variants(mod, specialized)  # static copies of main: every pass sees them as static
     outputs = _output_specs(mod, cleaned, symbolic_dims)
 
     reports: list[PassReport] = []
@@ -255,6 +261,7 @@ def build_relax(
         pre_fusion_mod=pre_fusion,
         frozen_inputs=frozen,
         symbolic_dims=symbolic_dims,
+        specializations=specialized,
     )
 
 

@@ -27,12 +27,14 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 class InputShapes(dict):
     """``{input: [dim, ...]}`` where a dim is an int or a ``(min, max)`` range, plus ``dynamic_dims``
-    (``{onnx dim name: (min, max)}``, from ``--dynamic-dim``). A plain dict travels through every
+    (``{onnx dim name: (min, max)}``, from ``--dynamic-dim``) and ``specialize``. A plain dict travels through every
     layer that passes ``input_shapes`` along; the extra attribute rides with it."""
 
-    def __init__(self, shapes=None, dynamic_dims=None):
+    def __init__(self, shapes=None, dynamic_dims=None, specialize=None):
         super().__init__(shapes or {})
         self.dynamic_dims = dict(dynamic_dims or {})
+        #: ``{symbol: [sizes]}`` from ``--specialize``: static variants of main (see ``specialize``)
+        self.specialize = dict(specialize or {})
 
 
 def _check_range(lo: int, hi: int, what: str) -> tuple[int, int]:

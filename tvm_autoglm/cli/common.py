@@ -20,6 +20,13 @@ def add_model_flags(parser, required: bool = True) -> None:
         metavar="NAME=MIN..MAX",
         help="keep the ONNX dim NAME symbolic over MIN..MAX in every input that has it, e.g. seq=1..512 (repeatable)",
     )
+    parser.add_argument(
+        "--specialize",
+        action="append",
+        default=[],
+        metavar="NAME=SIZE,...",
+        help="also build static variants for these sizes of a symbolic dim, called when the input matches exactly, e.g. seq=128,256",
+    )
 
 
 def add_freeze_flag(parser) -> None:
@@ -61,9 +68,12 @@ def parse_shapes(args) -> dict:
     from ..onnx_model import parse_input_shapes
     from ..shape_ranges import InputShapes, parse_dynamic_dims
 
+    from ..specialize import parse_specialize
+
     shapes = parse_input_shapes(args.input_shape)
     dynamic = parse_dynamic_dims(getattr(args, "dynamic_dim", None))
-    return InputShapes(shapes, dynamic) if dynamic else shapes
+    specialize = parse_specialize(getattr(args, "specialize", None))
+    return InputShapes(shapes, dynamic, specialize) if dynamic or specialize else shapes
 
 
 def parse_frozen(args) -> dict:
