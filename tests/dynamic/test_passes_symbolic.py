@@ -137,3 +137,35 @@ def test_conv_passes_on_symbolic_image_keep_parity():
     for h, w in ((3, 3), (5, 11), (24, 24)):
         x = {"image": np.random.default_rng(h + w).standard_normal((1, 3, h, w)).astype(np.float32)}
         assert_close(model.run(x), ort_run(proto, x), FP32_RTOL, FP32_ATOL)
+
+
+def test_matmul_rule_schedules_symbolic_rows_without_bounds_checks():
+    """x[1, seq, 96] @ W[96, 64] + b: the Matmul rule takes the symbolic-row kernel (rows walked inside each
+    column tile, no predicate in the loop nest) and matches float64 numpy at odd and even lengths."""
+    import tvm
+    from tvm import relax, tirx
+
+    from tvm_autoglm.schedule_rules import default_schedule
+    from tvm_autoglm.scheduling import schedule_module
+    from tvm_autoglm.targets import load_target
+
+    spec = load_target("cpu-x86-avx2")
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((96, 64)).astype("float32"), rng.standard_normal(64).astype("float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, tirx.Var("seq", "int64"), 96), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.add(bb.emit(relax.op.matmul(x, relax.const(w))), relax.const(b)))
+        bb.emit_func_output(out)
+    mod = relax.get_pipeline("zero")(bb.get())
+    (kernel,) = [f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)]
+    sch, rule = default_schedule(kernel, spec.tvm_target())
+    assert rule == "Matmul"
+    assert "T.where" not in sch.mod.script()
+    scheduled, _ = schedule_module(mod, spec, 3, None, False)
+    vm = relax.VirtualMachine(tvm.compile(scheduled, spec.tvm_target()), tvm.cpu())
+    for seq in (1, 7, 64, 131):
+        xv = rng.standard_normal((1, seq, 96)).astype("float32")
+        got = vm["main"](tvm.runtime.tensor(xv)).numpy()
+        np.testing.assert_allclose(got, xv.astype(np.float64) @ w + b, rtol=FP32_RTOL, atol=1e-4)
