@@ -42,3 +42,27 @@ def test_input_shape_range_on_cli(tmp_path):
     bad = cli("compile", "--model", tmp_path / "mlp.onnx", "--input-shape", "x:9..2x16", "--output", so)
     assert bad.returncode == 2
     assert_clean_error(bad, "bad range 9..2")
+
+
+def test_sweep_dynamic_compiles_once_and_measures_every_shape(monkeypatch):
+    """``sweep --dynamic``: one build with batch/seq ranges, every point measured on it (no time asserted)."""
+    import sys
+    from pathlib import Path
+
+    import tvm_autoglm
+    from tvm_autoglm.measure.sweep import dynamic_shapes, run_sweep
+    from tvm_autoglm.onnx_model import graph_inputs
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "measure"))
+    from _measure_models import token_sum
+
+    model = token_sum()
+    assert dynamic_shapes(graph_inputs(model), [1, 4], [8, 32]) == {"input_ids": [(1, 4), (8, 32)]}
+    assert dynamic_shapes(graph_inputs(model), [2], [8, 32]) == {"input_ids": [2, (8, 32)]}
+    compiles = []
+    real = tvm_autoglm.compile
+    monkeypatch.setattr(tvm_autoglm, "compile", lambda *a, **k: compiles.append(k["input_shapes"]) or real(*a, **k))
+    result = run_sweep(model, [1, 3], [5, 17], opt_level=1, repeat=2, dynamic=True)
+    assert compiles == [{"input_ids": [(1, 3), (5, 17)]}]
+    assert [(p.batch, p.seq) for p in result.points] == [(1, 5), (1, 17), (3, 5), (3, 17)]
+    assert all(p.error is None and p.median_ms > 0 for p in result.points), [p.error for p in result.points]
