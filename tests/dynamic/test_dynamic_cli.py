@@ -66,3 +66,10 @@ def test_sweep_dynamic_compiles_once_and_measures_every_shape(monkeypatch):
     assert compiles == [{"input_ids": [(1, 3), (5, 17)]}]
     assert [(p.batch, p.seq) for p in result.points] == [(1, 5), (1, 17), (3, 5), (3, 17)]
     assert all(p.error is None and p.median_ms > 0 for p in result.points), [p.error for p in result.points]
+
+
+def test_tune_refuses_ranges_in_one_line(tmp_path):
+    onnx.save(mlp_model(batch="batch"), tmp_path / "mlp.onnx")
+    result = cli("tune", "--model", tmp_path / "mlp.onnx", "--dynamic-dim", "batch=1..8", "--tuning-db", tmp_path / "db", "--trials", "1")
+    assert result.returncode == 2
+    assert_clean_error(result, "tune takes static shapes", "--specialize")
