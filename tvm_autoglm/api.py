@@ -47,7 +47,7 @@ class CompiledModel:
         return self._session.run(inputs, **kwargs)
 
     def example_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
-        return example_inputs(self.inputs, seed, index_ranges=self.manifest.get("index_ranges"))
+        return example_inputs(self.inputs, seed, index_ranges=self.manifest.get("index_ranges"), symbolic_dims=self.manifest.get("symbolic_dims"))
 
     def benchmark(self, inputs: dict | None = None, repeat: int = 20, warmup: int = 3) -> dict:
         """Median/min/max/p90 latency in ms of ``repeat`` runs after ``warmup``."""
@@ -76,14 +76,28 @@ def compile(
     calibration=None,
     freeze_inputs: dict | None = None,
     verbose: bool = False,
+    dynamic_dims: dict | None = None,
+    specialize: dict | None = None,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ``onnx.ModelProto``) for ``target``.
 
     ``freeze_inputs={"sr": 16000}`` binds inputs to constants before import (see ``tvm_autoglm.freeze``).
+    A dim given as a range, ``input_shapes={"input_ids": [1, (1, 512)]}``, or an ONNX dim name given one
+    in ``dynamic_dims={"seq": (1, 512)}``, stays symbolic: one build runs every size in the range;
+    ``specialize={"seq": [128, 256]}`` adds static variants for those sizes, chosen by exact shape.
     """
     from .backends import for_target
     from .pipeline import compile_model
     from .progress import StageLog
+
+    if dynamic_dims or specialize:
+        from .shape_ranges import InputShapes
+
+        input_shapes = InputShapes(
+            input_shapes,
+            {**getattr(input_shapes, "dynamic_dims", {}), **(dynamic_dims or {})},
+            {**getattr(input_shapes, "specialize", {}), **{k: list(v) for k, v in (specialize or {}).items()}},
+        )
 
     done = compile_model(
         model, target, opt_level, input_shapes, tuning_db, disabled_passes=disabled_passes,

@@ -41,10 +41,25 @@ def make_manifest(build, scheduled) -> dict:
         "source": build.source_path,
         "index_ranges": ranges,
         "frozen_inputs": list(getattr(build, "frozen_inputs", None) or []),
+        **_symbolic_dims(build),
         "notes": list(build.notes) + unchecked,
         **({"quantization": build.quantization} if getattr(build, "quantization", None) else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _symbolic_dims(build) -> dict:
+    """Dynamic builds: ``{"symbolic_dims": {"seq": {"min": 1, "max": 512}}}``; static builds add nothing."""
+    ranges = getattr(build, "symbolic_dims", None)
+    if not ranges:
+        return {}
+    from .shape_ranges import manifest_dims
+    from .specialize import manifest_entries
+
+    out = {"symbolic_dims": manifest_dims(ranges)}
+    if getattr(build, "specializations", None):
+        out["specializations"] = manifest_entries(build.specializations)
+    return out
 
 
 def _index_checks(build) -> tuple[dict, list[str]]:

@@ -44,7 +44,7 @@ def static_shape(expr) -> tuple[int, ...] | None:
     None covers a non-tensor type, an unknown rank and any symbolic dimension: callers decline
     (leave the IR unchanged) rather than guess.
     """
-    ty = expr.ty
+    ty = expr.ty if isinstance(expr, relax.Expr) else expr  # an expression or its type
     if not isinstance(ty, relax.TensorType) or ty.shape is None:
         return None
     try:

@@ -142,14 +142,20 @@ def _with_static_inputs(model: onnx.ModelProto, input_shapes: dict[str, list[int
         raise InputError(f"input_shapes names {unknown} which are not graph inputs", hint=f"graph inputs: {sorted(inputs)}")
     for name, shape in input_shapes.items():
         dims = inputs[name].type.tensor_type.shape.dim
-        shape = [int(d) for d in shape]
-        if any(d < 1 for d in shape):
+        # a str dim is a symbol of a dynamic build (shape_ranges): it stays a named dim_param, which
+        # the folder treats as unknown (nothing computed from it folds) and the frontend imports as
+        # one tirx.Var per name
+        shape = [d if isinstance(d, str) else int(d) for d in shape]
+        if any(not isinstance(d, str) and d < 1 for d in shape):
             raise InputError(f"input {name!r}: static shape {shape} has a non-positive dim")
         if len(dims) and len(dims) != len(shape):
             raise InputError(f"input {name!r} has rank {len(dims)} but input_shapes gives {shape}")
         del dims[:]
         for d in shape:
-            dims.add().dim_value = d
+            if isinstance(d, str):
+                dims.add().dim_param = d
+            else:
+                dims.add().dim_value = d
     # Exporters that list initializers as graph inputs (keep_initializers_as_inputs)
     # make every weight look overridable, which blocks folding; they are weights.
     kept = [i for i in graph.input if i.name not in initializers]

@@ -56,6 +56,10 @@ class RelaxBuild:
     quantization: dict | None = None  # --quantize int8/auto: per-layer precisions and measured error (manifest "quantization")
     #: --freeze-input: inputs bound to constants before import (manifest "frozen_inputs")
     frozen_inputs: list = field(default_factory=list)
+    #: dynamic builds: {symbol: (min, max)} of the symbolic input dims (manifest "symbolic_dims")
+    symbolic_dims: dict = field(default_factory=dict)
+    #: --specialize: [{symbol: size}] of the static variants of main (manifest "specializations")
+    specializations: list = field(default_factory=list)
 
     @property
     def kernels(self) -> list[str]:
@@ -76,10 +80,12 @@ def import_onnx(proto: onnx.ModelProto, shapes: dict[str, list[int]], source: st
     from . import frontend
     from .frontend.if_branches import outline_if_branches, scoped_if_branches
 
+    from .dynamic_build import frontend_shape_dict
+
     dtypes = {spec.name: spec.dtype for spec in onnx_model.graph_inputs(proto)}
     # The support check has passed: a frontend failure now is ours to fix (or to add to the check).
     with stage_errors(f"ONNX import into Relax of {source}"), frontend.extended_convert_map(), scoped_if_branches():
-        mod = relax.frontend.onnx.from_onnx(proto, shape_dict=shapes, dtype_dict=dtypes)
+        mod = relax.frontend.onnx.from_onnx(proto, shape_dict=frontend_shape_dict(shapes), dtype_dict=dtypes)
     if has_control_flow(mod):
         # The frontend builds a function with an If without any dataflow block, and memory
         # planning breaks on branches with several allocations (frontend/if_branches.py):
@@ -104,7 +110,7 @@ def has_control_flow(mod: tvm.IRModule) -> bool:
     return bool(found)
 
 
-def _output_specs(mod: tvm.IRModule, proto: onnx.ModelProto) -> list[dict]:
+def _output_specs(mod: tvm.IRModule, proto: onnx.ModelProto, ranges: dict | None = None) -> list[dict]:
     names = [spec.name for spec in onnx_model.graph_outputs(proto)]
     ret = mod["main"].ret_ty
     leaves = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
@@ -117,7 +123,11 @@ def _output_specs(mod: tvm.IRModule, proto: onnx.ModelProto) -> list[dict]:
         try:
             shape = [int(d) for d in leaf.shape.values]
         except TypeError:
-            raise CompileError(f"output '{name}' has a symbolic shape {leaf.shape}; fix the input shapes") from None
+            if not ranges:
+                raise CompileError(f"output '{name}' has a symbolic shape {leaf.shape}; fix the input shapes") from None
+            from .dynamic_build import output_shape
+
+            shape = output_shape(name, leaf, ranges)
         specs.append({"name": name, "shape": shape, "dtype": str(leaf.dtype)})
     return specs
 
@@ -166,15 +176,28 @@ def build_relax(
             proto, frozen = bind_inputs(proto, freeze_inputs)
     with log.stage("support check"):
         onnx_model.check_supported(proto, source, folded=False)
-        inputs = onnx_model.resolve_input_specs(proto, input_shapes)
+        from .shape_ranges import resolve
+
+        inputs, symbolic_dims = resolve(proto, input_shapes)  # static builds: resolve_input_specs
     shapes = {spec_.name: list(spec_.shape) for spec_ in inputs}
     with log.stage("onnx clean-up (fold shape subgraphs)"):
         with stage_errors(f"ONNX clean-up of {source}"):
             cleaned = _clean(proto, shapes)
         onnx_model.check_supported(cleaned, source)
-    with log.stage("import to Relax"), spec.tvm_target():  # converters may read the target (e.g. vector width)
+    from .dynamic_build import dynamic_import_errors
+
+    with log.stage("import to Relax"), spec.tvm_target(), dynamic_import_errors(source, symbolic_dims):  # converters may read the target
         mod = import_onnx(cleaned, shapes, source)
-    outputs = _output_specs(mod, cleaned)
+    if symbolic_dims:
+        from .dynamic_build import annotate_bounds, check_symbols
+
+        check_symbols(mod, symbolic_dims)
+        mod = annotate_bounds(mod, symbolic_dims)
+    from .specialize import add_variants, variants
+
+    specialized = variants(getattr(input_shapes, "specialize", None), symbolic_dims)
+    mod = add_variants(mod, specialized)  # static copies of main: every pass sees them as static
+    outputs = _output_specs(mod, cleaned, symbolic_dims)
 
     reports: list[PassReport] = []
     applied: list[str] = []
@@ -206,6 +229,8 @@ def build_relax(
         notes=notes,
         pre_fusion_mod=pre_fusion,
         frozen_inputs=frozen,
+        symbolic_dims=symbolic_dims,
+        specializations=specialized,
     )
 
 

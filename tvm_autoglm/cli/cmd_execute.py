@@ -29,7 +29,7 @@ def run(args) -> int:
     if args.input:
         inputs = read_inputs(args.input, session.input_specs)
     else:
-        inputs = example_inputs(session.input_specs, index_ranges=session.index_ranges)
+        inputs = example_inputs(session.input_specs, index_ranges=session.index_ranges, symbolic_dims=session.manifest.get("symbolic_dims"))
         print("no --input given: using generated example inputs")
     outputs = session.run(inputs)
     for name, value in outputs.items():

@@ -21,6 +21,7 @@ def add_parser(subparsers):
     parser.add_argument("--html", default=None, metavar="REPORT.html", help="write a self-contained HTML report")
     parser.add_argument("--png", default=None, metavar="CHART.png", help="write a throughput chart PNG (matplotlib)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--dynamic", action="store_true", help="compile once with batch/seq ranges and run every shape on that build")
     return parser
 
 
@@ -41,7 +42,8 @@ def run(args) -> int:
         state = f"failed: {point.error}" if point.error else f"median {point.median_ms:.3f} ms, p90 {point.p90_ms:.3f} ms"
         print(f"[sweep] {point.label}: {state}", file=sys.stderr)
 
-    result = run_sweep(args.model, batches, seqs, args.slo_ms, args.target, args.optimize_level, args.repeat, args.tuning_db, on_point=progress)
+    result = run_sweep(args.model, batches, seqs, args.slo_ms, args.target, args.optimize_level, args.repeat, args.tuning_db, on_point=progress,
+                       dynamic=args.dynamic)
     line = machine_line(machine_info(threads))
     if args.html:
         from ..measure.report_html import sweep_html

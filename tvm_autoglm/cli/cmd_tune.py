@@ -38,11 +38,20 @@ def run(args) -> int:
 
     if bool(args.rpc_tracker) != bool(args.rpc_key):
         raise AutoGLMError("--rpc-tracker and --rpc-key go together")
+    from ..shape_ranges import has_ranges
+
+    shapes = parse_shapes(args)
+    if has_ranges(shapes):
+        # MetaSchedule tunes static workloads only; a specialised variant's kernels are the static build's
+        raise AutoGLMError(
+            "tune takes static shapes: tune the sizes that matter (--input-shape input_ids:1x128), then compile the "
+            "dynamic build with --specialize seq=128 --tuning-db DIR so its static variants use the records"
+        )
     result = tune(
         args.model,
         target=args.target,
         opt_level=args.optimize_level,
-        input_shapes=parse_shapes(args),
+        input_shapes=shapes,
         trials=args.trials,
         time_budget=args.time_budget,
         tuning_db=args.tuning_db,

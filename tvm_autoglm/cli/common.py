@@ -11,7 +11,21 @@ def add_model_flags(parser, required: bool = True) -> None:
         nargs="+",
         default=[],
         metavar="NAME:DIMS",
-        help="static shape for an input, e.g. input_ids:1x128 (repeatable)",
+        help="shape for an input, e.g. input_ids:1x128; a dim MIN..MAX stays symbolic (input_ids:1x1..512) (repeatable)",
+    )
+    parser.add_argument(
+        "--dynamic-dim",
+        action="append",
+        default=[],
+        metavar="NAME=MIN..MAX",
+        help="keep the ONNX dim NAME symbolic over MIN..MAX in every input that has it, e.g. seq=1..512 (repeatable)",
+    )
+    parser.add_argument(
+        "--specialize",
+        action="append",
+        default=[],
+        metavar="NAME=SIZE,...",
+        help="also build static variants for these sizes of a symbolic dim, called when the input matches exactly, e.g. seq=128,256",
     )
 
 
@@ -52,8 +66,14 @@ def add_build_flags(parser) -> None:
 
 def parse_shapes(args) -> dict:
     from ..onnx_model import parse_input_shapes
+    from ..shape_ranges import InputShapes, parse_dynamic_dims
 
-    return parse_input_shapes(args.input_shape)
+    from ..specialize import parse_specialize
+
+    shapes = parse_input_shapes(args.input_shape)
+    dynamic = parse_dynamic_dims(getattr(args, "dynamic_dim", None))
+    specialize = parse_specialize(getattr(args, "specialize", None))
+    return InputShapes(shapes, dynamic, specialize) if dynamic or specialize else shapes
 
 
 def parse_frozen(args) -> dict:

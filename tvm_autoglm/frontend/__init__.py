@@ -20,7 +20,7 @@ import threading
 #: op_type -> converter class. Filled by the modules in ``_CONVERTER_MODULES``.
 _EXTRA: dict[str, type] = {}
 #: Modules whose import registers converters (one module per op family).
-_CONVERTER_MODULES: tuple[str, ...] = ("attention", "constant", "normalization", "resize", "rnn")
+_CONVERTER_MODULES: tuple[str, ...] = ("attention", "constant", "normalization", "resize", "rnn", "symbolic_range")
 _lock = threading.RLock()
 _loaded = False
 

@@ -1,4 +1,5 @@
-"""Batch x sequence sweep: compile each static shape, measure it, pick the best under a latency SLO.
+"""Batch x sequence sweep: compile each static shape (or, with ``dynamic``, one build with batch/seq
+ranges), measure it, pick the best under a latency SLO.
 
 Artifacts are static-shape, so every (batch, seq) is its own compile. Input
 dims are mapped by position: 2-D inputs (token ids, masks) are [batch, seq];
@@ -125,6 +126,51 @@ def _default_measure(model, target: str, opt_level: int, repeat: int, tuning_db:
     return measure
 
 
+def dynamic_shapes(input_specs, batches: list[int], seqs: list[int] | None) -> dict[str, list]:
+    """One dynamic build's ``input_shapes`` covering every sweep point: batch (dim 0) and seq (dim 1 of
+    2-D inputs) become ranges (a single value stays a number), other dims as ``shapes_for`` fixes them."""
+    low, high = shapes_for(input_specs, min(batches), min(seqs) if seqs else None), shapes_for(input_specs, max(batches), max(seqs) if seqs else None)
+    return {name: [a if a == b else (a, b) for a, b in zip(low[name], high[name])] for name in low}
+
+
+def _dynamic_measure(model, input_specs, batches, seqs, target: str, opt_level: int, repeat: int, tuning_db: str | None) -> Callable[[dict], dict]:
+    """``measure`` over one dynamic build (``sweep --dynamic``): compiled on the first point, run at each shape."""
+    built: dict = {}
+
+    def measure(shapes: dict) -> dict:
+        import numpy as np
+
+        import tvm_autoglm
+
+        from ..runtime.inputs import example_inputs
+        from .timing import Candidate, measure_interleaved
+
+        if "model" not in built:
+            built["model"] = tvm_autoglm.compile(model, target=target, opt_level=opt_level, input_shapes=dynamic_shapes(input_specs, batches, seqs), tuning_db=tuning_db)
+        compiled = built["model"]
+        session = compiled._session
+        if not hasattr(session, "vm"):
+            raise DeviceError(f"target {target}: the sweep measures every shape, which needs the target's device on this machine")
+        sizes = {}
+        for spec in compiled.inputs:
+            for dim, size in zip(spec["shape"], shapes.get(spec["name"], [])):
+                if isinstance(dim, str):
+                    sizes[dim] = {"min": int(size), "max": int(size)}
+        inputs = example_inputs(compiled.inputs, 0, index_ranges=compiled.manifest.get("index_ranges"), symbolic_dims=sizes)
+        checked = session._checked(inputs)
+        arrays = session._to_device([np.asarray(a) for a in checked])
+        fn, dev = session.vm[session.function_for(checked)], session.device
+
+        def run():
+            fn(*arrays)
+            dev.sync()
+
+        (timing,) = measure_interleaved([Candidate("tvm", run)], repeat=repeat, warmup=2)
+        return timing.summary()
+
+    return measure
+
+
 def run_sweep(
     model,
     batches: list[int],
@@ -136,6 +182,7 @@ def run_sweep(
     tuning_db: str | None = None,
     measure: Callable[[dict], dict] | None = None,
     on_point: Callable[[SweepPoint], None] | None = None,
+    dynamic: bool = False,
 ) -> SweepResult:
     """Measure every (batch, seq); ``measure(shapes) -> {"median_ms", "p90_ms", ...}`` is injectable for tests."""
     from .. import onnx_model
@@ -152,7 +199,11 @@ def run_sweep(
 
         spec = load_target(target)
         device_for({"target": {"device": spec.device, "name": spec.name}})  # no device: fail before any compile
-        measure = _default_measure(proto, target, opt_level, repeat, tuning_db)
+        if dynamic:  # one build with batch/seq ranges, run at every point
+            measure = _dynamic_measure(proto, specs, batches, seqs, target, opt_level, repeat, tuning_db)
+            notes.append("one dynamic build (batch/seq ranges) measured at every shape")
+        else:
+            measure = _default_measure(proto, target, opt_level, repeat, tuning_db)
     points = []
     for batch in batches:
         for seq in seqs or [None]:

@@ -42,6 +42,24 @@ def is_scalar(expr, target: float, rel: float = 1e-4) -> bool:
     return value is not None and math.isclose(value, target, rel_tol=rel, abs_tol=1e-12)
 
 
+def static_last_dim(expr) -> int | None:
+    """The last dim of a tensor as an int, else None; leading dims may be symbolic (dynamic builds).
+
+    A rewrite that normalizes over the last axis needs only that dim (its gamma/beta length): the
+    rows before it can be any number, and a symbolic last dim is declined.
+    """
+    sinfo = expr.ty
+    if not isinstance(sinfo, relax.TensorType) or sinfo.shape is None or not hasattr(sinfo.shape, "values"):
+        return None
+    values = list(sinfo.shape.values)
+    if not values:
+        return None
+    try:
+        return int(values[-1])
+    except TypeError:
+        return None
+
+
 def ndim(expr) -> int:
     sinfo = expr.ty
     return sinfo.ndim if isinstance(sinfo, relax.TensorType) else -1

@@ -28,6 +28,7 @@ from tvm.relax.dpl import is_const, is_op, wildcard
 from ._util import composite_count, ndim, ungrouped_bindings
 from .registry import register_pass
 from .tally import current
+from .symbolic import inline_shape_params
 
 COMPOSITE_NAME = "autoglm.attention"
 
@@ -112,7 +113,8 @@ def fuse_attention_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     for name, reason in refused.items():
         if name in left:
             tally.declined(reason)
-    return out
+    # a symbolic reshape target was lifted into a group parameter: use the literal again
+    return inline_shape_params(out)
 
 
 @register_pass("fuse_attention")

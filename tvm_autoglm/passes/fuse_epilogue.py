@@ -27,6 +27,7 @@ from tvm.relax.dpl import is_op, wildcard
 from ._util import composite_count, ungrouped_bindings
 from .registry import register_pass
 from .tally import current
+from .symbolic import inline_shape_params
 
 COMPOSITE_NAME = "autoglm.epilogue_layout"
 _ACTIVATIONS = ("relax.nn.relu", "relax.nn.gelu", "relax.nn.gelu_tanh", "relax.nn.silu", "relax.sigmoid", "relax.tanh", "relax.clip")
@@ -91,7 +92,8 @@ def fuse_epilogue_pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     for var_name, reason in refused.items():
         if var_name in left:
             tally.declined(reason)
-    return out
+    # a symbolic reshape target was lifted into a group parameter: use the literal again
+    return inline_shape_params(out)
 
 
 @register_pass("fuse_epilogue")

@@ -15,8 +15,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from ..ir_utils import static_shape
-from ._util import UseCounts, const_value, dtype, is_last_axis, is_scalar, ndim, rewrite_module, scalar_value
+from ._util import UseCounts, const_value, dtype, is_last_axis, is_scalar, ndim, rewrite_module, scalar_value, static_last_dim
 from .registry import register_pass
 from .tally import binding_name, current
 
@@ -70,8 +69,8 @@ def _why_not(m, parts) -> str | None:
         return f"numerator of 1/sqrt is {_describe(m[parts['one']])}, expected 1"
     if scalar_value(m[parts["eps"]]) is None:
         return f"epsilon is {_describe(m[parts['eps']])}, expected one value"
-    if static_shape(x) is None:
-        return "input shape is not static (layer_norm needs the channel count)"
+    if static_last_dim(x) is None:
+        return "the normalized (last) dim is not static (layer_norm needs the channel count)"
     return None
 
 
@@ -104,7 +103,7 @@ def _rewrite_func(func: relax.Function) -> relax.Function:
                 tally.declined(f"{node}: {reason}")
                 return expr
             x = m[parts["x"]]
-            channels = static_shape(x)[-1]
+            channels = static_last_dim(x)  # leading dims may be symbolic (dynamic builds)
             ones = relax.const(np.ones((channels,), dtype=dtype(x)))
             zeros = relax.const(np.zeros((channels,), dtype=dtype(x)))
             g = _channel_vector(m[gamma], channels) if form != "bare" else ones

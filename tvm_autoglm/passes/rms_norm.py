@@ -14,8 +14,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from ..ir_utils import static_shape
-from ._util import UseCounts, const_value, dtype, is_last_axis, is_scalar, ndim, rewrite_module, scalar_value
+from ._util import UseCounts, const_value, dtype, is_last_axis, is_scalar, ndim, rewrite_module, scalar_value, static_last_dim
 from .registry import register_pass
 from .tally import binding_name, current
 
@@ -50,10 +49,10 @@ def _rewrite_func(func: relax.Function) -> relax.Function:
                 return expr
 
             x = m[p["x"]]
-            shape = static_shape(x)
+            channels = static_last_dim(x)  # leading dims may be symbolic (dynamic builds)
             attrs = m[p["mean"]].attrs
-            if shape is None:
-                return decline("input shape is not static")
+            if channels is None:
+                return decline("the normalized (last) dim is not static")
             if not is_last_axis(attrs.axis, ndim(x)) or not bool(attrs.keepdims):
                 return decline("mean is not over the last axis with keepdims")
             if p["two"] in m and not is_scalar(m[p["two"]], 2.0):
@@ -63,7 +62,6 @@ def _rewrite_func(func: relax.Function) -> relax.Function:
             eps = scalar_value(m[p["eps"]])
             if eps is None:
                 return decline("epsilon is not one value")
-            channels = shape[-1]
             if with_weight:
                 w = const_value(m[p["weight"]])
                 if w is None or w.size not in (1, channels) or (w.size == channels and w.shape[-1] != channels):

@@ -19,8 +19,12 @@ def _spec_text(spec: dict) -> str:
     return f"{spec['dtype']}[{'x'.join(str(d) for d in spec['shape'])}]"
 
 
-def validate_inputs(inputs: dict, specs: list[dict], index_ranges: dict | None = None) -> list[np.ndarray]:
-    """Check names, shapes, dtypes and (given the manifest's ``index_ranges``) index values; return arrays in manifest order."""
+def validate_inputs(inputs: dict, specs: list[dict], index_ranges: dict | None = None, symbolic_dims: dict | None = None) -> list[np.ndarray]:
+    """Check names, shapes, dtypes and (given the manifest's ``index_ranges``) index values; return arrays in manifest order.
+
+    A dynamic build's specs name symbolic dims (``[1, "seq"]``); ``symbolic_dims`` (the manifest's
+    ranges) then bounds them, and inputs sharing a symbol must agree on its value.
+    """
     expected = [s["name"] for s in specs]
     unknown = [name for name in inputs if name not in expected]
     if unknown:
@@ -28,6 +32,11 @@ def validate_inputs(inputs: dict, specs: list[dict], index_ranges: dict | None =
     missing = [name for name in expected if name not in inputs]
     if missing:
         raise InputError(f"missing input(s) {missing}; the model's inputs are {expected}")
+    if symbolic_dims or any(isinstance(d, str) for spec in specs for d in spec["shape"]):
+        from ..shape_ranges import bind_shape, check_shapes
+
+        given = {name: np.asarray(value) for name, value in inputs.items()}
+        specs = [{**spec, "shape": list(bind_shape(spec["shape"], check_shapes(given, specs, symbolic_dims or {})))} for spec in specs]
     arrays = []
     for spec in specs:
         value = np.asarray(inputs[spec["name"]])
@@ -87,6 +96,9 @@ def read_bin(path: Path, specs: list[dict]) -> dict[str, np.ndarray]:
     """Raw little-endian tensors concatenated in manifest order."""
     if not path.is_file():
         raise InputError(f"input file {path} not found")
+    symbolic = sorted({d for spec in specs for d in spec["shape"] if isinstance(d, str)})
+    if symbolic:
+        raise InputError(f"{path}: a .bin input has no shapes, and this build's dims {symbolic} are symbolic; pass the inputs as .npz")
     raw = path.read_bytes()
     sizes = []
     for spec in specs:
@@ -120,13 +132,21 @@ def read_inputs(path: str | Path, specs: list[dict]) -> dict[str, np.ndarray]:
     raise InputError(f"input file {path} must be .npz (keyed by input name) or .bin (raw, manifest order)")
 
 
-def example_inputs(specs: list[dict], seed: int = 0, index_ranges: dict | None = None) -> dict[str, np.ndarray]:
-    """Plausible inputs from specs alone: masks of ones, small token ids (below the table size, given ``index_ranges``), N(0,1) floats."""
+#: A dynamic build's example inputs give each symbolic dim this size, clamped into its range.
+EXAMPLE_SYMBOL_SIZE = 128
+
+
+def example_inputs(specs: list[dict], seed: int = 0, index_ranges: dict | None = None, symbolic_dims: dict | None = None) -> dict[str, np.ndarray]:
+    """Plausible inputs from specs alone: masks of ones, small token ids (below the table size, given ``index_ranges``), N(0,1) floats.
+
+    Symbolic dims (dynamic builds) take ``EXAMPLE_SYMBOL_SIZE`` clamped into ``symbolic_dims``' range.
+    """
     rng = np.random.default_rng(seed)
+    sizes = {name: min(int(r["max"]), max(int(r["min"]), EXAMPLE_SYMBOL_SIZE)) for name, r in (symbolic_dims or {}).items()}
     result = {}
     for spec in specs:
         dtype = np.dtype(spec["dtype"])
-        shape = tuple(spec["shape"])
+        shape = tuple(sizes[d] if isinstance(d, str) else d for d in spec["shape"])
         if dtype.kind in "iu":
             if "mask" in spec["name"].lower():
                 result[spec["name"]] = np.ones(shape, dtype=dtype)

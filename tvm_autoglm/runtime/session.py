@@ -144,7 +144,7 @@ class Session:
         return self.manifest.get("frozen_inputs") or []
 
     def _checked(self, inputs: dict) -> list:
-        return validate_inputs(drop_frozen_inputs(inputs, self.frozen_inputs), self.input_specs, self.index_ranges)
+        return validate_inputs(drop_frozen_inputs(inputs, self.frozen_inputs), self.input_specs, self.index_ranges, self.manifest.get("symbolic_dims"))
 
     @property
     def output_specs(self) -> list[dict]:
@@ -157,8 +157,22 @@ class Session:
 
     def run(self, inputs: dict | None = None, **kwargs) -> dict[str, np.ndarray]:
         arrays = self._checked({**(inputs or {}), **kwargs})
-        result = self.vm["main"](*self._to_device(arrays))
+        result = self.vm[self.function_for(arrays)](*self._to_device(arrays))
         return self._outputs(result)
+
+    def function_for(self, arrays) -> str:
+        """The VM function for these (checked, manifest-ordered) inputs: a dynamic build's static
+        variant whose sizes equal the inputs' symbolic dims exactly (``--specialize``), else ``main``."""
+        if not self.manifest.get("specializations"):
+            return "main"
+        from ..specialize import pick_function
+
+        symbols = {}
+        for spec, array in zip(self.input_specs, arrays):
+            for dim, size in zip(spec["shape"], array.shape):
+                if isinstance(dim, str):
+                    symbols[dim] = int(size)
+        return pick_function(self.manifest, symbols)
 
     def _outputs(self, result) -> dict[str, np.ndarray]:
         flat = _flatten(result)
@@ -169,8 +183,9 @@ class Session:
 
     def latencies(self, inputs: dict, repeat: int = 10, warmup: int = 2) -> list[float]:
         """Wall-clock seconds of ``repeat`` runs of main (inputs already on the device)."""
-        arrays = self._to_device(self._checked(inputs))
-        fn = self.vm["main"]
+        checked = self._checked(inputs)
+        arrays = self._to_device(checked)
+        fn = self.vm[self.function_for(checked)]
         for _ in range(warmup):
             fn(*arrays)
         self.device.sync()

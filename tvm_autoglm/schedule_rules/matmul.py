@@ -182,6 +182,11 @@ class Matmul(C.CPURule):
         others = [loops[i] for i in ana.spatial if i not in (ana.vec, ana.row)]
         red = [loops[i] for i in ana.reduce]
         outer = others + [v_o]
+        if ana.row is None and any(extents[i] is None for i in ana.spatial):
+            # Symbolic rows (a dynamic build's seq) are not register-blocked (the tile needs a row
+            # count it divides); walk the rows inside each column tile instead, so consecutive
+            # tiles of a thread reuse one K x tile panel of the weights from cache.
+            outer = [v_o] + others
         k_block = None
         if r_o is not None and len(red) == 1:
             # Cache blocking of a deep panel: walk K in chunks, all row tiles per chunk

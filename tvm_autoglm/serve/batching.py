@@ -38,12 +38,20 @@ class Layout:
     outputs: list[dict]
     capacity: int | None  # the build's batch dimension B in batch mode; None: exact shapes, one request per call
     max_requests: int = 1
+    #: a dynamic build's ranges (manifest ``symbolic_dims``): each request runs alone at its own shape
+    symbolic_dims: dict | None = None
 
     @classmethod
     def from_manifest(cls, manifest: dict, max_batch: int | None) -> "Layout":
         inputs, outputs = manifest["inputs"], manifest["outputs"]
+        symbolic = manifest.get("symbolic_dims") or None
         if max_batch is None:
-            return cls(inputs, outputs, None, 1)
+            return cls(inputs, outputs, None, 1, symbolic)
+        if symbolic:
+            raise ArtifactError(
+                f"--max-batch packs requests into a build's fixed batch; this build has symbolic dims {sorted(symbolic)} "
+                "and runs every request at its own shape: serve it without --max-batch"
+            )
         if max_batch < 1:
             raise InputError(f"--max-batch must be at least 1, got {max_batch}")
         leading = {}
@@ -82,6 +90,15 @@ class Layout:
     def rows_of(self, arrays: dict[str, np.ndarray]) -> int:
         """Check dtypes and shapes of one request; return its rows (1 in exact mode)."""
         rows = {}
+        if self.symbolic_dims:
+            from ..shape_ranges import check_shapes
+
+            for spec in self.inputs:
+                value = arrays[spec["name"]]
+                if value.dtype != np.dtype(spec["dtype"]):
+                    raise InputError(f"input '{spec['name']}' has dtype {value.dtype}, expected {np.dtype(spec['dtype'])}")
+            check_shapes(arrays, self.inputs, self.symbolic_dims)  # any shape in range, one line naming input, dim, range, value
+            return 1
         for spec in self.inputs:
             name, value = spec["name"], arrays[spec["name"]]
             want = np.dtype(spec["dtype"])

@@ -48,7 +48,7 @@ class Engine:
             module = tvm.runtime.load_module(str(self.library))
         sessions = [Session(module, self.manifest, self.library) for _ in range(self.workers)]
         self.state = "warming up"
-        sample = example_inputs(self.manifest["inputs"], seed=0, index_ranges=self.manifest.get("index_ranges"))
+        sample = example_inputs(self.manifest["inputs"], seed=0, index_ranges=self.manifest.get("index_ranges"), symbolic_dims=self.manifest.get("symbolic_dims"))
         for session in sessions:
             for _ in range(self.warmup_runs):
                 session.run(sample)

@@ -1,0 +1,197 @@
+"""Dynamic input dims: parsing the user's ranges and resolving them against the ONNX inputs.
+
+A build is *dynamic* when some input dim is given as a range instead of a number:
+
+* ``--input-shape input_ids:1x1..512`` (also ``input_ids:1..32x1..512``), API
+  ``input_shapes={"input_ids": [1, (1, 512)]}``;
+* ``--dynamic-dim seq=1..512`` (repeatable), API ``input_shapes=InputShapes(..., dynamic_dims={"seq": (1, 512)})``:
+  every input dim the ONNX names ``seq`` stays symbolic over that range.
+
+A dim the ONNX model names (``dim_param``) keeps that name, so inputs sharing it share one
+symbol (``input_ids`` and ``attention_mask`` both have ``seq``); an unnamed dim given a range
+is called ``<input>_d<axis>``. The result is a list of :class:`TensorSpec` whose symbolic dims
+are the symbol names (strings), and ``{name: (min, max)}`` for the manifest and the runtime
+checks. A build with no range anywhere resolves exactly as before (``resolve_input_specs``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import AutoGLMError, InputError
+
+#: ``lo..hi`` (both inclusive)
+_RANGE = re.compile(r"^(\d+)\.\.(\d+)$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class InputShapes(dict):
+    """``{input: [dim, ...]}`` where a dim is an int or a ``(min, max)`` range, plus ``dynamic_dims``
+    (``{onnx dim name: (min, max)}``, from ``--dynamic-dim``) and ``specialize``. A plain dict travels through every
+    layer that passes ``input_shapes`` along; the extra attribute rides with it."""
+
+    def __init__(self, shapes=None, dynamic_dims=None, specialize=None):
+        super().__init__(shapes or {})
+        self.dynamic_dims = dict(dynamic_dims or {})
+        #: ``{symbol: [sizes]}`` from ``--specialize``: static variants of main (see ``specialize``)
+        self.specialize = dict(specialize or {})
+
+
+def _check_range(lo: int, hi: int, what: str) -> tuple[int, int]:
+    if lo < 1 or hi < lo:
+        raise AutoGLMError(f"bad range {lo}..{hi} in {what}: expected 1 <= min <= max")
+    return lo, hi
+
+
+def parse_dim(token: str, what: str):
+    """``"128"`` -> 128, ``"1..512"`` -> (1, 512)."""
+    match = _RANGE.match(token)
+    if match:
+        return _check_range(int(match.group(1)), int(match.group(2)), what)
+    value = int(token)
+    if value < 0:
+        raise ValueError
+    return value
+
+
+def parse_dynamic_dims(items: list[str] | None) -> dict[str, tuple[int, int]]:
+    """``["seq=1..512"]`` -> ``{"seq": (1, 512)}``."""
+    dims: dict[str, tuple[int, int]] = {}
+    for item in items or []:
+        name, sep, text = item.partition("=")
+        match = _RANGE.match(text.strip())
+        if not sep or not _NAME.match(name.strip()) or not match:
+            raise AutoGLMError(f"bad --dynamic-dim '{item}': expected NAME=MIN..MAX (e.g. seq=1..512)")
+        dims[name.strip()] = _check_range(int(match.group(1)), int(match.group(2)), f"--dynamic-dim '{item}'")
+    return dims
+
+
+def normalize_api_dim(dim, what: str):
+    """An API dim: int, or a (min, max) pair / list."""
+    if isinstance(dim, (tuple, list)):
+        if len(dim) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in dim):
+            raise InputError(f"{what}: a range is a (min, max) pair of ints, got {dim!r}")
+        return _check_range(int(dim[0]), int(dim[1]), what)
+    return dim
+
+
+def has_ranges(shapes) -> bool:
+    if getattr(shapes, "dynamic_dims", None):
+        return True
+    return any(isinstance(d, (tuple, list)) for dims in (shapes or {}).values() for d in dims)
+
+
+def resolve(model, shapes) -> tuple[list, dict[str, tuple[int, int]]]:
+    """(input specs, ``{symbol: (min, max)}``). Static builds go through ``resolve_input_specs`` unchanged."""
+    from . import onnx_model
+
+    if not has_ranges(shapes):
+        return onnx_model.resolve_input_specs(model, shapes), {}
+    return _resolve_dynamic(model, shapes)
+
+
+def _resolve_dynamic(model, shapes):
+    from .onnx_model import TensorSpec, _check_size, graph_inputs
+
+    inputs = graph_inputs(model)
+    known = [spec.name for spec in inputs]
+    unknown = [name for name in shapes if name not in known]
+    if unknown:
+        raise InputError(f"--input-shape names unknown input(s) {unknown}; the model's inputs are {known}")
+    named = dict(getattr(shapes, "dynamic_dims", {}) or {})
+    declared_names = {d for spec in inputs for d in spec.shape if isinstance(d, str) and d != "?"}
+    missing = sorted(set(named) - declared_names)
+    if missing:
+        raise InputError(f"--dynamic-dim names {missing}, which no input declares; the inputs' named dims are {sorted(declared_names)}")
+    # ranges given per input for a named ONNX dim apply to that name everywhere (one symbol)
+    for spec in inputs:
+        for axis, (given, declared) in enumerate(zip(shapes.get(spec.name, ()), spec.shape)):
+            given = normalize_api_dim(given, f"input_shapes[{spec.name!r}][{axis}]")
+            if isinstance(given, tuple) and isinstance(declared, str) and declared != "?":
+                if named.setdefault(declared, given) != given:
+                    raise InputError(f"dim '{declared}' has two ranges: {named[declared][0]}..{named[declared][1]} and {given[0]}..{given[1]} (input '{spec.name}')")
+    resolved, ranges = [], {}
+    for spec in inputs:
+        given = shapes.get(spec.name)
+        if given is not None and spec.shape and len(given) != len(spec.shape):
+            raise InputError(f"--input-shape {spec.name}: rank {len(given)} given, the model declares rank {len(spec.shape)} {list(spec.shape)}")
+        dims = []
+        for axis, declared in enumerate(spec.shape):
+            dim = normalize_api_dim(given[axis], f"input_shapes[{spec.name!r}][{axis}]") if given is not None else declared
+            if isinstance(dim, tuple):
+                if isinstance(declared, int) and declared > 0:
+                    raise InputError(f"--input-shape {spec.name}: dim {axis} is fixed to {declared} in the model; it cannot be the range {dim[0]}..{dim[1]}")
+                symbol = declared if isinstance(declared, str) and declared != "?" else f"{spec.name}_d{axis}"
+                if not _NAME.match(symbol):
+                    symbol = re.sub(r"\W", "_", f"{spec.name}_d{axis}")
+                ranges[symbol] = dim
+                dims.append(symbol)
+            elif isinstance(dim, str):
+                if dim in named:
+                    ranges[dim] = named[dim]
+                    dims.append(dim)
+                    continue
+                example = f"{dim}=1..512" if dim != "?" else None
+                hint = f"; give a size with --input-shape or a range with --dynamic-dim {example}" if example else "; give a size or a range with --input-shape"
+                raise InputError(f"input '{spec.name}' dim {axis} ('{dim}') is dynamic{hint}")
+            else:
+                if isinstance(declared, str) and declared in named:
+                    lo, hi = named[declared]
+                    raise InputError(
+                        f"input '{spec.name}' dim {axis} ('{declared}') is {dim}, but '{declared}' is the range {lo}..{hi} elsewhere; give it the range or leave it out"
+                    )
+                if isinstance(declared, int) and declared > 0 and declared != dim:
+                    raise InputError(f"--input-shape {spec.name}: dim {axis} is {dim}, conflicting with the model's fixed {declared}")
+                dims.append(int(dim))
+        out = TensorSpec(spec.name, tuple(dims), spec.dtype)
+        _check_size(TensorSpec(spec.name, tuple(ranges[d][1] if isinstance(d, str) else d for d in dims), spec.dtype))
+        resolved.append(out)
+    return resolved, {name: tuple(r) for name, r in ranges.items()}
+
+
+def manifest_dims(ranges: dict[str, tuple[int, int]]) -> dict:
+    """``{"seq": {"min": 1, "max": 512}}`` for the manifest's ``symbolic_dims``."""
+    return {name: {"min": int(lo), "max": int(hi)} for name, (lo, hi) in sorted(ranges.items())}
+
+
+def bind_shape(shape: list, symbols: dict[str, int]) -> tuple[int, ...]:
+    """A manifest shape (ints and symbol names) with the symbols' values put in."""
+    return tuple(int(d) if not isinstance(d, str) else int(symbols[d]) for d in shape)
+
+
+def check_shapes(arrays: dict, specs: list[dict], symbolic: dict) -> dict[str, int]:
+    """Bind every symbolic dim from the given arrays; refuse one outside its range or inconsistent.
+
+    ``specs``: manifest input specs (shape entries are ints or symbol names); ``symbolic``: the
+    manifest's ``symbolic_dims``. Returns ``{symbol: value}``. The error is one line naming the
+    input, the dim, the range and the value.
+    """
+    bound: dict[str, tuple[int, str, int]] = {}
+    for spec in specs:
+        value = arrays.get(spec["name"])
+        if value is None:
+            continue
+        shape = tuple(value.shape)
+        want = spec["shape"]
+        if len(shape) != len(want):
+            got = "x".join(str(d) for d in shape) or "scalar"
+            raise InputError(f"input '{spec['name']}' has shape {got}, expected rank {len(want)} {_text(want)} ({spec['dtype']})")
+        for axis, (got, dim) in enumerate(zip(shape, want)):
+            if not isinstance(dim, str):
+                if got != int(dim):
+                    raise InputError(f"input '{spec['name']}' dim {axis} is {got}, expected {dim} (shape {_text(want)}, {spec['dtype']})")
+                continue
+            lo, hi = int(symbolic[dim]["min"]), int(symbolic[dim]["max"])
+            if not lo <= got <= hi:
+                raise InputError(f"input '{spec['name']}' dim {axis} ('{dim}') is {got}, outside the compiled range {lo}..{hi}")
+            if dim in bound and bound[dim][0] != got:
+                first_value, first_input, first_axis = bound[dim]
+                raise InputError(
+                    f"input '{spec['name']}' dim {axis} ('{dim}') is {got} but input '{first_input}' dim {first_axis} ('{dim}') is {first_value}; they must be equal"
+                )
+            bound.setdefault(dim, (got, spec["name"], axis))
+    return {name: value for name, (value, _, _) in bound.items()}
+
+
+def _text(shape) -> str:
+    return "x".join(str(d) for d in shape)
