@@ -92,24 +92,6 @@ def graph_outputs(model: onnx.ModelProto) -> list[TensorSpec]:
     return [_spec(vi) for vi in model.graph.output]
 
 
-def parse_input_shapes(items: list[str] | None) -> dict[str, list[int]]:
-    """``["input_ids:1x128", "mask:1x1..512"]`` -> ``{"input_ids": [1, 128], "mask": [1, (1, 512)]}``."""
-    from .shape_ranges import parse_dim
-
-    shapes: dict[str, list[int]] = {}
-    for item in items or []:
-        name, sep, dims = item.rpartition(":")
-        try:
-            if not sep or not name:
-                raise ValueError
-            # a dim is a size or an inclusive range MIN..MAX (a dynamic build: shape_ranges)
-            shape = [parse_dim(d, f"--input-shape '{item}'") for d in dims.lower().split("x")] if dims else []
-        except ValueError:
-            raise AutoGLMError(f"bad --input-shape '{item}': expected NAME:D1xD2x... with sizes or ranges MIN..MAX (e.g. input_ids:1x128 or input_ids:1x1..512)") from None
-        shapes[name] = shape
-    return shapes
-
-
 def resolve_input_specs(model: onnx.ModelProto, overrides: dict[str, list[int]] | None) -> list[TensorSpec]:
     """Static input specs: ONNX shapes with the user's overrides; every dim must end up concrete."""
     inputs = graph_inputs(model)

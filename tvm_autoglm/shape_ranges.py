@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import re
 
+from . import onnx_model
 from .errors import AutoGLMError, InputError
+from .onnx_model import TensorSpec, _check_size, graph_inputs
 
 #: ``lo..hi`` (both inclusive)
 _RANGE = re.compile(r"^(\d+)\.\.(\d+)$")
@@ -83,16 +85,12 @@ def has_ranges(shapes) -> bool:
 
 def resolve(model, shapes) -> tuple[list, dict[str, tuple[int, int]]]:
     """(input specs, ``{symbol: (min, max)}``). Static builds go through ``resolve_input_specs`` unchanged."""
-    from . import onnx_model
-
     if not has_ranges(shapes):
         return onnx_model.resolve_input_specs(model, shapes), {}
     return _resolve_dynamic(model, shapes)
 
 
 def _resolve_dynamic(model, shapes):
-    from .onnx_model import TensorSpec, _check_size, graph_inputs
-
     inputs = graph_inputs(model)
     known = [spec.name for spec in inputs]
     unknown = [name for name in shapes if name not in known]
@@ -195,3 +193,19 @@ def check_shapes(arrays: dict, specs: list[dict], symbolic: dict) -> dict[str, i
 
 def _text(shape) -> str:
     return "x".join(str(d) for d in shape)
+
+
+def parse_input_shapes(items: list[str] | None) -> dict[str, list[int]]:
+    """``["input_ids:1x128", "mask:1x1..512"]`` -> ``{"input_ids": [1, 128], "mask": [1, (1, 512)]}``."""
+    shapes: dict[str, list[int]] = {}
+    for item in items or []:
+        name, sep, dims = item.rpartition(":")
+        try:
+            if not sep or not name:
+                raise ValueError
+            # a dim is a size or an inclusive range MIN..MAX (a dynamic build: shape_ranges)
+            shape = [parse_dim(d, f"--input-shape '{item}'") for d in dims.lower().split("x")] if dims else []
+        except ValueError:
+            raise AutoGLMError(f"bad --input-shape '{item}': expected NAME:D1xD2x... with sizes or ranges MIN..MAX (e.g. input_ids:1x128 or input_ids:1x1..512)") from None
+        shapes[name] = shape
+    return shapes

@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from tvm_autoglm.errors import AutoGLMError, InputError
-from tvm_autoglm.onnx_model import parse_input_shapes
+from tvm_autoglm.shape_ranges import parse_input_shapes
 from tvm_autoglm.runtime.inputs import example_inputs, validate_inputs
 from tvm_autoglm.shape_ranges import InputShapes, parse_dynamic_dims, resolve
 

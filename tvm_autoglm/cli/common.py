@@ -65,7 +65,7 @@ def add_build_flags(parser) -> None:
 
 
 def parse_shapes(args) -> dict:
-    from ..onnx_model import parse_input_shapes
+    from ..shape_ranges import parse_input_shapes
     from ..shape_ranges import InputShapes, parse_dynamic_dims
 
     from ..specialize import parse_specialize
