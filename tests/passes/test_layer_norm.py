@@ -226,9 +226,9 @@ def test_rejects_epsilon_tensor():
 
 
 def test_rejects_symbolic_shape():
-    """Branch: the input shape is not static."""
+    """Branch: the normalized (last) dim is symbolic (symbolic leading dims are rewritten: tests/dynamic)."""
     n = tvm.tirx.Var("n", "int64")
-    assert _declined(_ln_module(shape=(n, 8))) == ["mean u: input shape is not static (layer_norm needs the channel count)"]
+    assert _declined(_ln_module(shape=(3, n))) == ["mean u: the normalized (last) dim is not static (layer_norm needs the channel count)"]
 
 
 def test_per_position_scale_stays_outside():
