@@ -33,7 +33,7 @@ def validate_inputs(inputs: dict, specs: list[dict], index_ranges: dict | None =
     if missing:
         raise InputError(f"missing input(s) {missing}; the model's inputs are {expected}")
     if symbolic_dims or any(isinstance(d, str) for spec in specs for d in spec["shape"]):
-        from ..shape_ranges import bind_shape, check_shapes
+        from .shapes import bind_shape, check_shapes
 
         given = {name: np.asarray(value) for name, value in inputs.items()}
         specs = [{**spec, "shape": list(bind_shape(spec["shape"], check_shapes(given, specs, symbolic_dims or {})))} for spec in specs]

@@ -91,7 +91,7 @@ class Layout:
         """Check dtypes and shapes of one request; return its rows (1 in exact mode)."""
         rows = {}
         if self.symbolic_dims:
-            from ..shape_ranges import check_shapes
+            from ..runtime.shapes import check_shapes
 
             for spec in self.inputs:
                 value = arrays[spec["name"]]
