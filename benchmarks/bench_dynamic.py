@@ -50,13 +50,10 @@ def _tvm_candidate(name, session, inputs):
 
 
 def _ort_candidate(name, path, inputs, threads):
-    import onnxruntime as ort
-
+    from tvm_autoglm.measure.candidates import ort_session
     from tvm_autoglm.measure.timing import Candidate
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort_session(Path(path), threads)  # the harness's one set-up: intra-op = ours, inter-op 1
     return Candidate(name, lambda: session.run(None, inputs), pool=f"ort-{name}"), session
 
 
