@@ -81,6 +81,27 @@ def output_shape_and_scales(in_shape, scales=None, sizes=None, policy: str = "st
     return out, scales
 
 
+def reference_disagreement(coordinate_mode: str, in_shape, scales) -> str | None:
+    """Why onnxruntime and the ONNX reference implementation sample differently here (None: they agree).
+
+    align_corners and tf_crop_and_resize divide by ``length_resized - 1``: onnxruntime (and PyTorch)
+    take the integer output extent ``floor(in x scale)``, the ONNX reference (whose outputs are the
+    conformance expectations) takes ``in x scale`` itself. They differ exactly when a resized axis's
+    ``in x scale`` is not an integer, and neither answer can be called right: such a node is refused.
+    """
+    if coordinate_mode not in ("align_corners", "tf_crop_and_resize") or scales is None:
+        return None
+    for axis, (dim, scale) in enumerate(zip(in_shape, scales)):
+        if not isinstance(dim, int) or F32(scale) == F32(1.0):
+            continue
+        exact = float(F32(scale)) * dim
+        if exact != int(F32(scale) * F32(dim)):
+            return (f"coordinate_transformation_mode={coordinate_mode} with scale {float(F32(scale)):g} on axis {axis} of extent {dim} "
+                    f"({dim} x {float(F32(scale)):g} = {exact:.7g} is not an integer: onnxruntime divides by the floored "
+                    "output extent, the ONNX reference by the unfloored one; give sizes instead of scales)")
+    return None
+
+
 def _round_half_away(x) -> float:
     """C's ``std::round``: halves away from zero (exact for float32 values, done in float64)."""
     x = float(x)
