@@ -11,8 +11,10 @@ with the extrapolation value where tf_crop_and_resize maps outside the input.
 It handles opsets 10-19+: nearest / linear / cubic, every coordinate_transformation_mode and
 nearest_mode onnxruntime has, scales or sizes, ``axes`` and ``keep_aspect_ratio_policy``,
 any rank. It needs the resized axes' extents and the scales/sizes/roi as constants (the
-support check refuses a node whose inputs are not, :func:`refusal`); ``antialias`` is
-refused in ``support_rules``.
+support check refuses a node whose inputs are not, :func:`refusal`). Refused: ``antialias``;
+integer inputs to linear/cubic (``support_rules``); align_corners / tf_crop_and_resize with a
+non-integer ``in x scale``, where onnxruntime and the ONNX reference disagree
+(``resize_tables.reference_disagreement``).
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ Behaviours copied from onnxruntime on purpose (they are where it and a literal r
 the spec could differ): output size ``int(float32(scale) * float32(size))``; the scale
 used by the coordinate transform is the given one, or ``float32(out) / float32(in)`` for
 sizes; an axis whose scale is exactly 1 maps identically whatever the mode; an output
-shape equal to the input shape is a copy.
+shape equal to the input shape is a copy; a coordinate within 1e-6 of a half is a tie for the
+round_prefer_* nearest modes (onnxruntime 1.32). Where onnxruntime and the ONNX reference
+implementation disagree (:func:`reference_disagreement`), the node is refused instead.
 """
 
 from __future__ import annotations
