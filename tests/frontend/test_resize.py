@@ -205,6 +205,14 @@ def test_one_gather_kernel_and_no_tvm_resize():
     assert sum(name.startswith("resize") for name in names) == 1, names  # 3 x 1.2 -> 3: a copy, as in onnxruntime
 
 
+def test_same_shape_is_a_copy():
+    """3 x 1.2 floors to 3: onnxruntime copies the input (no resampling at scale 1.2); so do we, exactly."""
+    model, feeds = resize_model([dict(shape=[1, 2, 3, 3], scales=[1, 1, 1.2, 1.2], mode="linear")])
+    got = tvm_autoglm.compile(model, opt_level=0).run(**feeds)["y0"]
+    np.testing.assert_array_equal(got, ort_run(model, feeds)["y0"])
+    np.testing.assert_array_equal(got, feeds["x0"])
+
+
 def _refused(model) -> str:
     with pytest.raises(UnsupportedModelError) as err:
         tvm_autoglm.compile(model, opt_level=0)
