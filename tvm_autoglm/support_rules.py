@@ -193,6 +193,30 @@ def _resize_dtype_check(node: NodeView):
 
 add_rule("Resize", _resize_dtype_check)
 
+
+def _resize_reference_check(node: NodeView):
+    """align_corners / tf_crop_and_resize with a non-integer in x scale: the references disagree (frontend/resize_tables.py).
+
+    Fires when the input shape is declared; the converter refuses the same case when it is not.
+    """
+    from .frontend.resize_tables import reference_disagreement
+
+    mode = node.attr("coordinate_transformation_mode", b"half_pixel")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    shape, scales = node.input_shape(0), node.constant(2)
+    if shape is None or scales is None or scales.size == 0:
+        return None
+    axes = node.attr("axes")
+    if axes is not None:
+        full = [1.0] * len(shape)
+        for axis, value in zip(axes, scales.tolist()):
+            full[axis] = value
+        scales = full
+    return reference_disagreement(mode, shape, list(scales)) if len(scales) == len(shape) else None
+
+
+add_rule("Resize", _resize_reference_check)
+
 def _dropout_check(node: NodeView):
     """Inference Dropout is the identity; a training-mode one is random, and TVM's mask output is float, not bool."""
     if node.has_input(2):

@@ -85,14 +85,33 @@ DIFFTEST_CASES = [
          nearest_mode="ceil"),  # i26: 1-D
     dict(shape=[2, 2, 3, 5], scales=[1, 1, 1.5, 3.0], mode="cubic", coordinate_transformation_mode="half_pixel",
          cubic_coeff_a=-0.5, exclude_outside=1),  # i22
-    dict(shape=[1, 3, 2, 4, 1], scales=[1, 1, 1.5, 1.5, 1.5], mode="linear", coordinate_transformation_mode="align_corners"),  # i33: size-1 output axis
+]
+# align_corners onto size-1 output axes (TVM divided by zero at codegen), with integer in x scale products
+ALIGN_CORNERS_SIZE_1 = [
+    dict(shape=[1, 3, 2, 4, 1], scales=[1, 1, 0.5, 1.5, 2.0], mode="linear", coordinate_transformation_mode="align_corners"),
+    dict(shape=[2, 3, 2, 4, 2], scales=[1, 1, 0.5, 0.25, 1.5], mode="nearest", coordinate_transformation_mode="align_corners",
+         nearest_mode="round_prefer_floor"),
+    dict(shape=[1, 2, 1, 4], sizes=[1, 2, 3, 1], mode="cubic", coordinate_transformation_mode="align_corners"),
+]
+# i33 and i48: align_corners where in x scale is not an integer (2 x 1.5 x ... , 2 x 0.75): refused, see below
+AMBIGUOUS_CASES = [
+    dict(shape=[1, 3, 2, 4, 1], scales=[1, 1, 1.5, 1.5, 1.5], mode="linear", coordinate_transformation_mode="align_corners"),
     dict(shape=[2, 3, 2, 4, 2], scales=[1, 1, 0.75, 1.5, 1.5], mode="nearest", coordinate_transformation_mode="align_corners",
-         nearest_mode="round_prefer_floor"),  # i48: 2 x 0.75 -> 1
+         nearest_mode="round_prefer_floor"),
 ]
 
 
 def test_difftest_cases_match_onnxruntime():
-    assert_parity(DIFFTEST_CASES, opt_level=0)
+    assert_parity(DIFFTEST_CASES + ALIGN_CORNERS_SIZE_1, opt_level=0)
+
+
+@pytest.mark.parametrize("index", range(len(AMBIGUOUS_CASES)))
+def test_refuses_where_onnxruntime_and_the_onnx_reference_disagree(index):
+    """align_corners / tf_crop_and_resize divide by the output extent minus 1: onnxruntime floors
+    in x scale first, the ONNX reference (conformance expectations) does not; 2 x 1.5 = 3 agrees, 2 x 0.75 not."""
+    model, _ = resize_model([AMBIGUOUS_CASES[index]])
+    message = _refused(model)
+    assert "resize0" in message and "align_corners" in message and "is not an integer" in message, message
 
 
 @pytest.mark.parametrize("nearest_mode", NEAREST)
@@ -101,7 +120,10 @@ def test_nearest_every_coordinate_mode(nearest_mode):
     configs = []
     for k, coord in enumerate(COORDS):
         attrs = dict(mode="nearest", coordinate_transformation_mode=coord, nearest_mode=nearest_mode)
-        configs.append(dict(shape=[1, 2, 7, 5], scales=[1, 1, 0.6, 1.7], **attrs))
+        if coord == "align_corners":  # in x scale must be an integer (see the refusal test): 8 x 0.75, 4 x 1.25
+            configs.append(dict(shape=[1, 2, 8, 4], scales=[1, 1, 0.75, 1.25], **attrs))
+        else:
+            configs.append(dict(shape=[1, 2, 7, 5], scales=[1, 1, 0.6, 1.7], **attrs))
         configs.append(dict(shape=[2, 3, 9], sizes=[2, 3, 4 + k], **attrs))
         configs.append(dict(shape=[1, 1, 3, 5, 4], sizes=[1, 1, 5, 3, 7], **attrs))
     # a tie computed inexactly: 7 -> 8 asymmetric maps output 4 to 3.4999998 in float32
@@ -115,7 +137,10 @@ def test_linear_every_coordinate_mode(opt_level):
     configs = []
     for coord in COORDS:
         attrs = dict(mode="linear", coordinate_transformation_mode=coord)
-        configs.append(dict(shape=[1, 3, 5, 7], scales=[1, 1, 0.75, 1.3], **attrs))  # down and up in one node
+        if coord == "align_corners":  # down and up in one node; 4 x 0.75 and 6 x 2.5 are integers
+            configs.append(dict(shape=[1, 3, 4, 6], scales=[1, 1, 0.75, 2.5], **attrs))
+        else:
+            configs.append(dict(shape=[1, 3, 5, 7], scales=[1, 1, 0.75, 1.3], **attrs))
         configs.append(dict(shape=[2, 2, 4, 3], sizes=[2, 2, 1, 5], **attrs))  # size-1 output axis
         configs.append(dict(shape=[1, 2, 3, 1, 4], sizes=[1, 2, 5, 3, 2], **attrs))  # trilinear from a size-1 axis
     configs.append(dict(shape=[6, 5], scales=[0.5, 1.9], mode="linear", coordinate_transformation_mode="half_pixel"))  # 2-D input
@@ -128,7 +153,10 @@ def test_cubic_every_coordinate_mode():
     for coord in COORDS:
         for a, exclude in ((-0.75, 0), (-0.5, 1)):
             attrs = dict(mode="cubic", coordinate_transformation_mode=coord, cubic_coeff_a=a, exclude_outside=exclude)
-            configs.append(dict(shape=[1, 2, 6, 5], scales=[1, 1, 0.7, 2.3], **attrs))
+            if coord == "align_corners":  # 6 x 0.5 and 4 x 1.25 are integers
+                configs.append(dict(shape=[1, 2, 6, 4], scales=[1, 1, 0.5, 1.25], **attrs))
+            else:
+                configs.append(dict(shape=[1, 2, 6, 5], scales=[1, 1, 0.7, 2.3], **attrs))
     configs.append(dict(shape=[1, 1, 1, 4], sizes=[1, 1, 3, 2], mode="cubic", coordinate_transformation_mode="align_corners"))
     assert_parity(configs, opt_level=3)
 
@@ -138,7 +166,7 @@ def test_tf_crop_and_resize_extrapolates():
     for mode in ("nearest", "linear", "cubic"):
         configs.append(dict(shape=[1, 2, 5, 6], sizes=[1, 2, 7, 4], roi=[0, 0, -0.2, 0.1, 1, 1, 1.3, 0.8], mode=mode,
                             coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=-7.5))
-        configs.append(dict(shape=[1, 2, 5, 6], scales=[1, 1, 1.5, 0.5], roi=[0, 0, 0.25, 0, 1, 1, 0.6, 1], mode=mode,
+        configs.append(dict(shape=[1, 2, 4, 6], scales=[1, 1, 1.5, 0.5], roi=[0, 0, 0.25, 0, 1, 1, 0.6, 1], mode=mode,
                             coordinate_transformation_mode="tf_crop_and_resize"))
     assert_parity(configs, opt_level=3)
 
@@ -175,6 +203,14 @@ def test_one_gather_kernel_and_no_tvm_resize():
     assert not relax_calls(build.mod, "relax.image.resize2d")
     names = [gv.name_hint for gv in build.mod.get_global_vars()]
     assert sum(name.startswith("resize") for name in names) == 1, names  # 3 x 1.2 -> 3: a copy, as in onnxruntime
+
+
+def test_same_shape_is_a_copy():
+    """3 x 1.2 floors to 3: onnxruntime copies the input (no resampling at scale 1.2); so do we, exactly."""
+    model, feeds = resize_model([dict(shape=[1, 2, 3, 3], scales=[1, 1, 1.2, 1.2], mode="linear")])
+    got = tvm_autoglm.compile(model, opt_level=0).run(**feeds)["y0"]
+    np.testing.assert_array_equal(got, ort_run(model, feeds)["y0"])
+    np.testing.assert_array_equal(got, feeds["x0"])
 
 
 def _refused(model) -> str:

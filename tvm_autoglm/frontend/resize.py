@@ -11,8 +11,10 @@ with the extrapolation value where tf_crop_and_resize maps outside the input.
 It handles opsets 10-19+: nearest / linear / cubic, every coordinate_transformation_mode and
 nearest_mode onnxruntime has, scales or sizes, ``axes`` and ``keep_aspect_ratio_policy``,
 any rank. It needs the resized axes' extents and the scales/sizes/roi as constants (the
-support check refuses a node whose inputs are not, :func:`refusal`); ``antialias`` is
-refused in ``support_rules``.
+support check refuses a node whose inputs are not, :func:`refusal`). Refused: ``antialias``;
+integer inputs to linear/cubic (``support_rules``); align_corners / tf_crop_and_resize with a
+non-integer ``in x scale``, where onnxruntime and the ONNX reference disagree
+(``resize_tables.reference_disagreement``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from tvm.relax.frontend.onnx import onnx_frontend as base
 from ..errors import UnsupportedModelError
 from . import register
 from .checks import NodeContext, attributes, register_check
-from .resize_tables import COORDINATE_MODES, MODES, NEAREST_MODES, ResizeSpec, output_shape_and_scales, resize_tables
+from .resize_tables import (COORDINATE_MODES, MODES, NEAREST_MODES, ResizeSpec, output_shape_and_scales, reference_disagreement,
+                            resize_tables)
 
 #: input positions from opset 11 on (opset 10: X, scales)
 _X, _ROI, _SCALES, _SIZES = range(4)
@@ -152,6 +155,9 @@ def convert(bb: relax.BlockBuilder, data, roi, scales, sizes, attrs: dict, opset
         # an axis with scale 1 keeps its extent and is never sampled: it may be symbolic
         in_shape = _static_dims(data, node, [a for a in range(rank) if float(np.float32(full_scales[a])) != 1.0])
         static_in = [d if isinstance(d, int) else 1 for d in in_shape]
+        disagreement = reference_disagreement(spec.coordinate_mode, in_shape, full_scales)
+        if disagreement:
+            raise UnsupportedModelError(f"node '{node}' (Resize): {disagreement}")
         out_shape, used_scales = output_shape_and_scales(static_in, scales=full_scales)
     else:  # every axis's ratio out / in is needed
         in_shape = static_in = _static_dims(data, node, range(rank))

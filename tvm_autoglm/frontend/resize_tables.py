@@ -18,7 +18,9 @@ Behaviours copied from onnxruntime on purpose (they are where it and a literal r
 the spec could differ): output size ``int(float32(scale) * float32(size))``; the scale
 used by the coordinate transform is the given one, or ``float32(out) / float32(in)`` for
 sizes; an axis whose scale is exactly 1 maps identically whatever the mode; an output
-shape equal to the input shape is a copy.
+shape equal to the input shape is a copy; a coordinate within 1e-6 of a half is a tie for the
+round_prefer_* nearest modes (onnxruntime 1.32). Where onnxruntime and the ONNX reference
+implementation disagree (:func:`reference_disagreement`), the node is refused instead.
 """
 
 from __future__ import annotations
@@ -79,6 +81,27 @@ def output_shape_and_scales(in_shape, scales=None, sizes=None, policy: str = "st
         scales = [chosen if a in chosen_axes else F32(1.0) for a in range(len(in_shape))]
         out = [int(_round_half_away(chosen * F32(d))) if a in chosen_axes else d for a, d in enumerate(in_shape)]
     return out, scales
+
+
+def reference_disagreement(coordinate_mode: str, in_shape, scales) -> str | None:
+    """Why onnxruntime and the ONNX reference implementation sample differently here (None: they agree).
+
+    align_corners and tf_crop_and_resize divide by ``length_resized - 1``: onnxruntime (and PyTorch)
+    take the integer output extent ``floor(in x scale)``, the ONNX reference (whose outputs are the
+    conformance expectations) takes ``in x scale`` itself. They differ exactly when a resized axis's
+    ``in x scale`` is not an integer, and neither answer can be called right: such a node is refused.
+    """
+    if coordinate_mode not in ("align_corners", "tf_crop_and_resize") or scales is None:
+        return None
+    for axis, (dim, scale) in enumerate(zip(in_shape, scales)):
+        if not isinstance(dim, int) or F32(scale) == F32(1.0):
+            continue
+        exact = float(F32(scale)) * dim
+        if exact != int(F32(scale) * F32(dim)):
+            return (f"coordinate_transformation_mode={coordinate_mode} with scale {float(F32(scale)):g} on axis {axis} of extent {dim} "
+                    f"({dim} x {float(F32(scale)):g} = {exact:.7g} is not an integer: onnxruntime divides by the floored "
+                    "output extent, the ONNX reference by the unfloored one; give sizes instead of scales)")
+    return None
 
 
 def _round_half_away(x) -> float:
