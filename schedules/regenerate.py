@@ -55,6 +55,10 @@ def main(argv=None) -> int:
     if not family:
         ap.error(f"target {spec.name} (mcpu {spec.tvm_config.get('mcpu')}) has no ISA family that ships schedules "
                  "(x86 with AVX2+FMA or AVX-512 only)")
+    host_family = for_target(load_target("cpu")).shipped_schedules_key(load_target("cpu"))
+    if not args.export_only and family != host_family:
+        ap.error(f"target {spec.name} is family {family} but this machine is {host_family}: "
+                 f"records for {family} must be measured on a {family} machine")
     work_root = Path(args.work_root) if args.work_root else dbmod.default_dir(spec.name).parent.parent / "tuning-shipped" / spec.name
     minutes = (args.minutes * len(args.models))[: len(args.models)] if len(args.minutes) == 1 else args.minutes
     for name, mins in zip(args.models, minutes):
@@ -84,7 +88,7 @@ def main(argv=None) -> int:
             print(f"[regenerate] {name}: no record beats the default schedule rules (in isolation and in the model): nothing shipped", file=sys.stderr, flush=True)
             continue
         n = dbmod.export_best(work, out, winners)
-        info = {"model": name, "family": family, "target": spec.name, "tuned_on": _cpu_name(spec),
+        info = {"model": name, "family": family, "target": spec.name, "tuned_on": _this_cpu(),
                 "tvm_target": str(spec.tvm_target()), "command": " ".join(shlex.quote(a) for a in sys.argv), "records": n,
                 "kernels": len(keep) + len(skip), "trials_total": dbmod.count_records(work),
                 "exported": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
@@ -93,8 +97,10 @@ def main(argv=None) -> int:
     return 0
 
 
-def _cpu_name(spec) -> str:
-    """The measuring machine's CPU model and LLVM cpu, e.g. ``AMD EPYC 7B13 64-Core Processor (znver3)``."""
+def _this_cpu() -> str:
+    """This (the measuring) machine's CPU model and LLVM cpu, e.g. ``AMD EPYC 7B13 64-Core Processor (znver3)``."""
+    from tvm.target import codegen
+
     model = platform.processor() or "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -103,7 +109,7 @@ def _cpu_name(spec) -> str:
                 break
     except OSError:
         pass
-    return f"{model} ({spec.tvm_config.get('mcpu')})"
+    return f"{model} ({codegen.llvm_get_system_cpu()})"
 
 
 def _past(deadline: str | None) -> bool:
