@@ -1,4 +1,4 @@
-"""Regenerates the shipped schedules: schedules/<target>/<model>/ (best record per kernel).
+"""Regenerates the shipped schedules: schedules/<family>/<model>/ (best record per kernel).
 
     .venv/bin/python schedules/regenerate.py --models bert gpt-neox resnet50 --minutes 25 20 20
 
@@ -8,12 +8,19 @@ best record of each of that model's kernels is exported here, so the shipped
 files stay small. Workloads are specific to the target *and* to the fused module
 the current passes produce: regenerate after changing passes that alter kernels.
 ``--export-only`` re-exports from the working databases without tuning.
+
+Records go to the target's ISA family folder (``targets.isa_family``: ``x86-avx2``,
+``x86-avx512``, ``x86-avx512-vnni-bf16``), where every CPU of that family picks them
+up; info.json says which CPU they were measured on. Tune on a machine of the family
+you regenerate (``--target cpu`` measures on this machine): timing is only real there.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
+import shlex
 import shutil
 import sys
 import time
@@ -24,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(argv=None) -> int:
+    from tvm_autoglm.backends import for_target
     from tvm_autoglm.pipeline import compile_model
     from tvm_autoglm.targets import load_target
     from tvm_autoglm.tuning import database as dbmod
@@ -43,6 +51,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     spec = load_target(args.target)
+    family = for_target(spec).shipped_schedules_key(spec)
+    if not family:
+        ap.error(f"target {spec.name} (mcpu {spec.tvm_config.get('mcpu')}) has no ISA family that ships schedules "
+                 "(x86 with AVX2+FMA or AVX-512 only)")
+    host_family = for_target(load_target("cpu")).shipped_schedules_key(load_target("cpu"))
+    if not args.export_only and family != host_family:
+        ap.error(f"target {spec.name} is family {family} but this machine is {host_family}: "
+                 f"records for {family} must be measured on a {family} machine")
     work_root = Path(args.work_root) if args.work_root else dbmod.default_dir(spec.name).parent.parent / "tuning-shipped" / spec.name
     minutes = (args.minutes * len(args.models))[: len(args.models)] if len(args.minutes) == 1 else args.minutes
     for name, mins in zip(args.models, minutes):
@@ -54,7 +70,7 @@ def main(argv=None) -> int:
             (work / "last_run.json").write_text(json.dumps(res.to_json(), indent=1))
         build = compile_model(path, spec, 3, until="relax").build
         keep, skip = taskmod.extract(build.mod, spec.tvm_target(), min_share=0.0)
-        out = ROOT / "schedules" / spec.name / SHIPPED_NAMES[name]
+        out = ROOT / "schedules" / family / SHIPPED_NAMES[name]
         tasks = keep + skip
         mods = [t.mod for t in tasks]
         winners, reasons = shippable(work, mods, [t.name for t in tasks])  # beat the default rules, not vetoed
@@ -72,12 +88,28 @@ def main(argv=None) -> int:
             print(f"[regenerate] {name}: no record beats the default schedule rules (in isolation and in the model): nothing shipped", file=sys.stderr, flush=True)
             continue
         n = dbmod.export_best(work, out, winners)
-        info = {"model": name, "target": spec.name, "tvm_target": str(spec.tvm_target()), "records": n,
+        info = {"model": name, "family": family, "target": spec.name, "tuned_on": _this_cpu(),
+                "tvm_target": str(spec.tvm_target()), "command": " ".join(shlex.quote(a) for a in sys.argv), "records": n,
                 "kernels": len(keep) + len(skip), "trials_total": dbmod.count_records(work),
                 "exported": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
         (out / "info.json").write_text(json.dumps(info, indent=1) + "\n")
         print(f"[regenerate] {name}: {n} best records from {info['trials_total']} measured -> {out}", file=sys.stderr, flush=True)
     return 0
+
+
+def _this_cpu() -> str:
+    """This (the measuring) machine's CPU model and LLVM cpu, e.g. ``AMD EPYC 7B13 64-Core Processor (znver3)``."""
+    from tvm.target import codegen
+
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} ({codegen.llvm_get_system_cpu()})"
 
 
 def _past(deadline: str | None) -> bool:

@@ -59,7 +59,7 @@ def test_wheel_carries_targets_schedules_and_simulator_source(wheel_env):
         "import json, tvm_autoglm, tvm_autoglm.targets as t, tvm_autoglm.tuning.apply as a, tvm_autoglm.npu.build as b;"
         "print(json.dumps({'package': tvm_autoglm.__file__, 'targets': str(t.targets_dir()),"
         "'names': sorted(p.stem for p in t.targets_dir().glob('*.json')), 'schedules': str(a.repo_schedules_dir()),"
-        "'shipped': [str(p) for p in a.shipped_databases('cpu')], 'sim': b.SOURCE.is_file()}))"
+        "'shipped': [str(p) for p in a.shipped_databases(t.load_target('cpu-x86-avx2'))], 'sim': b.SOURCE.is_file()}))"
     )
     info = json.loads(_run([str(python), "-c", probe], root, env).stdout.strip().splitlines()[-1])
     venv_dir = str(root / "venv")
@@ -67,7 +67,7 @@ def test_wheel_carries_targets_schedules_and_simulator_source(wheel_env):
     assert info["targets"].startswith(venv_dir) and info["targets"].endswith("_targets")
     assert {p.stem for p in (REPO / "targets").glob("*.json")} == set(info["names"])
     assert info["schedules"].startswith(venv_dir)
-    assert len(info["shipped"]) == len(list((REPO / "schedules" / "cpu").glob("*/database_workload.json"))) > 0
+    assert len(info["shipped"]) == len(list((REPO / "schedules" / "x86-avx2").glob("*/database_workload.json"))) > 0
     assert info["sim"] is True
 
 

@@ -141,3 +141,36 @@ def cpu_has_feature(spec: TargetSpec, feature: str) -> bool:
     from tvm.target import codegen
 
     return bool(codegen.llvm_cpu_has_features([feature], spec.tvm_target()))
+
+
+# x86 ISA families, most specific first: (family, LLVM CPU features it needs). Shipped schedules
+# are keyed by family (schedules/<family>/<model>/), so one tuning run serves every CPU that
+# runs the same instructions: a record is a loop transformation, and what decides whether it
+# still compiles and wins is the vector ISA (register width, FMA, VNNI/BF16 dot products), not
+# the exact CPU model.
+X86_FAMILIES = (
+    ("x86-avx512-vnni-bf16", ("avx512f", "avx512vnni", "avx512bf16")),
+    ("x86-avx512", ("avx512f",)),
+    ("x86-avx2", ("avx2", "fma")),
+)
+
+
+def isa_family(spec: TargetSpec) -> str | None:
+    """The ISA family of an LLVM x86 target (``x86-avx2``, ``x86-avx512``, ``x86-avx512-vnni-bf16``), else None.
+
+    Derived from the *target's* mcpu features (``cpu`` resolves ``@host`` or $AUTOGLM_HOST_CPU
+    first), never from the build machine. None (no family: nothing shipped applies) for non-LLVM
+    targets, non-x86 triples, and x86 CPUs without AVX2+FMA (``generic``, ``x86-64``).
+    """
+    if spec.tvm_config.get("kind") != "llvm":
+        return None
+    from tvm.target import codegen
+
+    target = spec.tvm_target()
+    triple = str(spec.tvm_config.get("mtriple") or codegen.llvm_get_system_triple())
+    if not triple.startswith(("x86_64", "i386", "i686")):
+        return None
+    for family, features in X86_FAMILIES:
+        if bool(codegen.llvm_cpu_has_features(list(features), target)):
+            return family
+    return None

@@ -69,7 +69,9 @@ def test_shipped_schedules_apply_without_tuning(tuned, tiny_model, tmp_path, mon
 
     _, db = tuned
     shipped = tmp_path / "schedules"
-    dbmod.export_best(db, shipped / "cpu" / "tiny-mlp")
+    from tvm_autoglm.targets import isa_family, load_target
+
+    dbmod.export_best(db, shipped / isa_family(load_target("cpu")) / "tiny-mlp")  # the host's family folder
     monkeypatch.setenv("AUTOGLM_SCHEDULES_DIR", str(shipped))
     model = tvm_autoglm.compile(tiny_model)  # no tuning_db, O3: shipped schedules apply
     tuning = model.manifest["tuning"]

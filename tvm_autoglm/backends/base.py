@@ -8,7 +8,7 @@ that every backend answers every hook.
 
 Hooks, in the order the flow calls them:
   graph      ``pass_names`` (the pass plan), ``make_pass``, ``build_notes``
-  schedule   ``applies_tuning_records``, ``is_offloaded``, ``schedule_defaults``
+  schedule   ``applies_tuning_records``, ``shipped_schedules_key``, ``is_offloaded``, ``schedule_defaults``
   codegen    ``codegen_context``
   export     ``export_options``
   run        ``runs_on_build_host``
@@ -52,6 +52,14 @@ class Backend(ABC):
     def applies_tuning_records(self, opt_level: int) -> bool:
         """Whether tuning records (ours and shipped ones) apply at ``opt_level``."""
         return opt_level >= 1
+
+    def shipped_schedules_key(self, spec) -> str | None:
+        """The folder of ``schedules/`` whose shipped records this target may use (None: none).
+
+        By default the target's own name (``schedules/gpu-hopper/``): records serve exactly
+        the target they were tuned for. The CPU backend widens this to the ISA family.
+        """
+        return spec.name
 
     def is_offloaded(self, global_var, func) -> bool:
         """A kernel born scheduled for another device: neither tuned nor given a default schedule."""

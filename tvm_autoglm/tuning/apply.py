@@ -2,6 +2,11 @@
 
 A record applies when its workload (the kernel's structural hash) matches, so
 a database tuned on one model serves any other model with the same kernels.
+MetaSchedule's query is by workload only: the target a record was measured on
+(e.g. ``mcpu: znver3``) is not compared with the build's, which is what lets a
+shipped record serve every CPU of its ISA family (``schedules/<family>/``,
+``Backend.shipped_schedules_key``); ``tests/tuning/test_isa_family.py`` pins that
+TVM behaviour.
 """
 
 from __future__ import annotations
@@ -30,9 +35,18 @@ def repo_schedules_dir() -> Path:
     return package / "_schedules"
 
 
-def shipped_databases(target_name: str) -> list[Path]:
-    """Shipped best-record databases for this target: schedules/<target>/<model>/."""
-    root = repo_schedules_dir() / target_name
+def shipped_databases(spec) -> list[Path]:
+    """Shipped best-record databases this target may use: schedules/<key>/<model>/.
+
+    The key is the backend's (``Backend.shipped_schedules_key``): the ISA family for CPU
+    targets (``x86-avx2``: any AVX2+FMA CPU without AVX-512), the target name otherwise.
+    """
+    from ..backends import for_target
+
+    key = for_target(spec).shipped_schedules_key(spec)
+    if not key:
+        return []
+    root = repo_schedules_dir() / key
     if not root.is_dir():
         return []
     return sorted(p.parent for p in root.glob("*/database_workload.json"))
@@ -62,7 +76,7 @@ def apply_tuning_records(mod, spec, tuning_db, use_shipped: bool, honor_vetoes: 
     paths: list[Path] = []
     if tuning_db:
         paths.append(Path(tuning_db))
-    shipped = shipped_databases(spec.name) if use_shipped else []
+    shipped = shipped_databases(spec) if use_shipped else []
     paths.extend(shipped)
     info = {"database": str(tuning_db) if tuning_db else None, "records_applied": 0, "shipped_schedules": [str(p) for p in shipped]}
     if not paths:

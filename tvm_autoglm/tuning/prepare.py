@@ -86,7 +86,7 @@ def _seed_from_shipped(spec, database, keep) -> None:
     """Start from the shipped schedules: their best records seed the search."""
     from .apply import shipped_databases
 
-    for shipped in shipped_databases(spec.name):
+    for shipped in shipped_databases(spec):
         try:
             src = dbmod.open_db(shipped, create=False)
             dbmod.copy_best(src, database, [t.mod for t in keep], k=1)

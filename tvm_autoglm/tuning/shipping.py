@@ -1,4 +1,4 @@
-"""Which tuned kernels are worth shipping in schedules/<target>/<model>/.
+"""Which tuned kernels are worth shipping in schedules/<family>/<model>/ (``targets.isa_family``; GPU: schedules/<target>/).
 
 A shipped record is applied to every user's build without any measuring on
 their side, so it has to be a sure win: its best record must be a search
