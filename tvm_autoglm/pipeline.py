@@ -168,8 +168,13 @@ def build_relax(
     print_ir_after: tuple[str, ...] = (),
     log: StageLog | None = None,
     freeze_inputs: dict | None = None,
+    post_import=None,
 ) -> RelaxBuild:
-    """ONNX -> fused Relax module (no schedules yet); ``freeze_inputs`` binds inputs to constants first."""
+    """ONNX -> fused Relax module (no schedules yet); ``freeze_inputs`` binds inputs to constants first.
+
+    ``post_import(mod, cleaned_proto) -> mod`` rewrites the freshly imported module before our
+    passes run (the generator's KV-cache rewrite, ``generate/build.py``).
+    """
     from .passes import get_pass
 
     log = log or StageLog(enabled=False)
@@ -203,6 +208,9 @@ def build_relax(
     with log.stage("import to Relax"), spec.tvm_target():  # converters may read the target (e.g. vector width)
         mod = import_onnx(cleaned, shapes, source)
     outputs = _output_specs(mod, cleaned)
+    if post_import is not None:
+        with log.stage("post-import rewrite"), spec.tvm_target():
+            mod = post_import(mod, cleaned)
 
     reports: list[PassReport] = []
     applied: list[str] = []
