@@ -55,6 +55,10 @@ class CompiledModel:
         """Median/min/max/p90 latency in ms of ``repeat`` runs after ``warmup``."""
         return summarize(self._session.latencies(inputs or self.example_inputs(), repeat=repeat, warmup=warmup))
 
+    def generate(self, input_ids, max_new_tokens: int = 64, **kwargs):
+        """Generate token ids with a generator build (``compile(..., generate=True)``); see ``tvm_autoglm.generate.loop``."""
+        return self._session.generate(input_ids, max_new_tokens, **kwargs)
+
     def export(self, path) -> Path:
         from .artifact import export
 
@@ -80,13 +84,29 @@ def compile(
     calibration=None,
     freeze_inputs: dict | None = None,
     verbose: bool = False,
+    generate: bool = False,
+    max_context: int = 2048,
+    prefill_chunk: int | None = None,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ``onnx.ModelProto``) for ``target``.
+
+    ``generate=True`` builds a generator from a decoder with a KV cache (``tvm_autoglm.generate.build``):
+    ``model.generate(input_ids, max_new_tokens=...)``.
 
     ``freeze_inputs={"sr": 16000}`` binds inputs to constants before import (see ``tvm_autoglm.freeze``).
     """
     from .progress import StageLog
 
+    if generate:
+        from .errors import AutoGLMError
+        from .generate.build import compile_generator_parts
+
+        if quantize != "none" or freeze_inputs or input_shapes:
+            raise AutoGLMError("generate=True sets the input shapes itself and does not combine with quantize, freeze_inputs or input_shapes yet")
+        build, _, executable, manifest = compile_generator_parts(
+            model, target, opt_level, tuning_db, max_context=max_context, prefill_chunk=prefill_chunk,
+            disabled_passes=disabled_passes, use_shipped_schedules=use_shipped_schedules, log=StageLog(enabled=verbose))
+        return CompiledModel(Session(executable, manifest), executable, build)
     build, scheduled, executable, manifest = compile_parts(
         model, target, opt_level, input_shapes, tuning_db, disabled_passes=disabled_passes,
         use_shipped_schedules=use_shipped_schedules, quantize=quantize, accuracy_budget=accuracy_budget,

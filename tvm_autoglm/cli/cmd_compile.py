@@ -18,6 +18,9 @@ def add_parser(subparsers):
     parser.add_argument("--accuracy-budget", type=float, default=None, help="with --quantize auto: allowed end-to-end error")
     parser.add_argument("--calibration", default=None, help="with --quantize: calibration inputs (.npz)")
     parser.add_argument("--quiet", action="store_true", help="no stage progress on stderr")
+    from .cmd_generate import add_generator_flags
+
+    add_generator_flags(parser)
     return parser
 
 
@@ -28,6 +31,10 @@ def run(args) -> int:
     from ..progress import StageLog
 
     log = StageLog("compile", enabled=not args.quiet)
+    if args.generate:
+        from .cmd_generate import compile_generator
+
+        return compile_generator(args, log)
     build, _, executable, manifest = compile_parts(
         args.model,
         args.target,
