@@ -135,9 +135,9 @@ def make(arch: str, size: str, seed: int = 0):
             for i in range(layers):
                 cache.update(past[2 * i], past[2 * i + 1], i)
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             past_key_values=cache, use_cache=True, return_dict=True)
+                             cache=cache, use_cache=True, return_dict=True)
             present = []
-            for layer in out.past_key_values.layers[:layers]:
+            for layer in cache.layers[:layers]:  # updated in place by the model
                 present += [layer.keys, layer.values]
             return (out.logits, *present)
 
