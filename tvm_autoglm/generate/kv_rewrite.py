@@ -74,6 +74,7 @@ def _cache_concats(func: relax.Function, cache_params: set) -> dict:
     concat_op = tvm.ir.Op.get("relax.concat")
     uses: dict = {p: 0 for p in cache_params}
     concats: dict = {}
+    bad_axis: list = []  # raised after the walk: an exception inside the FFI visitor loses its type
 
     def visit(expr):
         if isinstance(expr, relax.Var) and expr in uses:
@@ -82,11 +83,14 @@ def _cache_concats(func: relax.Function, cache_params: set) -> dict:
             fields = list(expr.args[0].fields)
             if len(fields) == 2 and fields[0] in uses:
                 axis = int(expr.attrs.axis)
-                if axis not in (2, -2):
-                    raise CompileError(f"cache input '{fields[0].name}' is concatenated on axis {axis}, expected the sequence axis 2")
-                concats[fields[0]] = expr
+                if axis in (2, -2):
+                    concats[fields[0]] = expr
+                else:
+                    bad_axis.append((fields[0].name, axis))
 
     relax.analysis.post_order_visit(func.body, visit)
+    for name, axis in bad_axis:
+        raise CompileError(f"cache input '{name}' is concatenated on axis {axis}, expected the sequence axis 2")
     for param, count in uses.items():
         if param not in concats:
             raise CompileError(f"cache input '{param.name}' does not feed a concat(past, new, axis=2); cannot use a preallocated cache")

@@ -3,8 +3,8 @@
 The Hugging Face / optimum layout: inputs ``input_ids``, ``attention_mask``, optional
 ``position_ids`` and ``past_key_values.{i}.key`` / ``.value`` [batch, kv_heads, past, head_dim];
 outputs ``logits`` and ``present.{i}.key`` / ``.value`` [batch, kv_heads, past + seq, head_dim].
-The name patterns can be overridden (regular expressions with two groups: the layer
-number and ``key``/``value``). Anything that does not fit is refused with one line
+The name patterns can be overridden (regular expressions with two groups, the layer
+number and ``key``/``value``, or named groups ``layer`` and ``kind``; kind ``k``/``v`` also works). Anything that does not fit is refused with one line
 naming what was expected, because guessing which tensor is the cache would give wrong
 tokens silently.
 """
@@ -61,15 +61,24 @@ class CacheLayout:
         return cls(**data)
 
 
+_KINDS = {"key": "key", "k": "key", "value": "value", "v": "value"}
+
+
 def _pairs(names: list[str], pattern: str, what: str, source: str) -> list[tuple[str, str]]:
     regex = re.compile(pattern)
     found: dict[int, dict[str, str]] = {}
     for name in names:
         match = regex.fullmatch(name)
         if match:
-            if len(match.groups()) != 2:
-                raise UnsupportedModelError(f"cache name pattern {pattern!r} must have two groups (layer, key|value)")
-            layer, kind = match.groups()
+            if set(regex.groupindex) >= {"layer", "kind"}:
+                layer, kind = match.group("layer"), match.group("kind")
+            elif len(match.groups()) == 2:
+                layer, kind = match.groups()
+            else:
+                raise UnsupportedModelError(f"cache name pattern {pattern!r} must have two groups (layer, key|value) or named groups 'layer' and 'kind'")
+            kind = _KINDS.get(kind)
+            if kind is None:
+                raise UnsupportedModelError(f"cache name '{name}' matches {pattern!r} but its kind {match.groups()} is not key/k or value/v")
             found.setdefault(int(layer), {})[kind] = name
     if not found:
         raise UnsupportedModelError(f"{source}: no {what} matches {pattern!r} (got {', '.join(names) or 'none'})",
