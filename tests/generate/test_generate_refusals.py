@@ -134,3 +134,25 @@ def test_sampling_arguments_are_checked():
     for kwargs, needle in [(dict(do_sample=True, temperature=0.0), "temperature"), (dict(top_k=-1), "top_k"), (dict(top_p=0.0), "top_p")]:
         with pytest.raises(AutoGLMError, match=needle):
             SamplingConfig(**kwargs)
+
+
+def test_position_table_check():
+    from tvm_autoglm.generate.build import check_position_table
+    from tvm_autoglm.generate.layout import detect
+
+    layout = detect(_cache_model(_concat(2)))
+    ranges = {"position_ids": {"min": -16, "max": 15, "source": "Gather on wpe"}}
+    check_position_table(ranges, layout, 16, "toy")
+    check_position_table({}, layout, 10**4, "toy")  # positions computed (RoPE), no table
+    with pytest.raises(AutoGLMError, match="--max-context 17 exceeds the 16 positions of toy"):
+        check_position_table(ranges, layout, 17, "toy")
+
+
+@pytest.mark.slow  # a 2049-slot compile (~1 min on 2 busy cores); test_position_table_check is the fast version
+def test_max_context_beyond_the_position_table_is_refused(lm_onnx):
+    """GPT-2 has 2048 learned positions: a 2049-slot cache would index past the table."""
+    import tvm_autoglm
+
+    with pytest.raises(AutoGLMError) as info:
+        tvm_autoglm.compile(lm_onnx("gpt2"), generate=True, max_context=2049, prefill_chunk=0)
+    assert "--max-context 2049 exceeds the 2048 positions" in _one_line(info.value)

@@ -101,6 +101,7 @@ def compile_generator_parts(model, target="cpu", opt_level: int = 3, tuning_db=N
     scheduled = schedule(build, tuning_db, use_shipped_schedules, log=log)
     executable = build_executable(scheduled, build, log=log)
     manifest = make_manifest(build, scheduled)
+    check_position_table(manifest.get("index_ranges"), layout, max_context, source)
     manifest["generator"] = {
         "max_context": max_context,
         "prefill_chunk": chunk,
@@ -110,6 +111,15 @@ def compile_generator_parts(model, target="cpu", opt_level: int = 3, tuning_db=N
         "copied_per_decode_step": "new keys/values of one token per layer, the int64 [1, max_context] attention mask and the logits",
     }
     return build, scheduled, executable, manifest
+
+
+def check_position_table(index_ranges: dict | None, layout: CacheLayout, max_context: int, source: str) -> None:
+    """Refuse a cache longer than a learned position table (GPT-2: 2048 rows) that ``position_ids`` indexes."""
+    positions = (index_ranges or {}).get(layout.position_ids)
+    if positions and int(positions["max"]) + 1 < max_context:
+        table = int(positions["max"]) + 1
+        raise AutoGLMError(f"--max-context {max_context} exceeds the {table} positions of {source} ({positions.get('source', 'position table')})",
+                           hint=f"use --max-context {table} or less")
 
 
 def decode_inputs(inputs: list[dict], layout: CacheLayout, max_context: int) -> list[dict]:
