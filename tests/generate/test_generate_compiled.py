@@ -101,3 +101,18 @@ def test_bad_prompts_are_refused_in_one_line(bad, message, generator):
     with pytest.raises(AutoGLMError) as info:
         generator("gpt2").generate(bad, max_new_tokens=3)
     assert message in info.value.one_line() and "\n" not in info.value.one_line()
+
+
+def test_running_decode_by_hand_range_checks_cache_position(generator):
+    """main writes at cache_position: Session.run refuses a slot outside the cache instead of writing out of bounds."""
+    from tvm_autoglm.errors import InputError
+
+    model = generator("gpt2")
+    inputs = {"input_ids": np.array([[1]]), "attention_mask": np.ones((1, MAX_CONTEXT), np.int64), "position_ids": np.array([[0]])}
+    inputs.update({s["name"]: np.zeros(s["shape"], np.float32) for s in model.inputs if s["name"].startswith("past_key_values")})
+    ok = model.run({**inputs, "cache_position": np.array([MAX_CONTEXT - 1])})
+    assert ok["present.0.key"].shape == (1, 4, MAX_CONTEXT, 16)
+    assert np.abs(ok["present.0.key"][0, :, MAX_CONTEXT - 1]).sum() > 0  # the new row landed in the last slot
+    assert np.abs(ok["present.0.key"][0, :, : MAX_CONTEXT - 1]).sum() == 0  # and nowhere else
+    with pytest.raises(InputError, match=f"input 'cache_position' has value {MAX_CONTEXT}"):
+        model.run({**inputs, "cache_position": np.array([MAX_CONTEXT])})

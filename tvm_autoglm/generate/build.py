@@ -102,6 +102,10 @@ def compile_generator_parts(model, target="cpu", opt_level: int = 3, tuning_db=N
     executable = build_executable(scheduled, build, log=log)
     manifest = make_manifest(build, scheduled)
     check_position_table(manifest.get("index_ranges"), layout, max_context, source)
+    # cache_position indexes the cache write: a value past the cache would write out of bounds, so
+    # Session.run (a caller driving main by hand, serve's warm-up) range-checks it like a token id.
+    manifest["index_ranges"] = {**(manifest.get("index_ranges") or {}),
+                                POSITION_INPUT: {"min": 0, "max": max_context - 1, "source": f"KV cache of {max_context} slots"}}
     manifest["generator"] = {
         "max_context": max_context,
         "prefill_chunk": chunk,
