@@ -27,35 +27,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-class Timed:
-    """Wraps a stepper: the first step (prefill) and the later ones (decode) timed apart."""
-
-    def __init__(self, stepper):
-        self.inner, self.max_context = stepper, getattr(stepper, "max_context", None)
-        self.times: list[float] = []
-
-    def reset(self):
-        self.inner.reset()
-        self.times = []
-
-    def step(self, ids, start):
-        t = time.perf_counter()
-        out = self.inner.step(ids, start)
-        self.times.append(time.perf_counter() - t)
-        return out
-
-
 def run_loop(stepper, prompt, new, repeat):
-    from tvm_autoglm.generate.loop import generate
+    from tvm_autoglm.generate.timing import time_generation
 
-    timed = Timed(stepper)
-    prefill, decode, tokens = [], [], None
-    for _ in range(repeat):
-        time.sleep(0.25)
-        tokens = generate(timed, prompt, max_new_tokens=new)
-        prefill.append(timed.times[0])
-        decode.append((len(timed.times) - 1) / sum(timed.times[1:]))
-    return statistics.median(prefill) * 1e3, statistics.median(decode), tokens
+    result = time_generation(stepper, prompt, new, repeat)
+    return result["prefill_ms"], result["decode_tokens_per_s"], result["tokens"]
 
 
 def run_torch(arch, size, prompt, new, repeat, threads):

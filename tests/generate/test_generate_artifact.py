@@ -55,6 +55,12 @@ def test_cli_zoo_compile_generate(workdir, reference, lm_onnx):
     assert out.stdout.strip() == ",".join(map(str, want))
     streamed = cli("generate", "--binary", so, "--prompt-ids", ids, "--max-new-tokens", "20", "--stream", check=True)
     assert streamed.stdout.strip() == ",".join(map(str, want))
+    bench = cli("bench", "--binary", so, "--generate", "--prompt", "12", "--new", "8", "--vs", "ort", "--model", onnx_path,
+                "--repeat", "1", "--threads", "1", "--json", check=True)
+    report = json.loads(bench.stdout.strip().splitlines()[-1])
+    assert set(report["engines"]) == {"tvm_autoglm", "onnxruntime"}
+    assert report["engines"]["tvm_autoglm"]["tokens"] == report["engines"]["onnxruntime"]["tokens"]
+    assert all(row["prefill_ms"] > 0 and row["decode_tokens_per_s"] > 0 for row in report["engines"].values())
     too_long = cli("generate", "--binary", so, "--prompt-ids", ",".join(["1"] * 49))
     assert too_long.returncode == 2
     assert_clean_error(too_long, "prompt has 49 tokens but the generator's max context is 48")

@@ -85,3 +85,53 @@ def compile_generator(args, log) -> int:
           f"{gen['cache']['layers'] if 'layers' in gen['cache'] else len(gen['cache']['past'])} cache layers, prefill chunk {gen['prefill_chunk']})",
           file=sys.stderr if args.quiet else sys.stdout)
     return 0
+
+
+def bench_generator(args) -> int:
+    """``auto-glm bench --generate``: our generator vs onnxruntime running the source ONNX with its cache loop."""
+    import json
+    import os
+    import resource
+
+    import numpy as np
+
+    from ..errors import AutoGLMError
+    from ..generate.timing import time_generation
+    from ..runtime import load
+
+    if args.threads:
+        os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    session = load(args.binary)
+    info = session.manifest.get("generator")
+    if not info:
+        raise AutoGLMError(f"{args.binary} is not a generator; compile it with --generate")
+    if args.prompt < 1 or args.new < 2 or args.prompt + args.new - 1 > info["max_context"]:
+        raise AutoGLMError(f"--prompt {args.prompt} and --new {args.new} must fit the max context {info['max_context']} (prompt >= 1, new >= 2)")
+    unknown = [v for v in args.vs if v != "ort"]
+    if unknown:
+        raise AutoGLMError(f"bench --generate compares with --vs ort only (got {unknown}); benchmarks/bench_generate.py adds torch for zoo models")
+    from ..generate.runner import CompiledStepper
+
+    stepper = CompiledStepper(session)
+    prompt = np.random.default_rng(0).integers(0, stepper.vocab_size, args.prompt).tolist()
+    repeat = min(args.repeat, 5)
+    rows = {"tvm_autoglm": time_generation(stepper, prompt, args.new, repeat)}
+    if "ort" in args.vs:
+        from ..generate.reference import OrtStepper
+
+        model = args.model or session.manifest.get("source")
+        if not model or not os.path.isfile(model):
+            raise AutoGLMError("--vs ort needs the ONNX model: pass --model (the manifest's source path is missing)")
+        rows["onnxruntime"] = time_generation(OrtStepper(model, threads=args.threads), prompt, args.new, repeat)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.json:
+        print(json.dumps({"prompt": args.prompt, "new": args.new, "engines": rows, "peak_rss_mb": peak_mb}))
+        return 0
+    base = rows.get("onnxruntime", {}).get("tokens")
+    print(f"prompt {args.prompt}, {args.new} new tokens, max context {info['max_context']}, medians of {repeat}")
+    print(f"{'engine':12s} {'prefill/TTFT ms':>15s} {'decode tok/s':>12s}  same greedy tokens as onnxruntime")
+    for name, row in rows.items():
+        same = "-" if base is None else str(row["tokens"] == base)
+        print(f"{name:12s} {row['prefill_ms']:15.1f} {row['decode_tokens_per_s']:12.1f}  {same}")
+    print(f"peak memory of this process (all engines): {peak_mb:.0f} MB")
+    return 0
