@@ -99,6 +99,20 @@ def _cache_concats(func: relax.Function, cache_params: set) -> dict:
     return concats
 
 
+def _returned_tuple(func: relax.Function):
+    """The Tuple expression ``func`` returns (directly, or bound to the returned var), or None."""
+    body = func.body
+    result = body.body if isinstance(body, relax.SeqExpr) else body
+    if isinstance(result, relax.Tuple):
+        return result
+    if isinstance(result, relax.Var):
+        for block in body.blocks:
+            for binding in block.bindings:
+                if binding.var.same_as(result) and isinstance(binding.value, relax.Tuple):
+                    return binding.value
+    return None
+
+
 def rewrite_cache_concats(mod: tvm.IRModule, cache_param_indices: list[int], func_name: str = "main",
                           cache_slots: int | None = None) -> tvm.IRModule:
     """``mod`` with ``func_name``'s cache params turned into in-place caches and ``cache_position`` appended.
@@ -123,6 +137,9 @@ def rewrite_cache_concats(mod: tvm.IRModule, cache_param_indices: list[int], fun
             shape[2] = int(cache_slots)
         replacement[p] = relax.Var(("cache_" if keep_concat else "") + p.name, relax.TensorType(shape, p.ty.dtype))
     position = relax.Var(POSITION_INPUT, relax.TensorType([1], "int64"))
+    returned = _returned_tuple(func)
+    if keep_concat and returned is None:
+        raise CompileError(f"{func_name}: the function does not return a tuple of outputs; cannot return the caches")
 
     @mutator
     class _Rewriter(PyExprMutator):
@@ -153,7 +170,7 @@ def rewrite_cache_concats(mod: tvm.IRModule, cache_param_indices: list[int], fun
             super().visit_var_binding_(binding)
 
         def visit_tuple_(self, tup):
-            if keep_concat and any(f in self.written for f in tup.fields):
+            if keep_concat and tup.same_as(returned) and any(f in self.written for f in tup.fields):
                 return relax.Tuple([self.written[f] if f in self.written else self.visit_expr(f) for f in tup.fields])
             return super().visit_tuple_(tup)
 
