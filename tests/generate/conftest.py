@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-MAX_CONTEXT = 80
-PREFILL_CHUNK = 16
-ARCHS = ("gpt-neox", "gpt2", "llama")
+from lm_cases import MAX_CONTEXT, PREFILL_CHUNK
 
 
 @pytest.fixture(scope="session")

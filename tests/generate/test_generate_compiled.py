@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import ARCHS, MAX_CONTEXT, PREFILL_CHUNK
+from lm_cases import ARCHS, MAX_CONTEXT, PREFILL_CHUNK
 
 PROMPT = [7, 3, 99, 250, 1, 42, 640]
 # Logits of our build vs onnxruntime after up to 71 cached tokens: float32, different op order and

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import ARCHS
+from lm_cases import ARCHS
 
 # Float32 model vs its own export: the same ops in another order.
 ATOL = 1e-4
