@@ -53,6 +53,10 @@ class CompiledModel:
         """Median/min/max/p90 latency in ms of ``repeat`` runs after ``warmup``."""
         return summarize(self._session.latencies(inputs or self.example_inputs(), repeat=repeat, warmup=warmup))
 
+    def generate(self, input_ids, max_new_tokens: int = 64, **kwargs):
+        """Generate token ids with a generator build (``compile(..., generate=True)``); see ``tvm_autoglm.generate.loop``."""
+        return self._session.generate(input_ids, max_new_tokens, **kwargs)
+
     def export(self, path) -> Path:
         from .artifact import export
 
@@ -78,8 +82,14 @@ def compile(
     verbose: bool = False,
     dynamic_dims: dict | None = None,
     specialize: dict | None = None,
+    generate: bool = False,
+    max_context: int = 2048,
+    prefill_chunk: int | None = None,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ``onnx.ModelProto``) for ``target``.
+
+    ``generate=True`` builds a generator from a decoder with a KV cache (``tvm_autoglm.generate.build``):
+    ``model.generate(input_ids, max_new_tokens=...)``.
 
     ``freeze_inputs={"sr": 16000}`` binds inputs to constants before import (see ``tvm_autoglm.freeze``).
     A dim given as a range, ``input_shapes={"input_ids": [1, (1, 512)]}``, or an ONNX dim name given one
@@ -90,6 +100,17 @@ def compile(
     from .pipeline import compile_model
     from .progress import StageLog
 
+    if generate:
+        from .errors import AutoGLMError
+        from .generate.build import compile_generator_parts
+
+        if quantize != "none" or freeze_inputs or input_shapes or dynamic_dims or specialize:
+            raise AutoGLMError("generate=True sets the input shapes itself and does not combine with quantize, freeze_inputs, "
+                               "input_shapes, dynamic_dims or specialize yet")
+        done = compile_generator_parts(
+            model, target, opt_level, tuning_db, max_context=max_context, prefill_chunk=prefill_chunk,
+            disabled_passes=disabled_passes, use_shipped_schedules=use_shipped_schedules, log=StageLog(enabled=verbose))
+        return CompiledModel(Session(done.executable, done.manifest), done.executable, done.build)
     if dynamic_dims or specialize:
         from .shape_ranges import InputShapes
 

@@ -148,10 +148,14 @@ def build_relax(
     log: StageLog | None = None,
     freeze_inputs: dict | None = None,
     tuning_db: str | None = None,
+    post_import=None,
 ) -> RelaxBuild:
     """ONNX -> fused Relax module (no schedules yet); ``freeze_inputs`` binds inputs to constants first.
 
-    ``tuning_db`` matters here only where a backend's graph passes read records (npu-sim tiles)."""
+    ``tuning_db`` matters here only where a backend's graph passes read records (npu-sim tiles).
+    ``post_import(mod, cleaned_proto) -> mod`` rewrites the freshly imported module before our
+    passes run (the generator's KV-cache rewrite, ``generate/build.py``).
+    """
     from .passes import get_pass
 
     log = log or StageLog(enabled=False)
@@ -198,6 +202,9 @@ def build_relax(
     specialized = variants(getattr(input_shapes, "specialize", None), symbolic_dims)
     mod = add_variants(mod, specialized)  # static copies of main: every pass sees them as static
     outputs = _output_specs(mod, cleaned, symbolic_dims)
+    if post_import is not None:
+        with log.stage("post-import rewrite"), spec.tvm_target():
+            mod = post_import(mod, cleaned)
 
     reports: list[PassReport] = []
     applied: list[str] = []
@@ -316,6 +323,7 @@ def compile_model(
     calibration=None,
     freeze_inputs: dict | None = None,
     until: str = "codegen",
+    post_import=None,
     log: StageLog | None = None,
 ) -> Compiled:
     """The one compile flow: every front end (API, CLI, tuning, tests' harnesses) calls this.
@@ -323,12 +331,13 @@ def compile_model(
     ``model`` is an ONNX path or ModelProto, or a ``RelaxBuild`` already made by this
     function (then only scheduling and codegen run again, e.g. with another database).
     ``until="relax"`` stops after the fused (and quantized) Relax build: what tuning needs.
+    ``post_import`` rewrites the imported module before our passes (the generator's KV cache).
     """
     if until not in UNTIL:
         raise ValueError(f"until must be one of {UNTIL} (got {until!r})")
     if isinstance(model, RelaxBuild):
         front = {"disabled_passes": disabled_passes, "print_ir_after": print_ir_after, "freeze_inputs": freeze_inputs,
-                 "quantize": quantize != "none", "input_shapes": input_shapes}
+                 "quantize": quantize != "none", "input_shapes": input_shapes, "post_import": post_import}
         if any(front.values()):
             raise ValueError(f"a RelaxBuild is already imported, optimized and quantized; "
                              f"{', '.join(k for k, v in front.items() if v)} cannot apply to it")
@@ -341,7 +350,7 @@ def compile_model(
         disabled = tuple(disabled_passes)
         disabled += tuple(p for p in passes_off_for(quantize) if p not in disabled)
         build = build_relax(model, spec, opt_level, input_shapes, disabled, tuple(print_ir_after), log=log,
-                            freeze_inputs=freeze_inputs, tuning_db=tuning_db)
+                            freeze_inputs=freeze_inputs, tuning_db=tuning_db, post_import=post_import)
         if quantize and quantize != "none":
             build = apply_quantization(build, quantize, budget=accuracy_budget, calibration=calibration, log=log)
     if until == "relax":

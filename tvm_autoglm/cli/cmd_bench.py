@@ -22,6 +22,9 @@ def add_parser(subparsers):
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per candidate first (default 3)")
     parser.add_argument("--idle-wait", type=float, default=30.0, metavar="S", help="wait at most S seconds for the machine to go idle (default 30)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--generate", action="store_true", help="generator artifact: prefill ms and decode tokens/s (with --prompt, --new)")
+    parser.add_argument("--prompt", type=int, default=128, help="--generate: prompt tokens (default 128)")
+    parser.add_argument("--new", type=int, default=128, help="--generate: new tokens (default 128)")
     return parser
 
 
@@ -102,6 +105,10 @@ def format_result(result: dict) -> str:
 def run(args) -> int:
     import sys
 
+    if args.generate:
+        from .cmd_generate import bench_generator
+
+        return bench_generator(args)
     inputs = None
     if args.input:
         from ..native_log import quiet_native_stderr

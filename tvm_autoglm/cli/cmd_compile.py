@@ -20,6 +20,9 @@ def add_parser(subparsers):
     parser.add_argument("--calibration", default=None, help="with --quantize: calibration inputs (.npz)")
     parser.add_argument("--quiet", action="store_true", help="no stage progress on stderr")
     add_explain_flag(parser)
+    from .cmd_generate import add_generator_flags
+
+    add_generator_flags(parser)
     return parser
 
 
@@ -31,6 +34,10 @@ def run(args) -> int:
 
     check_names(args.explain_pass)
     log = StageLog("compile", enabled=not args.quiet)
+    if args.generate:
+        from .cmd_generate import compile_generator
+
+        return compile_generator(args, log)
     done = compile_model(
         args.model,
         args.target,

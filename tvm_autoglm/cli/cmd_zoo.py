@@ -19,6 +19,8 @@ def add_parser(subparsers):
     parser.add_argument("--exporter", default="dynamo", choices=["dynamo", "torchscript"], help="torch ONNX exporter (default dynamo, opset 18; torchscript: opset 17)")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     parser.add_argument("--dynamic", action="store_true", help="export batch/sequence as symbolic dims")
+    parser.add_argument("--with-cache", action="store_true",
+                        help="causal LM with KV cache inputs/outputs (gpt-neox, gpt2, llama; sizes tiny | small | base)")
     parser.add_argument("--output", "-o", default=None, metavar="M.onnx", help="where to write the model (default: the zoo cache)")
     return parser
 
@@ -30,9 +32,22 @@ def run(args) -> int:
     if args.list:
         for info in zoo.MODELS.values():
             print(f"{info.name:10s} sizes: {', '.join(info.sizes):18s} inputs: {', '.join(info.inputs):26s} {info.description}")
+        from ..zoo import causal_lm
+
+        for arch in causal_lm.ARCHS:
+            print(f"{arch + ' --with-cache':10s} sizes: {', '.join(causal_lm.SIZES[arch]):18s} {causal_lm.DESCRIPTIONS[arch]}")
         return 0
     if not args.name:
         raise AutoGLMError("zoo needs a model name", hint=f"one of: {', '.join(zoo.MODELS)}; or --list")
+    if args.with_cache:
+        from ..zoo import causal_lm
+
+        path = zoo.build_with_cache(args.name, args.size, args.output, seed=args.seed)
+        layers, heads, head_dim = causal_lm.cache_shape(args.name, args.size)
+        print(path)
+        print(f"inputs: input_ids, attention_mask, position_ids, past_key_values.0..{layers - 1}.key/value "
+              f"[batch, {heads}, past, {head_dim}] (symbolic batch/sequence/past)", file=sys.stderr)
+        return 0
     if args.output:
         path = zoo.build(args.name, args.size, args.seq, args.batch, args.exporter, output=args.output, seed=args.seed, dynamic=args.dynamic)
     else:

@@ -181,6 +181,16 @@ class Session:
             raise ArtifactError(f"the library returned {len(flat)} outputs but the manifest lists {len(names)}")
         return {name: value.numpy() for name, value in zip(names, flat)}
 
+    def generate(self, input_ids, max_new_tokens: int = 64, **kwargs):
+        """Token ids from a generator artifact (``compile --generate``); ``stream=True`` gives an iterator.
+
+        Keyword arguments: do_sample, temperature, top_k, top_p, eos_token_id, seed,
+        output_logits (see ``tvm_autoglm.generate.loop.generate``).
+        """
+        from ..generate.runner import generate
+
+        return generate(self, input_ids, max_new_tokens, **kwargs)
+
     def latencies(self, inputs: dict, repeat: int = 10, warmup: int = 2) -> list[float]:
         """Wall-clock seconds of ``repeat`` runs of main (inputs already on the device)."""
         checked = self._checked(inputs)

@@ -63,6 +63,21 @@ def schedule_reduction_block(sch: s_tir.Schedule, block_rv, target: Target) -> N
         C.parallelize_prefix(sch, list(loops[:first_r]), target)
 
 
+def _sole_consumer(sch: s_tir.Schedule, block_rv) -> bool:
+    """Whether ``block_rv`` is the only reader of each of its producers' outputs.
+
+    TVM 0.27's ``reverse_compute_inline`` accepts a consumer whose producer has other
+    readers and drops the producer's buffer anyway: Llama's decode RMSNorm (x*x inlined
+    into the identity cast that the final multiply also reads) then referenced an
+    undefined buffer and failed to lower.
+    """
+    block = sch.get(block_rv)
+    for producer in sch.get_producers(block_rv):
+        if any(not sch.get(c).same_as(block) for c in sch.get_consumers(producer)):
+            return False
+    return True
+
+
 class Fallback(C.CPURule):
     """Per-block parallel + vectorize for kernels the specific rules declined."""
 
@@ -82,6 +97,8 @@ class Fallback(C.CPURule):
             changed = False
             for info in list(remaining):
                 if info.is_reduction() or C.inline_loses_init(sch, info.block_rv, reverse=True):
+                    continue
+                if not _sole_consumer(sch, info.block_rv):
                     continue
                 try:
                     sch.reverse_compute_inline(info.block_rv)

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import AutoGLMError, InputError, describe
@@ -53,6 +53,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise _TooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+#: Fields of a /v1/generate request (the arguments of ``Session.generate``).
+GENERATE_FIELDS = {"prompt_ids", "max_new_tokens", "stream", "do_sample", "temperature", "top_k", "top_p", "eos_token_id", "seed"}
 
 
 def create_app(config: ServeConfig, engine: Engine, layout: Layout) -> Starlette:
@@ -158,6 +162,73 @@ def create_app(config: ServeConfig, engine: Engine, layout: Layout) -> Starlette
             payload = encode(outputs)
         return Response(payload, media_type=codec.NPZ if npz else codec.JSON)
 
+    async def generate(request: Request) -> Response:
+        """POST /v1/generate {"prompt_ids": [...], "max_new_tokens": 64, "stream": false, sampling...}.
+
+        ``stream: true`` answers with server-sent events, one ``data: {"token": id}`` per token as it
+        is chosen and a last ``data: {"done": true, "tokens": [...]}``; a bad request is a 400 before
+        any event.
+        """
+        if "generator" not in engine.manifest:
+            return _json(404, {"error": "this model is not a generator (compile it with --generate)"})
+        if not engine.ready:
+            return _json(503, {"error": f"model not ready ({engine.state})"}, {"Retry-After": "1"})
+        try:
+            body = json.loads(await _read_body(request, config.max_body_bytes) or b"{}")
+            if not isinstance(body, dict) or "prompt_ids" not in body:
+                raise ValueError("the body must be a JSON object with 'prompt_ids'")
+            unknown = set(body) - GENERATE_FIELDS
+            if unknown:
+                raise ValueError(f"unknown field(s) {sorted(unknown)}; accepted: {sorted(GENERATE_FIELDS)}")
+        except _TooLarge as err:
+            return _json(413, {"error": str(err)})
+        except ValueError as err:
+            return _json(400, {"error": " ".join(str(err).split())})
+        kwargs = {k: v for k, v in body.items() if k not in ("prompt_ids", "stream")}
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+
+        def on_token(token: int) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, ("token", token))
+
+        def run() -> None:
+            try:
+                tokens = engine.generate(body["prompt_ids"], on_token, **kwargs)
+                loop.call_soon_threadsafe(events.put_nowait, ("done", tokens))
+            except (AutoGLMError, TypeError, ValueError) as err:
+                text = err.one_line() if isinstance(err, AutoGLMError) else " ".join(str(err).split())
+                loop.call_soon_threadsafe(events.put_nowait, ("error", text))
+            except Exception as err:  # a raw TVM failure: one line to the client, the traceback to our stderr
+                traceback.print_exc(file=sys.stderr)
+                loop.call_soon_threadsafe(events.put_nowait, ("error", f"internal error while generating: {_one_line(err)}"))
+
+        worker = loop.run_in_executor(None, run)
+        kind, value = await events.get()  # the first event decides the status code
+        if kind == "error":
+            await worker
+            return _json(400, {"error": value})
+        if not body.get("stream"):
+            while kind == "token":
+                kind, value = await events.get()
+            await worker
+            return _json(200 if kind == "done" else 500, {"tokens": value} if kind == "done" else {"error": value})
+
+        async def sse():
+            item = (kind, value)
+            while True:
+                if item[0] == "token":
+                    yield f"data: {json.dumps({'token': item[1]})}\n\n"
+                elif item[0] == "done":
+                    yield f"data: {json.dumps({'done': True, 'tokens': item[1]})}\n\n"
+                    break
+                else:
+                    yield f"data: {json.dumps({'error': item[1]})}\n\n"
+                    break
+                item = await events.get()
+            await worker
+
+        return StreamingResponse(sse(), media_type="text/event-stream")
+
     async def infer(request: Request) -> Response:
         start = time.perf_counter()
         live["inflight"] += 1
@@ -171,6 +242,7 @@ def create_app(config: ServeConfig, engine: Engine, layout: Layout) -> Starlette
     app = Starlette(
         routes=[
             Route("/v1/infer", infer, methods=["POST"]),
+            Route("/v1/generate", generate, methods=["POST"]),
             Route("/v1/model", model_info, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),

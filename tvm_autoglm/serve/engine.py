@@ -66,3 +66,19 @@ class Engine:
             return session.run(inputs)
         finally:
             self._pool.put(session)
+
+    def generate(self, prompt, on_token=None, **kwargs) -> list[int]:
+        """Worker thread: borrow a VM and run a whole generation on it (generator artifacts only).
+
+        ``on_token(id)`` is called for each new token as soon as it is chosen (SSE streaming).
+        """
+        session = self._pool.get()
+        try:
+            tokens = []
+            for token in session.generate(prompt, stream=True, **kwargs):
+                tokens.append(int(token))
+                if on_token is not None:
+                    on_token(int(token))
+            return tokens
+        finally:
+            self._pool.put(session)

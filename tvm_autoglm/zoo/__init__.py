@@ -201,7 +201,23 @@ def cached(
     return build(name, size, seq, batch, exporter, output=path, seed=seed, dynamic=dynamic)
 
 
+def build_with_cache(name: str, size: str = "tiny", output: str | os.PathLike | None = None, *, seed: int = 0) -> Path:
+    """Export the causal LM ``name`` (gpt-neox, gpt2, llama) with its KV cache (``zoo/causal_lm.py``).
+
+    Without ``output`` the file goes to the cache, rebuilt only when missing.
+    """
+    from . import causal_lm
+
+    causal_lm._check(name, size)
+    if output is None:
+        output = cache_dir() / f"{name}-{size}-causal-lm-with-cache-seed{seed}.onnx"
+        if output.is_file() and output.stat().st_size > 0:
+            return output
+    return causal_lm.export(name, size, output, seed=seed)
+
+
 __all__ = [
+    "build_with_cache",
     "EXPORTERS",
     "MODELS",
     "ModelInfo",

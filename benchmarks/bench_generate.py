@@ -1,0 +1,106 @@
+"""Generation speed: our compiled generator vs onnxruntime's cache loop vs torch eager, on zoo causal LMs.
+
+    TVM_NUM_THREADS=2 .venv/bin/python benchmarks/bench_generate.py --model gpt-neox --size small --prompt 128 --new 128
+    .venv/bin/python benchmarks/bench_generate.py --model llama --size tiny --max-context 512 --threads 1
+
+Per engine: prefill ms (prompt -> logits of its last token; this is the time to first
+token), decode tokens/s over the remaining new tokens (median of ``--repeat`` runs), and
+whether its greedy tokens equal onnxruntime's. Engines run one after another with a
+0.25 s pause (thread pools keep spinning after a run). The generator is compiled with
+``--max-context`` slots (default prompt + new): decode attends over all slots (the
+unused ones masked), so a larger max context costs decode time here.
+torch: the same transformers model with its own DynamicCache (``model.generate`` greedy,
+``torch.set_num_threads(--threads)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def run_loop(stepper, prompt, new, repeat):
+    from tvm_autoglm.generate.timing import time_generation
+
+    result = time_generation(stepper, prompt, new, repeat)
+    return result["prefill_ms"], result["decode_tokens_per_s"], result["tokens"]
+
+
+def run_torch(arch, size, prompt, new, repeat, threads):
+    import torch
+
+    from tvm_autoglm.zoo import causal_lm
+
+    torch.set_num_threads(threads)
+    model = causal_lm.make(arch, size, seed=0).model
+    ids = torch.tensor([prompt])
+    prefill, decode, tokens = [], [], None
+    with torch.no_grad():
+        for _ in range(repeat):
+            time.sleep(0.25)
+            t = time.perf_counter()
+            model(input_ids=ids, use_cache=True)
+            first = time.perf_counter() - t
+            t = time.perf_counter()
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, do_sample=False, min_new_tokens=new,
+                                 pad_token_id=0)
+            total = time.perf_counter() - t
+            prefill.append(first)
+            decode.append((new - 1) / max(total - first, 1e-9))
+            tokens = out[0, len(prompt):].numpy()
+    return statistics.median(prefill) * 1e3, statistics.median(decode), tokens
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="gpt-neox", choices=["gpt-neox", "gpt2", "llama"])
+    parser.add_argument("--size", default="tiny")
+    parser.add_argument("--prompt", type=int, default=128)
+    parser.add_argument("--new", type=int, default=128)
+    parser.add_argument("--max-context", type=int, default=None)
+    parser.add_argument("--prefill-chunk", type=int, default=None, help="default: the prompt length")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--vs", action="append", default=[], choices=["ort", "torch"], help="peers (default: ort and torch)")
+    args = parser.parse_args()
+    import os
+
+    os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
+    import tvm_autoglm
+    from tvm_autoglm.generate.reference import OrtStepper
+    from tvm_autoglm.generate.runner import CompiledStepper
+    from tvm_autoglm.zoo import causal_lm
+
+    peers = args.vs or ["ort", "torch"]
+    max_context = args.max_context or args.prompt + args.new
+    chunk = args.prefill_chunk if args.prefill_chunk is not None else args.prompt
+    prompt = np.random.default_rng(0).integers(0, causal_lm.config(args.model, args.size).vocab_size, args.prompt).tolist()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = causal_lm.export(args.model, args.size, Path(tmp) / "m.onnx")
+        t = time.perf_counter()
+        model = tvm_autoglm.compile(path, generate=True, max_context=max_context, prefill_chunk=chunk)
+        compile_s = time.perf_counter() - t
+        rows = [("tvm_autoglm", *run_loop(CompiledStepper(model._session), prompt, args.new, args.repeat))]
+        if "ort" in peers:
+            rows.append(("onnxruntime", *run_loop(OrtStepper(path, threads=args.threads), prompt, args.new, args.repeat)))
+        if "torch" in peers:
+            rows.append(("torch eager", *run_torch(args.model, args.size, prompt, args.new, args.repeat, args.threads)))
+    ref = next((r[3] for r in rows if r[0] == "onnxruntime"), rows[0][3])
+    print(f"{args.model} {args.size}: prompt {args.prompt}, {args.new} new, max context {max_context}, prefill chunk {chunk}, "
+          f"{args.threads} threads, compile {compile_s:.0f} s")
+    print(f"{'engine':12s} {'prefill ms':>10s} {'decode tok/s':>12s}  same greedy tokens as onnxruntime")
+    for name, prefill_ms, tok_s, tokens in rows:
+        print(f"{name:12s} {prefill_ms:10.1f} {tok_s:12.1f}  {list(tokens) == list(ref)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""onnxruntime running the ONNX model with its own cache loop: the reference for generation.
+
+This is what users do today (and what the compiled generator must match token for
+token): prefill feeds the whole prompt with an empty past (length 0); each decode step
+feeds one token and the previous step's ``present`` tensors as ``past``, so the
+whole cache is copied into and out of onnxruntime every step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import loop
+from .layout import CacheLayout, detect
+
+
+class OrtStepper:
+    """A :class:`loop.Stepper` over an onnxruntime session of a cache-layout ONNX model."""
+
+    max_context = None
+
+    def __init__(self, model_path, threads: int | None = None, layout: CacheLayout | None = None):
+        import onnx
+        import onnxruntime as ort
+
+        proto = onnx.load(str(model_path), load_external_data=False)
+        self.layout = layout or detect(proto, str(model_path))
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.vocab_size = None
+        self.reset()
+
+    def reset(self) -> None:
+        lay = self.layout
+        empty = np.zeros((1, lay.kv_heads, 0, lay.head_dim), dtype=lay.dtype)
+        self.past = {name: empty for name in lay.past_names()}
+        self.length = 0
+
+    def step(self, token_ids: np.ndarray, start: int) -> np.ndarray:
+        lay = self.layout
+        if start != self.length:
+            raise ValueError(f"step at position {start} but the cache holds {self.length} tokens")
+        n = len(token_ids)
+        feeds = {lay.input_ids: np.asarray(token_ids, np.int64).reshape(1, n),
+                 lay.attention_mask: np.ones((1, start + n), np.int64),
+                 lay.position_ids: np.arange(start, start + n, dtype=np.int64).reshape(1, n), **self.past}
+        values = dict(zip(self.output_names, self.session.run(None, feeds)))
+        for (pk, pv), (ok, ov) in zip(lay.past, lay.present):
+            self.past[pk], self.past[pv] = values[ok], values[ov]
+        self.length = start + n
+        return values[lay.logits][0, -1]
+
+    def generate(self, input_ids, **kwargs):
+        """Same signature and result as ``CompiledGenerator.generate``."""
+        return loop.generate(self, input_ids, **kwargs)
