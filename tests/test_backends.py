@@ -21,7 +21,8 @@ PACKAGE = Path(backends.__file__).resolve().parent.parent
 METHOD_HOOKS = ("pass_names", "make_pass", "build_notes", "applies_tuning_records", "shipped_schedules_key", "is_offloaded",
                 "schedule_defaults", "codegen_context", "export_options", "tune_elsewhere")
 FLAG_HOOKS = {"tuner": (str, type(None)), "runs_on_build_host": bool, "measure_number": int, "flush_cpu_cache": bool, "records_baselines": bool,
-              "checks_in_model": bool, "packs_int8": bool, "fast_fp16": bool, "checks_bf16_codegen": bool}
+              "checks_in_model": bool, "packs_int8": bool, "fast_fp16": bool, "checks_bf16_codegen": bool,
+              "builds_generators": bool}
 
 
 def test_interface_lists_every_hook():

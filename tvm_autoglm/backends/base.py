@@ -12,6 +12,7 @@ Hooks, in the order the flow calls them:
   codegen    ``codegen_context``
   export     ``export_options``
   run        ``runs_on_build_host``
+  generate   ``builds_generators``
   tuning     ``tuner`` / ``tune_elsewhere``, ``measure_number``, ``flush_cpu_cache``,
              ``records_baselines``, ``checks_in_model``
   quantize   ``packs_int8``, ``fast_fp16``, ``checks_bf16_codegen``
@@ -81,6 +82,9 @@ class Backend(ABC):
 
     #: whether the build machine can run what it built (the CPU can; a GPU build may lack its device)
     runs_on_build_host: ClassVar[bool] = True
+
+    #: whether ``compile --generate`` (prefill + decode over an in-place KV cache) is built for it yet
+    builds_generators: ClassVar[bool] = False
 
     # ---------------------------------------------------------------- tuning
 

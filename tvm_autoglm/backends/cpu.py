@@ -10,6 +10,7 @@ class CpuBackend(Backend):
     packs_int8 = True
     fast_fp16 = False  # fp16 arithmetic on the CPU is converted to fp32 anyway: only int8 saves time
     checks_bf16_codegen = True
+    builds_generators = True
 
     def shipped_schedules_key(self, spec):
         """The target's ISA family (``targets.isa_family``): records tuned on one CPU of the family

@@ -79,6 +79,7 @@ def compile_generator_parts(model, target="cpu", opt_level: int = 3, tuning_db=N
     inputs the generator then describes, and its codegen); the manifest's ``generator`` section says how to drive it."""
     from functools import partial
 
+    from ..backends import for_target
     from ..onnx_model import load_model
     from ..pipeline import compile_model
     from ..targets import TargetSpec, load_target
@@ -89,7 +90,7 @@ def compile_generator_parts(model, target="cpu", opt_level: int = 3, tuning_db=N
         raise AutoGLMError(f"prefill chunk must be >= 0 (0 = token by token), got {prefill_chunk}")
     chunk = min(chunk, max_context)
     spec = target if isinstance(target, TargetSpec) else load_target(target)
-    if spec.device != "cpu":
+    if not for_target(spec).builds_generators:
         raise AutoGLMError(f"--generate supports CPU targets only for now, got {spec.name}")
     proto, path = load_model(model)
     source = str(path) if path else "model"
