@@ -164,8 +164,8 @@ def sweep_html(result, machine_line: str | None = None) -> str:
     return page("auto-glm sweep: batch x sequence", meta, [("Throughput per configuration", chart), ("Latency and throughput", table)], data=result.to_json())
 
 
-def bar_png(path, labels: list[str], values: list[float], xlabel: str, title: str, highlight: int | None = None) -> None:
-    """A horizontal bar PNG (matplotlib, Agg) for terminals and READMEs."""
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (PNG output needs no display); a one-line error without the extra."""
     try:
         import matplotlib
 
@@ -175,7 +175,17 @@ def bar_png(path, labels: list[str], values: list[float], xlabel: str, title: st
         from ..errors import AutoGLMError
 
         raise AutoGLMError("--png needs matplotlib", hint="pip install -e '.[plots]'") from err
-    short = [lab if len(lab) <= 50 else lab[:49] + "\u2026" for lab in labels]
+    return plt
+
+
+def _short_labels(labels: list[str]) -> list[str]:
+    return [lab if len(lab) <= 50 else lab[:49] + "\u2026" for lab in labels]
+
+
+def bar_png(path, labels: list[str], values: list[float], xlabel: str, title: str, highlight: int | None = None) -> None:
+    """A horizontal bar PNG (matplotlib, Agg) for terminals and READMEs."""
+    plt = _pyplot()
+    short = _short_labels(labels)
     fig, ax = plt.subplots(figsize=(10, 0.35 * len(labels) + 1.2))
     colors = ["#2e9e5b" if i == highlight else "#3b6fd8" for i in range(len(values))]
     ax.barh(range(len(values)), values, color=colors)
@@ -211,16 +221,8 @@ def kernel_ab_html(result, machine_line: str | None = None) -> str:
 
 def paired_bar_png(path, labels: list[str], a_values: list, b_values: list, xlabel: str, title: str) -> None:
     """Two bars (A, B) per label; a missing value (None) draws no bar."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        from ..errors import AutoGLMError
-
-        raise AutoGLMError("--png needs matplotlib", hint="pip install -e '.[plots]'") from err
-    short = [lab if len(lab) <= 50 else lab[:49] + "\u2026" for lab in labels]
+    plt = _pyplot()
+    short = _short_labels(labels)
     fig, ax = plt.subplots(figsize=(10, 0.55 * len(labels) + 1.4))
     ys = list(range(len(labels)))
     ax.barh([y - 0.2 for y in ys], [v or 0.0 for v in a_values], height=0.4, color="#9aa5b8", label="A")
