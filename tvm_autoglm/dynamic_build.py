@@ -20,6 +20,7 @@ import tvm
 from tvm import relax
 
 from .errors import CompileError, InternalError
+from .ir_utils import copy_module
 
 
 def frontend_shape_dict(shapes: dict[str, list]) -> dict[str, list[int]]:
@@ -50,7 +51,7 @@ def annotate_bounds(mod: tvm.IRModule, ranges: dict[str, tuple[int, int]]) -> tv
     func = mod["main"]
     func = func.with_attr("tir_var_upper_bound", {name: int(hi) for name, (_, hi) in ranges.items()})
     func = func.with_attr("tir_var_lower_bound", {name: int(lo) for name, (lo, _) in ranges.items()})
-    out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    out = copy_module(mod)
     out["main"] = func
     return out
 

@@ -16,6 +16,7 @@ import itertools
 import re
 
 from .errors import AutoGLMError, InputError
+from .ir_utils import copy_module
 
 _ITEM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(\d+(?:,\d+)*)$")
 
@@ -59,7 +60,7 @@ def add_variants(mod, dims_list: list[dict[str, int]]):
     import tvm
     from tvm.relax.utils import copy_with_new_vars
 
-    out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    out = copy_module(mod)
     main = mod["main"]
     for dims in dims_list:
         name = function_name(dims)

@@ -8,6 +8,8 @@ whole cache is copied into and out of onnxruntime every step.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from . import loop
@@ -21,14 +23,13 @@ class OrtStepper:
 
     def __init__(self, model_path, threads: int | None = None, layout: CacheLayout | None = None):
         import onnx
-        import onnxruntime as ort
+
+        from ..measure.candidates import ort_session
 
         proto = onnx.load(str(model_path), load_external_data=False)
         self.layout = layout or detect(proto, str(model_path))
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        # the one onnxruntime set-up (intra-op = ``threads``, inter-op 1); 0 lets onnxruntime choose, as before
+        self.session = ort_session(Path(model_path), int(threads or 0))
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.vocab_size = None
         self.reset()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from ..ir_utils import static_shape
+from ..ir_utils import copy_module, static_shape
 
 
 def is_static_dim(dim) -> bool:
@@ -87,7 +87,7 @@ def inline_shape_params(mod: tvm.IRModule) -> tvm.IRModule:
         updates[gv] = relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs)
     if not updates:
         return mod
-    out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    out = copy_module(mod)
     for gv, func in updates.items():
         out[gv] = func
     return out
