@@ -17,6 +17,7 @@ import re
 
 from .errors import AutoGLMError, InputError
 from .ir_utils import copy_module
+from .runtime.shapes import pick_function  # noqa: F401  (run-time half, re-exported)
 
 _ITEM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(\d+(?:,\d+)*)$")
 
@@ -73,11 +74,3 @@ def add_variants(mod, dims_list: list[dict[str, int]]):
 
 def manifest_entries(dims_list: list[dict[str, int]]) -> list[dict]:
     return [{"function": function_name(dims), "dims": dict(sorted(dims.items()))} for dims in dims_list]
-
-
-def pick_function(manifest: dict, symbols: dict[str, int]) -> str:
-    """The VM function to call for inputs whose symbolic dims are ``symbols``: an exact variant, else ``main``."""
-    for entry in manifest.get("specializations") or []:
-        if all(symbols.get(name) == value for name, value in entry["dims"].items()):
-            return entry["function"]
-    return "main"

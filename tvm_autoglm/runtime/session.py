@@ -165,7 +165,7 @@ class Session:
         variant whose sizes equal the inputs' symbolic dims exactly (``--specialize``), else ``main``."""
         if not self.manifest.get("specializations"):
             return "main"
-        from ..specialize import pick_function
+        from .shapes import pick_function
 
         symbols = {}
         for spec, array in zip(self.input_specs, arrays):

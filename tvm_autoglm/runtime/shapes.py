@@ -50,3 +50,11 @@ def check_shapes(arrays: dict, specs: list[dict], symbolic: dict) -> dict[str, i
 
 def _text(shape) -> str:
     return "x".join(str(d) for d in shape)
+
+
+def pick_function(manifest: dict, symbols: dict[str, int]) -> str:
+    """The VM function to call for inputs whose symbolic dims are ``symbols``: an exact variant, else ``main``."""
+    for entry in manifest.get("specializations") or []:
+        if all(symbols.get(name) == value for name, value in entry["dims"].items()):
+            return entry["function"]
+    return "main"
