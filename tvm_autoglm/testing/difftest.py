@@ -129,12 +129,9 @@ def run_case(spec: dict) -> dict:
 
 
 def _ort_run(case) -> list[np.ndarray]:
-    import onnxruntime as ort
+    from ..measure.candidates import ort_session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
-    session = ort.InferenceSession(case.model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, case.inputs)
+    return ort_session(case.model.SerializeToString(), threads=1, log_severity=4).run(None, case.inputs)
 
 
 def _build_and_check(case, reference, target: str, level: int, execute: bool) -> dict:

@@ -111,12 +111,9 @@ def _compare_with_ort(path: str, inputs: dict, outputs: dict) -> str:
     from .difftest import compare
 
     try:
-        import onnxruntime as ort
+        from ..measure.candidates import ort_session
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 4
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        reference = session.run(None, inputs)
+        reference = ort_session(Path(path), threads=1, log_severity=4).run(None, inputs)
     except Exception:  # onnxruntime rejects the mutant: nothing to compare with
         return "ok"
     for (name, ours), ref in zip(outputs.items(), reference):
