@@ -27,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import AutoGLMError
+from . import gpt_neox
 
 #: Architectures this module exports (``zoo`` names).
 ARCHS = ("gpt-neox", "gpt2", "llama")
@@ -36,11 +37,10 @@ INIT_RANGE = {"gpt-neox": 0.15, "gpt2": 0.15, "llama": 0.15}
 
 SIZES = {
     "gpt-neox": {
-        "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, vocab_size=1000),
+        "tiny": gpt_neox.SIZES["tiny"],  # the same tiny decoder as the no-cache zoo model
         # pythia-160m
         "small": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, vocab_size=50304),
-        # pythia-410m
-        "base": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, vocab_size=50304),
+        "base": gpt_neox.SIZES["large"],  # pythia-410m
     },
     "gpt2": {
         "tiny": dict(n_embd=64, n_layer=2, n_head=4, vocab_size=1000),
