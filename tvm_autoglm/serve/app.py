@@ -118,7 +118,9 @@ def create_app(config: ServeConfig, engine: Engine, layout: Layout) -> Starlette
                 "inputs": manifest["inputs"],
                 "outputs": manifest["outputs"],
                 "target": manifest.get("target", {}).get("name"),
-                "batching": {"enabled": layout.batching, "max_requests": layout.max_requests, "rows_per_call": layout.capacity},
+                "batching": {"enabled": layout.batching, "max_requests": layout.max_requests, "rows_per_call": layout.capacity,
+                             "length_buckets": dict(layout.padding.buckets) if getattr(layout, "padding", None) else {},
+                             "padding_masks": dict(layout.padding.masks) if getattr(layout, "padding", None) else {}},
             },
         )
 
