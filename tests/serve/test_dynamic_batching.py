@@ -119,6 +119,15 @@ def test_length_buckets_pad_with_a_zero_mask_and_slice_each_response_back():
     assert values['autoglm_request_shapes_total{dims="batch=1,seq=33"}'] == 1
 
 
+def test_a_bucket_without_max_batch_pads_each_request_alone():
+    """No --max-batch: no stacking, but each call still runs at its bucket's length (e.g. a --specialize size)."""
+    layout = Layout.from_manifest(encoder_manifest(), None, {"seq": 8}, {"seq": "attention_mask"})
+    requests = [request(1, 5, 0), request(2, 8, 1), request(1, 9, 2)]
+    results, calls, _ = serve_all(layout, requests)
+    assert_each_equals_alone(requests, results)
+    assert [c["input_ids"].shape for c in calls] == [(1, 8), (2, 8), (1, 16)]
+
+
 def test_static_batch_dim_pads_rows_and_buckets_the_symbolic_length():
     layout = Layout.from_manifest(encoder_manifest(batch=4), 3, {"seq": 8}, {"seq": "attention_mask"})
     assert layout.capacity == 4

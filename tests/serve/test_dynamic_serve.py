@@ -86,7 +86,8 @@ def _text(rows: int, seq: int, seed: int) -> dict:
 
 
 def _serve_and_check(path, so, shapes, *flags):
-    """Send every request at once; check each reply against onnxruntime on that request alone; return /metrics."""
+    """Send every request at once; check each reply against onnxruntime on that request alone; return /metrics
+    and /v1/model's batching settings."""
     server = ServerProcess("--binary", so, "--workers", 1, *flags)
     try:
         server.wait_ready()
@@ -99,7 +100,8 @@ def _serve_and_check(path, so, shapes, *flags):
             assert list(payload["outputs"]) == list(want)
             for name, value in want.items():
                 np.testing.assert_allclose(np.asarray(payload["outputs"][name], np.float32), value, rtol=FP32_RTOL, atol=FP32_ATOL, err_msg=name)
-        return server.metrics()
+        info = json.loads(http(server.port, "GET", "/v1/model")[2])
+        return server.metrics(), info["batching"]
     finally:
         server.kill()
 
@@ -109,7 +111,8 @@ def test_bert_equal_lengths_are_stacked_and_others_run_at_their_own_length(bert_
     when full; the timeout only bounds the wait of the lone shapes), the others run as sent."""
     path, so = bert_dynamic
     shapes = [(1, 9), (1, 23), (1, 9), (2, 5), (1, 9), (1, 9)]
-    metrics = _serve_and_check(path, so, shapes, "--max-batch", 4, "--batch-timeout-ms", 3000)
+    metrics, batching = _serve_and_check(path, so, shapes, "--max-batch", 4, "--batch-timeout-ms", 5000)
+    assert batching == {"enabled": True, "max_requests": 4, "rows_per_call": 4}
     assert metrics['autoglm_call_shapes_total{dims="batch=4,seq=9"}'] == 1
     assert metrics['autoglm_call_shapes_total{dims="batch=1,seq=23"}'] == 1
     assert metrics['autoglm_call_shapes_total{dims="batch=2,seq=5"}'] == 1
@@ -122,8 +125,9 @@ def test_bert_near_lengths_share_a_padded_bucket(bert_dynamic):
     every response is sliced back to its own length and matches onnxruntime on the request alone."""
     path, so = bert_dynamic
     shapes = [(1, 3), (1, 9), (2, 20), (1, 14), (1, 16)]
-    metrics = _serve_and_check(path, so, shapes, "--max-batch", 4, "--batch-timeout-ms", 3000,
-                               "--length-bucket", "seq=16", "--padding-mask", "seq=attention_mask")
+    metrics, batching = _serve_and_check(path, so, shapes, "--max-batch", 4, "--batch-timeout-ms", 5000,
+                                         "--length-bucket", "seq=16", "--padding-mask", "seq=attention_mask")
+    assert batching == {"enabled": True, "max_requests": 4, "rows_per_call": 4, "length_buckets": {"seq": 16}, "padding_masks": {"seq": "attention_mask"}}
     assert metrics['autoglm_call_shapes_total{dims="batch=4,seq=16"}'] == 1
     assert metrics['autoglm_call_shapes_total{dims="batch=2,seq=32"}'] == 1
     assert metrics['autoglm_request_shapes_total{dims="batch=1,seq=3"}'] == 1

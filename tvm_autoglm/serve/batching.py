@@ -276,7 +276,7 @@ class Batcher:
         outputs = self.execute(inputs)
         results = self.layout.results(outputs, requests)
         if self.metrics is not None:
-            sent = sum(value.size for request in requests for value in request.values())
+            sent = sum(request[name].size for request in requests for name in inputs if name in request)
             called = sum(value.size for value in inputs.values())
             self.metrics.observe_batch(
                 len(requests), padded, time.perf_counter() - start,

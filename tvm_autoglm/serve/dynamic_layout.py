@@ -111,7 +111,7 @@ class DynamicLayout:
 
     def _checked_specs(self) -> tuple[list[dict], dict]:
         """Input specs and ranges for checking a request: a static batch dim B accepts 1..B rows."""
-        if not isinstance(self.batch_dim, int) or self.batch_dim is None:
+        if not isinstance(self.batch_dim, int):
             return self.inputs, self.symbolic_dims
         specs = [{**spec, "shape": [ROWS, *spec["shape"][1:]]} for spec in self.inputs]
         return specs, {**self.symbolic_dims, ROWS: {"min": 1, "max": int(self.batch_dim)}}
