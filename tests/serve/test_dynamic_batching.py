@@ -190,3 +190,17 @@ def test_buckets_on_a_static_build_are_refused():
     static = {"inputs": [{"name": "x", "shape": [1, 8], "dtype": "float32"}], "outputs": [{"name": "y", "shape": [1, 8], "dtype": "float32"}]}
     with pytest.raises(ArtifactError, match=r"'seq' is not a symbolic dim of this build; its symbolic dims are none \(a static build"):
         Layout.from_manifest(static, None, {"seq": 16}, {"seq": "x"})
+
+
+def test_flag_values_parse_and_bad_ones_are_refused_in_one_line():
+    from tvm_autoglm.errors import AutoGLMError
+    from tvm_autoglm.serve.padding import parse_length_buckets, parse_padding_masks
+
+    assert parse_length_buckets(["seq=16", "height=8"]) == {"seq": 16, "height": 8}
+    assert parse_padding_masks(["seq=attention_mask"]) == {"seq": "attention_mask"}
+    for item in ["seq", "seq=0", "seq=x", "=16"]:
+        with pytest.raises(AutoGLMError, match=rf"^bad --length-bucket '{item}': expected DIM=GRANULARITY"):
+            parse_length_buckets([item])
+    for item in ["seq", "seq=", "seq:attention_mask"]:
+        with pytest.raises(AutoGLMError, match=rf"^bad --padding-mask '{item}': expected DIM=MASK_INPUT"):
+            parse_padding_masks([item])
