@@ -71,3 +71,10 @@ def test_every_caller_compiles_through_compile_model():
     own = {PACKAGE / "pipeline.py", PACKAGE / "scheduling.py", PACKAGE / "quantize" / "sensitivity.py"}
     files = [p for p in sorted(PACKAGE.rglob("*.py")) if p not in own] + [REPO / "schedules" / "regenerate.py"]
     assert _stage_calls(files) == []
+
+
+def test_dynamic_parameters_do_not_apply_to_an_imported_build():
+    """dynamic_dims/specialize shape the import: on a RelaxBuild they are refused, naming the parameter."""
+    build = compile_model(mlp_model(), "cpu", 1, until="relax").build
+    with pytest.raises(ValueError, match="dynamic_dims, specialize cannot apply"):
+        compile_model(build, dynamic_dims={"batch": (1, 4)}, specialize={"batch": [2]})

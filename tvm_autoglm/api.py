@@ -111,19 +111,11 @@ def compile(
             model, target, opt_level, tuning_db, max_context=max_context, prefill_chunk=prefill_chunk,
             disabled_passes=disabled_passes, use_shipped_schedules=use_shipped_schedules, log=StageLog(enabled=verbose))
         return CompiledModel(Session(done.executable, done.manifest), done.executable, done.build)
-    if dynamic_dims or specialize:
-        from .shape_ranges import InputShapes
-
-        input_shapes = InputShapes(
-            input_shapes,
-            {**getattr(input_shapes, "dynamic_dims", {}), **(dynamic_dims or {})},
-            {**getattr(input_shapes, "specialize", {}), **{k: list(v) for k, v in (specialize or {}).items()}},
-        )
-
     done = compile_model(
         model, target, opt_level, input_shapes, tuning_db, disabled_passes=disabled_passes,
         use_shipped_schedules=use_shipped_schedules, quantize=quantize, accuracy_budget=accuracy_budget,
         calibration=calibration, freeze_inputs=freeze_inputs, log=StageLog(enabled=verbose),
+        dynamic_dims=dynamic_dims, specialize={k: list(v) for k, v in (specialize or {}).items()} or None,
     )
     if for_target(done.build.target).runs_on_build_host:
         session = Session(done.executable, done.manifest)

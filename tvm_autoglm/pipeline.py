@@ -149,8 +149,13 @@ def build_relax(
     freeze_inputs: dict | None = None,
     tuning_db: str | None = None,
     post_import=None,
+    dynamic_dims: dict | None = None,
+    specialize: dict | None = None,
 ) -> RelaxBuild:
     """ONNX -> fused Relax module (no schedules yet); ``freeze_inputs`` binds inputs to constants first.
+
+    ``dynamic_dims`` (``{onnx dim name: (min, max)}``) keeps those dims symbolic, as ranges in
+    ``input_shapes`` do; ``specialize`` (``{symbol: [sizes]}``) adds static variants of main (``specialize``).
 
     ``tuning_db`` matters here only where a backend's graph passes read records (npu-sim tiles).
     ``post_import(mod, cleaned_proto) -> mod`` rewrites the freshly imported module before our
@@ -182,7 +187,7 @@ def build_relax(
         onnx_model.check_supported(proto, source, folded=False)
         from .shape_ranges import resolve
 
-        inputs, symbolic_dims = resolve(proto, input_shapes)  # static builds: resolve_input_specs
+        inputs, symbolic_dims = resolve(proto, input_shapes, dynamic_dims)  # static builds: resolve_input_specs
     shapes = {spec_.name: list(spec_.shape) for spec_ in inputs}
     with log.stage("onnx clean-up (fold shape subgraphs)"):
         with stage_errors(f"ONNX clean-up of {source}"):
@@ -199,7 +204,7 @@ def build_relax(
         mod = annotate_bounds(mod, symbolic_dims)
     from .specialize import add_variants, variants
 
-    specialized = variants(getattr(input_shapes, "specialize", None), symbolic_dims)
+    specialized = variants(specialize, symbolic_dims)
     mod = add_variants(mod, specialized)  # static copies of main: every pass sees them as static
     outputs = _output_specs(mod, cleaned, symbolic_dims)
     if post_import is not None:
@@ -325,6 +330,8 @@ def compile_model(
     until: str = "codegen",
     post_import=None,
     log: StageLog | None = None,
+    dynamic_dims: dict | None = None,
+    specialize: dict | None = None,
 ) -> Compiled:
     """The one compile flow: every front end (API, CLI, tuning, tests' harnesses) calls this.
 
@@ -332,12 +339,15 @@ def compile_model(
     function (then only scheduling and codegen run again, e.g. with another database).
     ``until="relax"`` stops after the fused (and quantized) Relax build: what tuning needs.
     ``post_import`` rewrites the imported module before our passes (the generator's KV cache).
+    ``dynamic_dims={"seq": (1, 512)}`` keeps the ONNX dims named ``seq`` symbolic over that range (as a
+    range in ``input_shapes`` does); ``specialize={"seq": [128]}`` adds static variants for those sizes.
     """
     if until not in UNTIL:
         raise ValueError(f"until must be one of {UNTIL} (got {until!r})")
     if isinstance(model, RelaxBuild):
         front = {"disabled_passes": disabled_passes, "print_ir_after": print_ir_after, "freeze_inputs": freeze_inputs,
-                 "quantize": quantize != "none", "input_shapes": input_shapes, "post_import": post_import}
+                 "quantize": quantize != "none", "input_shapes": input_shapes, "post_import": post_import,
+                 "dynamic_dims": dynamic_dims, "specialize": specialize}
         if any(front.values()):
             raise ValueError(f"a RelaxBuild is already imported, optimized and quantized; "
                              f"{', '.join(k for k, v in front.items() if v)} cannot apply to it")
@@ -350,7 +360,8 @@ def compile_model(
         disabled = tuple(disabled_passes)
         disabled += tuple(p for p in passes_off_for(quantize) if p not in disabled)
         build = build_relax(model, spec, opt_level, input_shapes, disabled, tuple(print_ir_after), log=log,
-                            freeze_inputs=freeze_inputs, tuning_db=tuning_db, post_import=post_import)
+                            freeze_inputs=freeze_inputs, tuning_db=tuning_db, post_import=post_import,
+                            dynamic_dims=dynamic_dims, specialize=specialize)
         if quantize and quantize != "none":
             build = apply_quantization(build, quantize, budget=accuracy_budget, calibration=calibration, log=log)
     if until == "relax":

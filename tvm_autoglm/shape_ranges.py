@@ -4,8 +4,9 @@ A build is *dynamic* when some input dim is given as a range instead of a number
 
 * ``--input-shape input_ids:1x1..512`` (also ``input_ids:1..32x1..512``), API
   ``input_shapes={"input_ids": [1, (1, 512)]}``;
-* ``--dynamic-dim seq=1..512`` (repeatable), API ``input_shapes=InputShapes(..., dynamic_dims={"seq": (1, 512)})``:
-  every input dim the ONNX names ``seq`` stays symbolic over that range.
+* ``--dynamic-dim seq=1..512`` (repeatable), API ``compile(..., dynamic_dims={"seq": (1, 512)})``: every input
+  dim the ONNX names ``seq`` stays symbolic over that range. The named ranges travel as their own parameter
+  (``compile_model(..., dynamic_dims=...)``), never as attributes of the shapes dict.
 
 A dim the ONNX model names (``dim_param``) keeps that name, so inputs sharing it share one
 symbol (``input_ids`` and ``attention_mask`` both have ``seq``); an unnamed dim given a range
@@ -26,18 +27,6 @@ from .runtime.shapes import bind_shape, check_shapes  # noqa: F401  (the runtime
 #: ``lo..hi`` (both inclusive)
 _RANGE = re.compile(r"^(\d+)\.\.(\d+)$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class InputShapes(dict):
-    """``{input: [dim, ...]}`` where a dim is an int or a ``(min, max)`` range, plus ``dynamic_dims``
-    (``{onnx dim name: (min, max)}``, from ``--dynamic-dim``) and ``specialize``. A plain dict travels through every
-    layer that passes ``input_shapes`` along; the extra attribute rides with it."""
-
-    def __init__(self, shapes=None, dynamic_dims=None, specialize=None):
-        super().__init__(shapes or {})
-        self.dynamic_dims = dict(dynamic_dims or {})
-        #: ``{symbol: [sizes]}`` from ``--specialize``: static variants of main (see ``specialize``)
-        self.specialize = dict(specialize or {})
 
 
 def _check_range(lo: int, hi: int, what: str) -> tuple[int, int]:
@@ -78,26 +67,36 @@ def normalize_api_dim(dim, what: str):
     return dim
 
 
-def has_ranges(shapes) -> bool:
-    if getattr(shapes, "dynamic_dims", None):
+def _named_range(name: str, value) -> tuple[int, int]:
+    """A ``dynamic_dims`` entry: always a (min, max) range (a single size belongs in ``input_shapes``)."""
+    if not isinstance(value, (tuple, list)):
+        raise InputError(f"dynamic_dims[{name!r}]: a range is a (min, max) pair of ints, got {value!r}")
+    return normalize_api_dim(value, f"dynamic_dims[{name!r}]")
+
+
+def has_ranges(shapes, dynamic_dims: dict | None = None) -> bool:
+    """Whether a build with these ``input_shapes`` and ``dynamic_dims`` is dynamic."""
+    if dynamic_dims:
         return True
     return any(isinstance(d, (tuple, list)) for dims in (shapes or {}).values() for d in dims)
 
 
-def resolve(model, shapes) -> tuple[list, dict[str, tuple[int, int]]]:
-    """(input specs, ``{symbol: (min, max)}``). Static builds go through ``resolve_input_specs`` unchanged."""
-    if not has_ranges(shapes):
+def resolve(model, shapes, dynamic_dims: dict | None = None) -> tuple[list, dict[str, tuple[int, int]]]:
+    """(input specs, ``{symbol: (min, max)}``). Static builds go through ``resolve_input_specs`` unchanged.
+
+    ``dynamic_dims``: ``{onnx dim name: (min, max)}`` (``--dynamic-dim``), on top of ranges in ``shapes``."""
+    if not has_ranges(shapes, dynamic_dims):
         return onnx_model.resolve_input_specs(model, shapes), {}
-    return _resolve_dynamic(model, shapes)
+    return _resolve_dynamic(model, shapes or {}, dynamic_dims or {})
 
 
-def _resolve_dynamic(model, shapes):
+def _resolve_dynamic(model, shapes, dynamic_dims):
     inputs = graph_inputs(model)
     known = [spec.name for spec in inputs]
     unknown = [name for name in shapes if name not in known]
     if unknown:
         raise InputError(f"--input-shape names unknown input(s) {unknown}; the model's inputs are {known}")
-    named = dict(getattr(shapes, "dynamic_dims", {}) or {})
+    named = {name: _named_range(name, value) for name, value in dynamic_dims.items()}
     declared_names = {d for spec in inputs for d in spec.shape if isinstance(d, str) and d != "?"}
     missing = sorted(set(named) - declared_names)
     if missing:

@@ -17,7 +17,6 @@ from onnx import helper
 
 import tvm_autoglm
 from tvm_autoglm.pipeline import build_relax
-from tvm_autoglm.shape_ranges import InputShapes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "passes"))
 from passes_helpers import const_node, make_model  # noqa: E402
@@ -25,7 +24,7 @@ from passes_helpers import const_node, make_model  # noqa: E402
 
 def _changed(model, shapes, pass_name: str, dynamic_dims=None) -> bool:
     """Did ``pass_name`` change the op histogram of main in an O3 CPU build?"""
-    build = build_relax(model, "cpu", 3, InputShapes(shapes, dynamic_dims))
+    build = build_relax(model, "cpu", 3, shapes, dynamic_dims=dynamic_dims)
     (report,) = [r for r in build.pass_reports if r.name == pass_name]
     return report.ops_before != report.ops_after
 

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper
 from tvm_autoglm.errors import AutoGLMError, InputError
 from tvm_autoglm.shape_ranges import parse_input_shapes
 from tvm_autoglm.runtime.inputs import example_inputs, validate_inputs
-from tvm_autoglm.shape_ranges import InputShapes, parse_dynamic_dims, resolve
+from tvm_autoglm.shape_ranges import parse_dynamic_dims, resolve
 
 
 def _model(ids=("batch", "seq"), mask=("batch", "seq")):
@@ -46,9 +46,9 @@ def test_named_range_is_shared_by_inputs_with_that_dim():
     specs, ranges = resolve(_model(), {"input_ids": [1, (1, 64)], "attention_mask": [1, (1, 64)]})
     assert [s.shape for s in specs] == [(1, "seq"), (1, "seq")]
     assert ranges == {"seq": (1, 64)}
-    specs, ranges = resolve(_model(), InputShapes({"input_ids": [2, (3, 9)], "attention_mask": [2, (3, 9)]}))
+    specs, ranges = resolve(_model(), {"input_ids": [2, (3, 9)], "attention_mask": [2, (3, 9)]})
     assert ranges == {"seq": (3, 9)}
-    specs, ranges = resolve(_model(), InputShapes({}, {"seq": (1, 16), "batch": (1, 4)}))
+    specs, ranges = resolve(_model(), {}, {"seq": (1, 16), "batch": (1, 4)})
     assert [s.shape for s in specs] == [("batch", "seq"), ("batch", "seq")]
     assert ranges == {"seq": (1, 16), "batch": (1, 4)}
 
@@ -87,7 +87,7 @@ def test_range_on_a_fixed_dim_is_refused():
 
 def test_dynamic_dim_naming_no_dim_is_refused():
     with pytest.raises(InputError, match="no input declares"):
-        resolve(_model(), InputShapes({"input_ids": [1, 4], "attention_mask": [1, 4]}, {"sequence": (1, 8)}))
+        resolve(_model(), {"input_ids": [1, 4], "attention_mask": [1, 4]}, {"sequence": (1, 8)})
 
 
 SPECS = [{"name": "input_ids", "shape": [1, "seq"], "dtype": "int64"}, {"name": "attention_mask", "shape": [1, "seq"], "dtype": "int64"}]
@@ -119,3 +119,8 @@ def test_runtime_refuses_out_of_range_or_mismatched(ids, mask, needle):
 def test_example_inputs_pick_a_size_in_range():
     inputs = example_inputs(SPECS, symbolic_dims=RANGES)
     assert inputs["input_ids"].shape == (1, 16)  # 128 clamped into 2..16
+
+
+def test_dynamic_dims_entry_must_be_a_range():
+    with pytest.raises(InputError, match=r"dynamic_dims\['seq'\]: a range is a \(min, max\) pair of ints, got 5"):
+        resolve(_model(), {}, {"seq": 5})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import add_freeze_flag, add_build_flags, add_model_flags, parse_frozen, parse_shapes
+from .common import add_freeze_flag, add_build_flags, add_model_flags, parse_dynamic, parse_frozen, parse_shapes
 from .explain import add_explain_flag, check_names, explain_lines
 
 
@@ -52,6 +52,7 @@ def run(args) -> int:
         calibration=args.calibration,
         freeze_inputs=parse_frozen(args),
         log=log,
+        **parse_dynamic(args),
     )
     build, manifest = done.build, done.manifest
     with log.stage("export"), quiet_native_stderr():

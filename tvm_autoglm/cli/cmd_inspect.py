@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .common import add_freeze_flag, add_model_flags, parse_frozen, parse_shapes
+from .common import add_freeze_flag, add_model_flags, parse_dynamic, parse_frozen, parse_shapes
 from .explain import add_explain_flag, check_names, explain_lines
 
 
@@ -63,7 +63,7 @@ def describe(args) -> dict:
         build = compile_model(args.model, args.target, args.optimize_level, parse_shapes(args), disabled_passes=tuple(args.disable_pass),
                               quantize=quantize, accuracy_budget=getattr(args, "accuracy_budget", None),
                               calibration=getattr(args, "calibration", None),
-                              freeze_inputs=parse_frozen(args), until="relax").build
+                              freeze_inputs=parse_frozen(args), until="relax", **parse_dynamic(args)).build
         if getattr(build, "quantization", None):
             info["quantization"] = build.quantization
         info["optimize_level"] = args.optimize_level

@@ -19,8 +19,25 @@ def add_parser(subparsers):
         type=int,
         default=None,
         metavar="N",
-        help="pack up to N requests into one call; the build's first dimension must be a batch dimension of size >= N "
-        "shared by all inputs and outputs, and requests then send 1..B rows (default: no batching, exact shapes)",
+        help="pack up to N requests into one call (states that rows are independent); the build's first dimension must be a "
+        "batch dimension shared by all inputs and outputs: a size B >= N (requests send 1..B rows, zero-padded) or, in a dynamic "
+        "build, a symbol (requests of equal shape are stacked) (default: no batching, each request alone)",
+    )
+    parser.add_argument(
+        "--length-bucket",
+        action="append",
+        default=[],
+        metavar="DIM=G",
+        help="dynamic builds: pad each request along the symbolic dim DIM up to a multiple of G (capped at its maximum), so near "
+        "lengths share one call; needs --padding-mask for DIM (repeatable)",
+    )
+    parser.add_argument(
+        "--padding-mask",
+        action="append",
+        default=[],
+        metavar="DIM=INPUT",
+        help="states that the model ignores positions along DIM where the input INPUT is 0 (e.g. seq=attention_mask); the server "
+        "sets INPUT to 0 on the padding --length-bucket adds. Without it nothing is padded (repeatable)",
     )
     parser.add_argument("--batch-timeout-ms", type=float, default=2.0, metavar="T", help="wait up to T ms after a request for others to join its batch (default 2)")
     parser.add_argument("--workers", type=int, default=1, metavar="K", help="worker threads running model calls in parallel (default 1)")
@@ -41,6 +58,7 @@ def add_parser(subparsers):
 
 def run(args) -> int:
     from ..serve import ServeConfig, serve
+    from ..serve.padding import parse_length_buckets, parse_padding_masks
 
     return serve(
         ServeConfig(
@@ -56,5 +74,7 @@ def run(args) -> int:
             warmup_runs=args.warmup,
             access_log=args.access_log,
             tvm_threads=args.tvm_threads,
+            length_buckets=parse_length_buckets(args.length_bucket),
+            padding_masks=parse_padding_masks(args.padding_mask),
         )
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .common import add_model_flags, add_schedule_flags, add_target_flags, parse_shapes
+from .common import add_model_flags, add_schedule_flags, add_target_flags, parse_dynamic, parse_shapes
 
 
 def add_parser(subparsers):
@@ -41,7 +41,8 @@ def run(args) -> int:
     from ..shape_ranges import has_ranges
 
     shapes = parse_shapes(args)
-    if has_ranges(shapes):
+    dynamic = parse_dynamic(args)
+    if has_ranges(shapes, dynamic["dynamic_dims"]) or dynamic["specialize"]:
         # MetaSchedule tunes static workloads only; a specialised variant's kernels are the static build's
         raise AutoGLMError(
             "tune takes static shapes: tune the sizes that matter (--input-shape input_ids:1x128), then compile the "

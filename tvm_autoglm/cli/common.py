@@ -65,15 +65,21 @@ def add_build_flags(parser) -> None:
 
 
 def parse_shapes(args) -> dict:
+    """``--input-shape`` items as ``{input: [dims]}`` (a dim may be a ``(min, max)`` range)."""
     from ..shape_ranges import parse_input_shapes
-    from ..shape_ranges import InputShapes, parse_dynamic_dims
 
+    return parse_input_shapes(args.input_shape)
+
+
+def parse_dynamic(args) -> dict:
+    """``--dynamic-dim`` and ``--specialize`` as ``compile_model`` keyword arguments (None when not given)."""
+    from ..shape_ranges import parse_dynamic_dims
     from ..specialize import parse_specialize
 
-    shapes = parse_input_shapes(args.input_shape)
-    dynamic = parse_dynamic_dims(getattr(args, "dynamic_dim", None))
-    specialize = parse_specialize(getattr(args, "specialize", None))
-    return InputShapes(shapes, dynamic, specialize) if dynamic or specialize else shapes
+    return {
+        "dynamic_dims": parse_dynamic_dims(getattr(args, "dynamic_dim", None)) or None,
+        "specialize": parse_specialize(getattr(args, "specialize", None)) or None,
+    }
 
 
 def parse_frozen(args) -> dict:

@@ -59,6 +59,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
 GENERATE_FIELDS = {"prompt_ids", "max_new_tokens", "stream", "do_sample", "temperature", "top_k", "top_p", "eos_token_id", "seed"}
 
 
+def _batching_info(layout) -> dict:
+    """/v1/model's batching settings; a dynamic build's length buckets only when it has them."""
+    info = {"enabled": layout.batching, "max_requests": layout.max_requests, "rows_per_call": layout.capacity}
+    padding = getattr(layout, "padding", None)
+    if padding:
+        info.update(length_buckets=dict(padding.buckets), padding_masks=dict(padding.masks))
+    return info
+
+
 def create_app(config: ServeConfig, engine: Engine, layout: Layout) -> Starlette:
     metrics = Metrics()
     live = {"inflight": 0, "batcher": None, "server": None}
@@ -118,7 +127,7 @@ def create_app(config: ServeConfig, engine: Engine, layout: Layout) -> Starlette
                 "inputs": manifest["inputs"],
                 "outputs": manifest["outputs"],
                 "target": manifest.get("target", {}).get("name"),
-                "batching": {"enabled": layout.batching, "max_requests": layout.max_requests, "rows_per_call": layout.capacity},
+                "batching": _batching_info(layout),
             },
         )
 

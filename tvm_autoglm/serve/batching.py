@@ -9,6 +9,12 @@ out of the outputs. Padding is only sound when rows are independent, which the
 user asserts by passing ``--max-batch``; without it the server runs each
 request alone at exactly the manifest's shapes.
 
+Dynamic builds (manifest ``symbolic_dims``) map requests through
+``dynamic_layout.DynamicLayout`` instead: equal shapes stack along the batch
+dim, and with ``--length-bucket``/``--padding-mask`` near lengths are padded to
+a shared bucket. The batcher only puts requests with the same
+``layout.group_key`` into one call.
+
 The batcher takes a worker slot *before* collecting a batch: while every
 worker is busy, requests wait in the queue and the next batch grows, which is
 where batching pays off under load.
@@ -38,20 +44,22 @@ class Layout:
     outputs: list[dict]
     capacity: int | None  # the build's batch dimension B in batch mode; None: exact shapes, one request per call
     max_requests: int = 1
-    #: a dynamic build's ranges (manifest ``symbolic_dims``): each request runs alone at its own shape
-    symbolic_dims: dict | None = None
 
     @classmethod
-    def from_manifest(cls, manifest: dict, max_batch: int | None) -> "Layout":
+    def from_manifest(cls, manifest: dict, max_batch: int | None, buckets: dict | None = None, masks: dict | None = None):
+        """The layout for this artifact: ``Layout`` for a static build, ``DynamicLayout`` for a dynamic one.
+
+        ``buckets``/``masks``: ``--length-bucket``/``--padding-mask`` (dynamic builds only; see ``padding``)."""
         inputs, outputs = manifest["inputs"], manifest["outputs"]
-        symbolic = manifest.get("symbolic_dims") or None
+        if manifest.get("symbolic_dims"):
+            from .dynamic_layout import DynamicLayout
+
+            return DynamicLayout.from_manifest(manifest, max_batch, buckets, masks)
+        from .padding import plan_padding
+
+        plan_padding(manifest, buckets or {}, masks or {}, None)  # a static build has no dim to bucket: refused
         if max_batch is None:
-            return cls(inputs, outputs, None, 1, symbolic)
-        if symbolic:
-            raise ArtifactError(
-                f"--max-batch packs requests into a build's fixed batch; this build has symbolic dims {sorted(symbolic)} "
-                "and runs every request at its own shape: serve it without --max-batch"
-            )
+            return cls(inputs, outputs, None, 1)
         if max_batch < 1:
             raise InputError(f"--max-batch must be at least 1, got {max_batch}")
         leading = {}
@@ -90,15 +98,6 @@ class Layout:
     def rows_of(self, arrays: dict[str, np.ndarray]) -> int:
         """Check dtypes and shapes of one request; return its rows (1 in exact mode)."""
         rows = {}
-        if self.symbolic_dims:
-            from ..runtime.shapes import check_shapes
-
-            for spec in self.inputs:
-                value = arrays[spec["name"]]
-                if value.dtype != np.dtype(spec["dtype"]):
-                    raise InputError(f"input '{spec['name']}' has dtype {value.dtype}, expected {np.dtype(spec['dtype'])}")
-            check_shapes(arrays, self.inputs, self.symbolic_dims)  # any shape in range, one line naming input, dim, range, value
-            return 1
         for spec in self.inputs:
             name, value = spec["name"], arrays[spec["name"]]
             want = np.dtype(spec["dtype"])
@@ -138,6 +137,17 @@ class Layout:
             packed[name], used = buffer, offset
         return packed, self.capacity - used
 
+    def group_key(self, arrays: dict[str, np.ndarray]):
+        """A static build's requests all fit one call shape: any may join any batch."""
+        return None
+
+    def request_label(self, arrays: dict[str, np.ndarray]) -> str | None:
+        """Static shapes are the manifest's: nothing per request worth a metrics label."""
+        return None
+
+    def results(self, outputs: dict[str, np.ndarray], requests: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        return self.split(outputs, [next(iter(r.values())).shape[0] if self.batching else 1 for r in requests])
+
     def split(self, outputs: dict[str, np.ndarray], rows: list[int]) -> list[dict[str, np.ndarray]]:
         if not self.batching:
             return [outputs]
@@ -148,11 +158,12 @@ class Layout:
         return results
 
 
-@dataclass
+@dataclass(eq=False)  # identity: deque.remove must not compare the requests' arrays
 class _Item:
     arrays: dict
     rows: int
     future: asyncio.Future
+    key: object = None  # layout.group_key: only items with equal keys share a call
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -208,7 +219,7 @@ class Batcher:
     async def submit(self, arrays: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
         if len(self.pending) >= self.max_queue:
             raise Overloaded(f"server overloaded: {len(self.pending)} requests queued (--max-queue {self.max_queue}); retry later")
-        item = _Item(arrays, rows, asyncio.get_running_loop().create_future())
+        item = _Item(arrays, rows, asyncio.get_running_loop().create_future(), self.layout.group_key(arrays))
         self.pending.append(item)
         self._wake.set()
         return await item.future
@@ -223,10 +234,11 @@ class Batcher:
         capacity = self.layout.capacity or 1
         deadline = loop.time() + self.timeout_s
         while len(batch) < self.layout.max_requests and rows < capacity:
-            if self.pending:
-                if rows + self.pending[0].rows > capacity:
+            item = next((waiting for waiting in self.pending if waiting.key == first.key), None)  # the oldest that can share the call
+            if item is not None:
+                if rows + item.rows > capacity:
                     break
-                item = self.pending.popleft()
+                self.pending.remove(item)
                 batch.append(item)
                 rows += item.rows
                 continue
@@ -262,9 +274,15 @@ class Batcher:
         start = time.perf_counter()
         inputs, padded = self.layout.pack(requests)
         outputs = self.execute(inputs)
-        results = self.layout.split(outputs, [next(iter(r.values())).shape[0] if self.layout.batching else 1 for r in requests])
+        results = self.layout.results(outputs, requests)
         if self.metrics is not None:
-            self.metrics.observe_batch(len(requests), padded, time.perf_counter() - start)
+            sent = sum(request[name].size for request in requests for name in inputs if name in request)
+            called = sum(value.size for value in inputs.values())
+            self.metrics.observe_batch(
+                len(requests), padded, time.perf_counter() - start,
+                request_labels=[self.layout.request_label(request) for request in requests],
+                call_label=self.layout.request_label(inputs), input_elements=called, padded_elements=called - sent,
+            )
         return results
 
     def _finish(self, done: asyncio.Future, batch: list[_Item]) -> None:

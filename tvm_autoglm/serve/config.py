@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -19,3 +19,7 @@ class ServeConfig:
     warmup_runs: int = 1
     access_log: bool = False
     tvm_threads: int | None = None  # TVM threads per worker; None: TVM_NUM_THREADS, else (cores - 1) // workers
+    #: --length-bucket: {symbolic dim: granularity}; requests are padded up to a multiple along it (dynamic builds)
+    length_buckets: dict[str, int] = field(default_factory=dict)
+    #: --padding-mask: {symbolic dim: mask input}, the user's statement that the model ignores padding there
+    padding_masks: dict[str, str] = field(default_factory=dict)

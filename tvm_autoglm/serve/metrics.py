@@ -69,6 +69,11 @@ class Metrics:
         self.inference = Histogram(LATENCY_BUCKETS)
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.padded_rows = 0
+        #: dynamic builds: requests by their own symbolic dims, model calls by the dims they ran at
+        self.request_shapes: dict[str, int] = {}
+        self.call_shapes: dict[str, int] = {}
+        self.input_elements = 0  # input elements passed to model calls
+        self.padded_elements = 0  # of which padding (rows up to a static batch, lengths up to a bucket)
         self.gauges: dict[str, tuple[str, callable]] = {}
 
     def count_request(self, code: int, seconds: float | None = None) -> None:
@@ -81,11 +86,25 @@ class Metrics:
         with self._lock:
             self.errors[reason] = self.errors.get(reason, 0) + 1
 
-    def observe_batch(self, requests: int, padded_rows: int, seconds: float) -> None:
+    def observe_batch(self, requests: int, padded_rows: int, seconds: float, *, request_labels=(), call_label: str | None = None,
+                      input_elements: int = 0, padded_elements: int = 0) -> None:
+        """One model call: ``requests`` packed, its padding, and (dynamic builds) the shapes served."""
         with self._lock:
             self.batch_size.observe(requests)
             self.inference.observe(seconds)
             self.padded_rows += padded_rows
+            self.input_elements += input_elements
+            self.padded_elements += padded_elements
+            for label in request_labels:
+                if label is not None:
+                    self.request_shapes[label] = self.request_shapes.get(label, 0) + 1
+            if call_label is not None:
+                self.call_shapes[call_label] = self.call_shapes.get(call_label, 0) + 1
+
+    @property
+    def padding_fraction(self) -> float:
+        """Share of the input elements given to model calls that were padding (0 before any call)."""
+        return self.padded_elements / self.input_elements if self.input_elements else 0.0
 
     def gauge(self, name: str, help_text: str, read) -> None:
         self.gauges[name] = (help_text, read)
@@ -115,6 +134,21 @@ class Metrics:
                 "# HELP autoglm_padded_rows_total Rows of zero padding added to fill the build's batch dimension.",
                 "# TYPE autoglm_padded_rows_total counter",
                 f"autoglm_padded_rows_total {self.padded_rows}",
+                "# HELP autoglm_request_shapes_total Requests by the symbolic dims they were sent with (dynamic builds).",
+                "# TYPE autoglm_request_shapes_total counter",
+                *(f"autoglm_request_shapes_total{_labels({'dims': d})} {n}" for d, n in sorted(self.request_shapes.items())),
+                "# HELP autoglm_call_shapes_total Model calls by the symbolic dims they ran at, after bucketing and stacking (dynamic builds).",
+                "# TYPE autoglm_call_shapes_total counter",
+                *(f"autoglm_call_shapes_total{_labels({'dims': d})} {n}" for d, n in sorted(self.call_shapes.items())),
+                "# HELP autoglm_input_elements_total Input elements passed to model calls, padding included.",
+                "# TYPE autoglm_input_elements_total counter",
+                f"autoglm_input_elements_total {self.input_elements}",
+                "# HELP autoglm_padded_elements_total Input elements that were padding (batch rows, bucketed lengths).",
+                "# TYPE autoglm_padded_elements_total counter",
+                f"autoglm_padded_elements_total {self.padded_elements}",
+                "# HELP autoglm_padding_fraction Share of input elements passed to model calls that were padding.",
+                "# TYPE autoglm_padding_fraction gauge",
+                f"autoglm_padding_fraction {_number(self.padding_fraction)}",
             ]
         for name, (help_text, read) in self.gauges.items():
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {_number(float(read()))}"]

@@ -92,7 +92,7 @@ def serve(config: ServeConfig) -> int:
     os.environ["TVM_NUM_THREADS"] = str(threads)  # read when each worker's thread pool starts
     library, manifest = resolve_artifact(config.binary)
     device_for(manifest)  # a CUDA build on a machine without a GPU: say so before listening
-    layout = Layout.from_manifest(manifest, config.max_batch)
+    layout = Layout.from_manifest(manifest, config.max_batch, config.length_buckets, config.padding_masks)
     engine = Engine(library, manifest, workers=config.workers, warmup_runs=config.warmup_runs)
     app = create_app(config, engine, layout)
 
