@@ -95,8 +95,8 @@ def _dtype(expr) -> str:
     return str(getattr(expr, "dtype", None) or expr.ty)
 
 
-def _strip_cast(expr, dtype: str):
-    if isinstance(expr, tirx.Cast) and _dtype(expr) == "int32" and _dtype(expr.value) == dtype:
+def _strip_cast(expr, dtype: str, to: str = "int32"):
+    if isinstance(expr, tirx.Cast) and _dtype(expr) == to and _dtype(expr.value) == dtype:
         return expr.value
     return None
 
@@ -106,14 +106,17 @@ def _vars(indices) -> list:
     return [idx for idx in indices if not isinstance(idx, tirx.IntImm)]
 
 
-def match_packed(block, x_dtype: str = "int16", w_dtype: str = "int16", lanes: int = LANES, group: int = PAIR) -> tuple | None:
+def match_packed(block, x_dtype: str = "int16", w_dtype: str = "int16", lanes: int = LANES, group: int = PAIR,
+                 acc_dtype: str = "int32", x_operand=None) -> tuple | None:
     """``(x_buffer, w_buffer)`` if ``block`` is ``C[.., i, j] += int32(X[.., i, 2p+q]) * int32(W[j//8, p, j%8, q])``.
 
     The defaults describe this rule's int16 layout; ``vnni_matmul`` asks the same question of its
-    uint8 x int8 ``W[j//16, p, j%16, q]`` layout (``lanes`` columns, ``group`` reduction steps).
+    uint8 x int8 ``W[j//16, p, j%16, q]`` layout (``lanes`` columns, ``group`` reduction steps), and
+    ``bf16_matmul`` of bf16 x bf16 -> float32 (``acc_dtype``), whose X side is not a plain cast
+    (``x_operand``: the product's left factor -> X's load, or None).
     """
     body = block.body
-    if not isinstance(body, tirx.BufferStore) or str(body.buffer.dtype) != "int32" or len(body.indices) < 2:
+    if not isinstance(body, tirx.BufferStore) or str(body.buffer.dtype) != acc_dtype or len(body.indices) < 2:
         return None
     value = body.value
     if not isinstance(value, tirx.Add):
@@ -123,7 +126,8 @@ def match_packed(block, x_dtype: str = "int16", w_dtype: str = "int16", lanes: i
         acc, prod = prod, acc
     if not (isinstance(acc, TensorLoad) and acc.source.same_as(body.buffer)) or not isinstance(prod, tirx.Mul):
         return None
-    x, w = _strip_cast(prod.a, x_dtype), _strip_cast(prod.b, w_dtype)
+    x = x_operand(prod.a) if x_operand is not None else _strip_cast(prod.a, x_dtype, acc_dtype)
+    w = _strip_cast(prod.b, w_dtype, acc_dtype)
     if not (isinstance(x, TensorLoad) and isinstance(w, TensorLoad)):
         return None
     out_idx, x_idx = _vars(body.indices), _vars(x.indices[:-1])
@@ -166,10 +170,11 @@ class Int8MatmulAVX2(C.CPURule):
     group = PAIR  # reduction steps per lane and call
     x_dtype = "int16"
     w_dtype = "int16"
+    acc_dtype = "int32"
     tiles = _TILES
 
     def match(self, block) -> tuple | None:
-        return match_packed(block, self.x_dtype, self.w_dtype, self.lanes, self.group)
+        return match_packed(block, self.x_dtype, self.w_dtype, self.lanes, self.group, self.acc_dtype)
 
     def is_target_available(self, target: Target) -> bool:
         return target_has_avx2(target)
