@@ -16,7 +16,7 @@ import pytest
 import tvm
 from tvm import relax
 
-from helpers import ort_run
+from helpers import ort_run, relax_calls
 from quantize_models import deep_mlp, one_minus_cos
 from tvm_autoglm.pipeline import compile_model
 from tvm_autoglm.quantize import pack_bf16
@@ -164,3 +164,21 @@ def test_quantize_bf16_mlp_matches_onnxruntime_where_the_host_has_bf16():
     q = tvm_autoglm.compile(model, target="cpu", quantize="bf16")
     assert any("bf16_packed_matmul" in k for k in q.kernels)
     assert one_minus_cos(ort_run(model, x), q.run(x)) <= 1e-3  # bf16 operands, fp32 accumulation
+
+
+@pytest.mark.parametrize("name,expected", [("cpu-x86-avx512-bf16", True), ("cpu-znver5", True), ("cpu-x86-avx512", False),
+                                           ("cpu-x86-avx2", False), ("gpu-ampere", False)])
+def test_bf16_kernel_follows_the_target_not_the_host(name, expected):
+    assert pack_bf16.use_bf16_kernel(load_target(name)) is expected
+
+
+def test_auto_plans_bf16_layers_take_the_packed_kernel_too():
+    """``--quantize auto``'s per-layer rewrite (int8.apply_plan) packs its bf16 layers on a BF16 target."""
+    from tvm_autoglm.quantize import int8, passes_off_for
+
+    plan = ["bf16", "int8", "bf16", "fp32", "fp32"]  # deep_mlp: 4 hidden 48x48 layers + the 48x8 head
+    for name, expected in (("cpu-x86-avx512-bf16", 2), ("cpu-x86-avx2", 0)):
+        build = compile_model(deep_mlp(width=48), load_target(name), 3, None, None, disabled_passes=passes_off_for("auto"), until="relax").build
+        out = int8.apply_plan(build, plan, {}, "auto")
+        called = [call.args[0].name_hint for call in relax_calls(out.mod, "relax.call_tir")]
+        assert sum("bf16_packed_matmul" in k for k in called) == expected, (name, called)

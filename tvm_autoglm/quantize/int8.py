@@ -41,6 +41,7 @@ from ..fusion import fuse_module
 from ..pass_report import PassReport
 from ..progress import StageLog
 from . import pack_vnni
+from .pack_bf16 import pack_bf16_matmuls, use_bf16_kernel
 from .pack import pack_weight, packable, quantized_packed_matmul_te, target_has_avx2
 
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")  # probe flag value = index
@@ -319,6 +320,8 @@ def apply_plan(build, plan: list[str] | None, record: dict, label: str, log=None
             start = time.perf_counter()
             mod, sites = rewrite(mod, plan, packed=use_packed(build.target), vnni=use_vnni(build.target))
             plan = plan or ["int8"] * len(sites)
+            if "bf16" in plan and use_bf16_kernel(build.target):
+                mod, _ = pack_bf16_matmuls(mod)  # auto's bf16 layers: vdpbf16ps kernels, as --quantize bf16's
             report = PassReport(f"quantize_{label}", time.perf_counter() - start, before, op_histogram(mod))
             mod = _fuse(build, mod)
     if not sites:

@@ -27,9 +27,8 @@ from ..ir_utils import copy_module, op_histogram
 from ..fusion import fuse_module
 from ..pass_report import PassReport
 from ..progress import StageLog
-from ..targets import cpu_has_feature
 from .cpu_features import BF16_FEATURE
-from .pack_bf16 import pack_bf16_matmuls
+from .pack_bf16 import pack_bf16_matmuls, use_bf16_kernel
 
 _FUSION = ("fuse_ops", "legalize_ops")
 
@@ -95,7 +94,7 @@ def apply_mixed_precision(build, mode: str, log=None):
                 if mode == "bf16":
                     mod = _to_bf16(mod)
                     converted = _count_dtype(mod, dtype)
-                    if for_target(build.target).packs_int8 and cpu_has_feature(build.target, BF16_FEATURE):
+                    if use_bf16_kernel(build.target):
                         mod, packed = pack_bf16_matmuls(mod)  # vdpbf16ps kernels (schedule_rules/bf16_matmul.py)
                 else:
                     converted = _count_dtype(mod, dtype)
@@ -112,7 +111,7 @@ def apply_mixed_precision(build, mode: str, log=None):
     reports = [r for r in build.pass_reports if r.name not in _FUSION] + [report] + [r for r in build.pass_reports if r.name in _FUSION]
     note = f"precision: {mode} mixed precision (matmul/conv operands {dtype}, fp32 accumulation and outputs; {converted} casts)"
     if packed:
-        note += f"; {packed} matmuls packed for AVX512-BF16 vdpbf16ps"
+        note += f"; {packed} matmuls on the packed vdpbf16ps kernel"
     return dataclasses.replace(build, mod=mod, passes=passes, pass_reports=reports, notes=[*notes, note])
 
 
