@@ -99,6 +99,9 @@ def test_rewrite_picks_the_kernel_per_weight_shape():
     assert text.count("vnni_u8s8_matmul") >= 1 and "int16_packed_matmul" in text and text.count('out_dtype="int32"') == 1
     # without the target's VNNI the same module has no VNNI kernel
     assert "vnni_u8s8_matmul" not in int8.rewrite(mod, packed=True)[0].script()
+    # VNNI without the int16 packing: the 24-wide site falls back to the plain matmul, not the int16 kernel
+    text = int8.rewrite(mod, vnni=True, packed=False)[0].script()
+    assert "vnni_u8s8_matmul" in text and "int16_packed_matmul" not in text and text.count('out_dtype="int32"') == 2
 
 
 def _run_module(mod, target, rules, x):

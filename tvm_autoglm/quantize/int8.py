@@ -83,7 +83,8 @@ def _site(call) -> np.ndarray | None:
     return _const_weight(call.args[1])
 
 
-def int8_matmul(emit, x, wq: np.ndarray, sw: np.ndarray, simulate: bool = False, call_te=None, vnni: bool = False):
+def int8_matmul(emit, x, wq: np.ndarray, sw: np.ndarray, simulate: bool = False, call_te=None, vnni: bool = False,
+                packed: bool = True):
     """Dynamic int8 matmul of float32 ``x`` with a pre-quantized weight, dequantized to float32.
 
     ``simulate``: the same integers held in float32 and multiplied by the float
@@ -97,7 +98,7 @@ def int8_matmul(emit, x, wq: np.ndarray, sw: np.ndarray, simulate: bool = False,
     (``pack.py``) instead of ``R.matmul`` on int8; same integers, same int32 sums.
     ``vnni`` (with ``call_te``, on AVX-512 VNNI targets): uint8-shifted activations x int8 weight
     packed for ``vpdpbusd`` with the shift compensated (``pack_vnni.py``), where the weight's N is a
-    multiple of 16; other weights take the int16 kernel or the plain matmul as above.
+    multiple of 16; other weights take the int16 kernel (if ``packed``) or the plain matmul as above.
     """
     f32 = lambda v: relax.const(v, "float32")  # noqa: E731
     amax = emit(relax.op.max(relax.op.abs(x)))
@@ -105,7 +106,7 @@ def int8_matmul(emit, x, wq: np.ndarray, sw: np.ndarray, simulate: bool = False,
     if not simulate and call_te is not None and vnni and _vnni_shape(x, wq) is not None:
         acc = emit(relax.op.astype(_vnni_int_matmul(emit, call_te, x, sx, wq), "float32"))
         return relax.op.multiply(acc, relax.op.multiply(sx, relax.const(sw, "float32")))
-    if not simulate and call_te is not None and _packed_shape(x, wq) is not None:
+    if not simulate and call_te is not None and packed and _packed_shape(x, wq) is not None:
         acc = emit(relax.op.astype(_packed_int_matmul(emit, call_te, x, sx, wq), "float32"))
         return relax.op.multiply(acc, relax.op.multiply(sx, relax.const(sw, "float32")))
     grid = emit(relax.op.clip(relax.op.round(relax.op.divide(x, sx)), -127.0, 127.0))
@@ -189,7 +190,7 @@ class _Rewriter(relax.PyExprMutator):
             precision = self.plan[index] if self.plan is not None else "int8"
             if precision == "int8":
                 call_te = self.builder_.call_te if (self.packed or self.vnni) else None
-                return int8_matmul(emit, x, *quantize_weight(w), call_te=call_te, vnni=self.vnni)
+                return int8_matmul(emit, x, *quantize_weight(w), call_te=call_te, vnni=self.vnni, packed=self.packed)
             if precision == "fp16":
                 return fp16_matmul(emit, x, w)
             if precision == "bf16":
