@@ -147,7 +147,6 @@ def test_quantize_bf16_without_the_feature_packs_nothing(target):
     assert not any("vdpbf16ps" in note for note in done.build.notes)
 
 
-@pytest.mark.slow  # ~40 s; the MLP version above checks the same on every run
 def test_quantize_bf16_tiny_bert_for_the_bf16_target_uses_vdpbf16ps(zoo_build, caplog):
     caplog.set_level(logging.DEBUG, logger="tvm_autoglm.schedule_rules")
     done = compile_model(str(zoo_build("bert", "torchscript")), load_target("cpu-x86-avx512-bf16"), 3, None, None,
