@@ -40,6 +40,8 @@ from ..ir_utils import copy_module, op_histogram, static_shape
 from ..fusion import fuse_module
 from ..pass_report import PassReport
 from ..progress import StageLog
+from . import pack_vnni
+from .pack_bf16 import pack_bf16_matmuls, use_bf16_kernel
 from .pack import pack_weight, packable, quantized_packed_matmul_te, target_has_avx2
 
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")  # probe flag value = index
@@ -81,7 +83,8 @@ def _site(call) -> np.ndarray | None:
     return _const_weight(call.args[1])
 
 
-def int8_matmul(emit, x, wq: np.ndarray, sw: np.ndarray, simulate: bool = False, call_te=None):
+def int8_matmul(emit, x, wq: np.ndarray, sw: np.ndarray, simulate: bool = False, call_te=None, vnni: bool = False,
+                packed: bool = True):
     """Dynamic int8 matmul of float32 ``x`` with a pre-quantized weight, dequantized to float32.
 
     ``simulate``: the same integers held in float32 and multiplied by the float
@@ -93,11 +96,17 @@ def int8_matmul(emit, x, wq: np.ndarray, sw: np.ndarray, simulate: bool = False,
     ``call_te`` (the block builder's, given on AVX2 CPU targets): the integer
     matmul reads int16 operands and a weight pre-packed for ``vpmaddwd``
     (``pack.py``) instead of ``R.matmul`` on int8; same integers, same int32 sums.
+    ``vnni`` (with ``call_te``, on AVX-512 VNNI targets): uint8-shifted activations x int8 weight
+    packed for ``vpdpbusd`` with the shift compensated (``pack_vnni.py``), where the weight's N is a
+    multiple of 16; other weights take the int16 kernel (if ``packed``) or the plain matmul as above.
     """
     f32 = lambda v: relax.const(v, "float32")  # noqa: E731
     amax = emit(relax.op.max(relax.op.abs(x)))
     sx = emit(relax.op.divide(relax.op.maximum(amax, f32(1e-30)), f32(127.0)))
-    if not simulate and call_te is not None and _packed_shape(x, wq) is not None:
+    if not simulate and call_te is not None and vnni and _vnni_shape(x, wq) is not None:
+        acc = emit(relax.op.astype(_vnni_int_matmul(emit, call_te, x, sx, wq), "float32"))
+        return relax.op.multiply(acc, relax.op.multiply(sx, relax.const(sw, "float32")))
+    if not simulate and call_te is not None and packed and _packed_shape(x, wq) is not None:
         acc = emit(relax.op.astype(_packed_int_matmul(emit, call_te, x, sx, wq), "float32"))
         return relax.op.multiply(acc, relax.op.multiply(sx, relax.const(sw, "float32")))
     grid = emit(relax.op.clip(relax.op.round(relax.op.divide(x, sx)), -127.0, 127.0))
@@ -117,6 +126,23 @@ def _packed_shape(x, wq: np.ndarray) -> list[int] | None:
     if not shape or shape[-1] != wq.shape[0] or not packable(*wq.shape):
         return None
     return shape
+
+
+def _vnni_shape(x, wq: np.ndarray) -> list[int] | None:
+    """x's static shape if the VNNI kernel can take it (N a multiple of 16, static activation)."""
+    shape = static_shape(x)
+    if shape is None:
+        return None
+    shape = list(shape)
+    if not shape or shape[-1] != wq.shape[0] or not pack_vnni.packable(*wq.shape):
+        return None
+    return shape
+
+
+def _vnni_int_matmul(emit, call_te, x, sx, wq: np.ndarray):
+    """int32 ``quantize(x, sx) @ wq`` in one kernel: uint8-shifted activations x weight packed for vpdpbusd."""
+    return emit(call_te(pack_vnni.quantized_vnni_matmul_te, x, sx, relax.const(pack_vnni.pack_weight(wq), "int8"),
+                        relax.const(pack_vnni.compensation(wq), "int32"), primfunc_name_hint="vnni_u8s8_matmul"))
 
 
 def _packed_int_matmul(emit, call_te, x, sx, wq: np.ndarray):
@@ -142,11 +168,12 @@ def bf16_matmul(emit, x, w: np.ndarray):
 class _Rewriter(relax.PyExprMutator):
     """Rewrites every site by ``plan[i]`` (a precision name), or into a probe selected by ``flags``."""
 
-    def __init__(self, mod, plan=None, flags=None, packed: bool = False, bf16: bool = False):
+    def __init__(self, mod, plan=None, flags=None, packed: bool = False, bf16: bool = False, vnni: bool = False):
         super().__init__(mod)
         self.plan = plan
         self.flags = flags
         self.packed = packed
+        self.vnni = vnni
         self.bf16 = bf16  # probe only: also compute a bf16 variant per site
         self.sites: list[dict] = []
 
@@ -162,7 +189,8 @@ class _Rewriter(relax.PyExprMutator):
         if self.flags is None:
             precision = self.plan[index] if self.plan is not None else "int8"
             if precision == "int8":
-                return int8_matmul(emit, x, *quantize_weight(w), call_te=self.builder_.call_te if self.packed else None)
+                call_te = self.builder_.call_te if (self.packed or self.vnni) else None
+                return int8_matmul(emit, x, *quantize_weight(w), call_te=call_te, vnni=self.vnni, packed=self.packed)
             if precision == "fp16":
                 return fp16_matmul(emit, x, w)
             if precision == "bf16":
@@ -195,13 +223,15 @@ def count_sites(mod: tvm.IRModule) -> list[dict]:
     return rewriter.sites
 
 
-def rewrite(mod: tvm.IRModule, plan: list[str] | None = None, packed: bool = False) -> tuple[tvm.IRModule, list[dict]]:
+def rewrite(mod: tvm.IRModule, plan: list[str] | None = None, packed: bool = False, vnni: bool = False) -> tuple[tvm.IRModule, list[dict]]:
     """``main`` with site i at ``plan[i]`` (default: every site int8); returns (module, sites).
 
     ``packed``: int8 sites use the int16 vpmaddwd kernel with pre-packed weights
-    (``pack.py``; for AVX2 CPU targets, see :func:`use_packed`).
+    (``pack.py``; for AVX2 CPU targets, see :func:`use_packed`). ``vnni``: int8 sites whose
+    weight's N is a multiple of 16 use the uint8 x int8 vpdpbusd kernel (``pack_vnni.py``; see
+    :func:`use_vnni`), the others fall back to ``packed`` / plain.
     """
-    rewriter = _Rewriter(mod, plan=plan, packed=packed)
+    rewriter = _Rewriter(mod, plan=plan, packed=packed, vnni=vnni)
     func = rewriter.visit_expr(mod["main"])
     rewriter.builder_.update_func(mod.get_global_var("main"), func)
     out = tvm.IRModule(dict(rewriter.builder_.get().functions.items()), attrs=mod.attrs)
@@ -223,6 +253,20 @@ def use_packed(spec) -> bool:
         return False
     try:
         return target_has_avx2(spec.tvm_target())
+    except Exception:  # pylint: disable=broad-except
+        return False
+
+
+def use_vnni(spec) -> bool:
+    """Whether ``spec`` (a TargetSpec) gets the uint8 x int8 ``vpdpbusd`` kernel: a CPU backend that packs
+    int8, on a target whose mcpu has AVX-512 VNNI (``Int8MatmulVNNI`` schedules it; it precedes
+    ``Int8MatmulAVX2`` and ``Matmul`` in ``DEFAULT_RULES``). Asked of the target, never the host."""
+    from ..backends import for_target
+
+    if not for_target(spec).packs_int8:
+        return False
+    try:
+        return pack_vnni.target_has_vnni(spec.tvm_target())
     except Exception:  # pylint: disable=broad-except
         return False
 
@@ -275,8 +319,10 @@ def apply_plan(build, plan: list[str] | None, record: dict, label: str, log=None
             mod = unfused_module(build)
             before = op_histogram(mod)
             start = time.perf_counter()
-            mod, sites = rewrite(mod, plan, packed=use_packed(build.target))
+            mod, sites = rewrite(mod, plan, packed=use_packed(build.target), vnni=use_vnni(build.target))
             plan = plan or ["int8"] * len(sites)
+            if "bf16" in plan and use_bf16_kernel(build.target):
+                mod, _ = pack_bf16_matmuls(mod)  # auto's bf16 layers: vdpbf16ps kernels, as --quantize bf16's
             report = PassReport(f"quantize_{label}", time.perf_counter() - start, before, op_histogram(mod))
             mod = _fuse(build, mod)
     if not sites:

@@ -28,6 +28,7 @@ from ..fusion import fuse_module
 from ..pass_report import PassReport
 from ..progress import StageLog
 from .cpu_features import BF16_FEATURE
+from .pack_bf16 import pack_bf16_matmuls, use_bf16_kernel
 
 _FUSION = ("fuse_ops", "legalize_ops")
 
@@ -89,9 +90,14 @@ def apply_mixed_precision(build, mode: str, log=None):
         with stage_errors(f"--quantize {mode} on target {build.target.name}"):
             with target:
                 mod = relax.transform.ToMixedPrecision(out_dtype="float32")(mod)
+                packed = 0
                 if mode == "bf16":
                     mod = _to_bf16(mod)
-                converted = _count_dtype(mod, dtype)
+                    converted = _count_dtype(mod, dtype)
+                    if use_bf16_kernel(build.target):
+                        mod, packed = pack_bf16_matmuls(mod)  # vdpbf16ps kernels (schedule_rules/bf16_matmul.py)
+                else:
+                    converted = _count_dtype(mod, dtype)
                 report = PassReport(f"to_mixed_precision_{mode}", time.perf_counter() - start, before, op_histogram(mod))
                 mod = fuse_module(mod, build.target, 1 if "fuse_ops" in build.passes else 0)
     notes = [*build.notes]
@@ -104,6 +110,8 @@ def apply_mixed_precision(build, mode: str, log=None):
     passes = [p for p in build.passes if p not in _FUSION] + [report.name] + [p for p in build.passes if p in _FUSION]
     reports = [r for r in build.pass_reports if r.name not in _FUSION] + [report] + [r for r in build.pass_reports if r.name in _FUSION]
     note = f"precision: {mode} mixed precision (matmul/conv operands {dtype}, fp32 accumulation and outputs; {converted} casts)"
+    if packed:
+        note += f"; {packed} matmuls on the packed vdpbf16ps kernel"
     return dataclasses.replace(build, mod=mod, passes=passes, pass_reports=reports, notes=[*notes, note])
 
 

@@ -7,7 +7,9 @@ give each kernel a reasonable schedule at compile time, without search:
 ========================  ======================================================
 rule                      kernels
 ========================  ======================================================
-:class:`Int8MatmulAVX2`   int8 matmuls packed for vpmaddwd (``--quantize int8``)
+:class:`Int8MatmulVNNI`   int8 matmuls packed for vpdpbusd (``--quantize int8``, AVX-512 VNNI)
+:class:`Int8MatmulAVX2`   int8 matmuls packed for vpmaddwd (``--quantize int8``, AVX2)
+:class:`BF16MatmulAVX512` bf16 matmuls packed for vdpbf16ps (``--quantize bf16``, AVX512-BF16)
 :class:`Matmul`           matmul, dense, batch matmul, conv2d (+ fused epilogue)
 :class:`Reduction`        softmax, layer_norm, rms_norm, mean/sum over last axes
 :class:`Pool`             pooling, reductions over a non-trailing axis
@@ -40,11 +42,13 @@ from .bf16_stores import serialize_bf16_constant_stores
 from .elementwise import Elementwise
 from .fallback import Fallback
 from .int8_matmul import Int8MatmulAVX2
+from .vnni_matmul import Int8MatmulVNNI
+from .bf16_matmul import BF16MatmulAVX512
 from .matmul import Matmul
 from .pool import Pool
 from .reduction import Reduction
 
-__all__ = ["AttentionCPU", "DEFAULT_RULES", "default_schedule", "Elementwise", "Fallback", "Int8MatmulAVX2", "Matmul", "Pool", "Reduction", "apply_default_schedules", "schedule_func"]
+__all__ = ["AttentionCPU", "BF16MatmulAVX512", "DEFAULT_RULES", "default_schedule", "Elementwise", "Fallback", "Int8MatmulAVX2", "Int8MatmulVNNI", "Matmul", "Pool", "Reduction", "apply_default_schedules", "schedule_func"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -53,8 +57,12 @@ from .attention import AttentionCPU  # noqa: E402  (fused matmul-softmax-matmul 
 # AttentionCPU claims any kernel with two or more reductions, so it comes after the
 # single-pattern rules (layer_norm's mean/variance pair belongs to Reduction).
 # Int8MatmulAVX2 claims only the packed int16 (vpmaddwd) matmuls of --quantize int8; it must come
-# before Matmul, which would otherwise take them with a generic (7x slower) schedule.
-DEFAULT_RULES = (Int8MatmulAVX2(), Matmul(), Reduction(), Pool(), AttentionCPU(), Elementwise(), Fallback())
+# before Matmul, which would otherwise take them with a generic (7x slower) schedule. Int8MatmulVNNI
+# claims only the uint8 x int8 (vpdpbusd) kernels emitted for avx512vnni targets; the two int8 rules
+# match disjoint kernels (int16 vs uint8 operands), VNNI goes first as the more specific.
+# BF16MatmulAVX512 claims only the packed bf16 kernels (float32 accumulator, uint16 activation bits)
+# emitted for avx512bf16 targets; also before Matmul.
+DEFAULT_RULES = (Int8MatmulVNNI(), Int8MatmulAVX2(), BF16MatmulAVX512(), Matmul(), Reduction(), Pool(), AttentionCPU(), Elementwise(), Fallback())
 
 
 STRICT_ENV = "AUTOGLM_STRICT_RULES"

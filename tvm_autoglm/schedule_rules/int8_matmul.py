@@ -95,8 +95,8 @@ def _dtype(expr) -> str:
     return str(getattr(expr, "dtype", None) or expr.ty)
 
 
-def _strip_cast(expr, dtype: str):
-    if isinstance(expr, tirx.Cast) and _dtype(expr) == "int32" and _dtype(expr.value) == dtype:
+def _strip_cast(expr, dtype: str, to: str = "int32"):
+    if isinstance(expr, tirx.Cast) and _dtype(expr) == to and _dtype(expr.value) == dtype:
         return expr.value
     return None
 
@@ -106,10 +106,17 @@ def _vars(indices) -> list:
     return [idx for idx in indices if not isinstance(idx, tirx.IntImm)]
 
 
-def match_packed(block) -> tuple | None:
-    """``(x_buffer, w_buffer)`` if ``block`` is ``C[.., i, j] += int32(X[.., i, 2p+q]) * int32(W[j//8, p, j%8, q])``."""
+def match_packed(block, x_dtype: str = "int16", w_dtype: str = "int16", lanes: int = LANES, group: int = PAIR,
+                 acc_dtype: str = "int32", x_operand=None) -> tuple | None:
+    """``(x_buffer, w_buffer)`` if ``block`` is ``C[.., i, j] += int32(X[.., i, 2p+q]) * int32(W[j//8, p, j%8, q])``.
+
+    The defaults describe this rule's int16 layout; ``vnni_matmul`` asks the same question of its
+    uint8 x int8 ``W[j//16, p, j%16, q]`` layout (``lanes`` columns, ``group`` reduction steps), and
+    ``bf16_matmul`` of bf16 x bf16 -> float32 (``acc_dtype``), whose X side is not a plain cast
+    (``x_operand``: the product's left factor -> X's load, or None).
+    """
     body = block.body
-    if not isinstance(body, tirx.BufferStore) or str(body.buffer.dtype) != "int32" or len(body.indices) < 2:
+    if not isinstance(body, tirx.BufferStore) or str(body.buffer.dtype) != acc_dtype or len(body.indices) < 2:
         return None
     value = body.value
     if not isinstance(value, tirx.Add):
@@ -119,14 +126,15 @@ def match_packed(block) -> tuple | None:
         acc, prod = prod, acc
     if not (isinstance(acc, TensorLoad) and acc.source.same_as(body.buffer)) or not isinstance(prod, tirx.Mul):
         return None
-    x, w = _strip_cast(prod.a, "int16"), _strip_cast(prod.b, "int16")
+    x = x_operand(prod.a) if x_operand is not None else _strip_cast(prod.a, x_dtype, acc_dtype)
+    w = _strip_cast(prod.b, w_dtype, acc_dtype)
     if not (isinstance(x, TensorLoad) and isinstance(w, TensorLoad)):
         return None
     out_idx, x_idx = _vars(body.indices), _vars(x.indices[:-1])
     if len(w.source.shape) != 4 or not out_idx:  # a single-row matmul may keep only the column axis
         return None
     shape = [int(d) for d in w.source.shape]
-    if shape[2] != LANES or shape[3] != PAIR:
+    if shape[2] != lanes or shape[3] != group:
         return None
     ndim = len(out_idx)
     spatial, reduce = tirx.IterVar.DataPar, tirx.IterVar.CommReduce
@@ -143,15 +151,30 @@ def match_packed(block) -> tuple | None:
     return x.source, w.source
 
 
-def choose_tile(rows: int, groups: int) -> tuple[int, int]:
-    for mr, nv in _TILES:
+def choose_tile(rows: int, groups: int, tiles=_TILES) -> tuple[int, int]:
+    for mr, nv in tiles:
         if rows % mr == 0 and groups % nv == 0:
             return mr, nv
     return 1, 1
 
 
 class Int8MatmulAVX2(C.CPURule):
-    """The packed int16 matmul of ``quantize/pack.py``, tensorized with ``vpmaddwd``."""
+    """The packed int16 matmul of ``quantize/pack.py``, tensorized with ``vpmaddwd``.
+
+    The class attributes describe the packed layout and the intrinsic; ``vnni_matmul.Int8MatmulVNNI``
+    reuses the whole schedule with its own (16 int32 lanes, 4 uint8 x int8 steps, ``vpdpbusd``).
+    """
+
+    intrin = INTRIN
+    lanes = LANES  # int32 accumulator lanes of one register = output columns per intrinsic call
+    group = PAIR  # reduction steps per lane and call
+    x_dtype = "int16"
+    w_dtype = "int16"
+    acc_dtype = "int32"
+    tiles = _TILES
+
+    def match(self, block) -> tuple | None:
+        return match_packed(block, self.x_dtype, self.w_dtype, self.lanes, self.group, self.acc_dtype)
 
     def is_target_available(self, target: Target) -> bool:
         return target_has_avx2(target)
@@ -177,7 +200,7 @@ class Int8MatmulAVX2(C.CPURule):
         if len(mains) != 1:
             return None
         main = mains[0]
-        matched = match_packed(sch.get(main.block_rv))
+        matched = self.match(sch.get(main.block_rv))
         if matched is None:
             return None
         x_buf, _w_buf = matched
@@ -196,11 +219,11 @@ class Int8MatmulAVX2(C.CPURule):
         if len(loops) != len(sch.get(main.block_rv).iter_vars) or len(loops) < 3:
             return None
         extents = [C.const_extent(sch, lp) for lp in loops]
-        if any(e is None for e in extents) or extents[-3] % LANES or extents[-1] != PAIR:
+        if any(e is None for e in extents) or extents[-3] % self.lanes or extents[-1] != self.group:
             return None
         *rows, j, p, q = loops
-        mr, nv = choose_tile(extents[-4] if rows else 1, extents[-3] // LANES)
-        j_o, j_n, j_l = sch.split(j, factors=[None, nv, LANES])
+        mr, nv = choose_tile(extents[-4] if rows else 1, extents[-3] // self.lanes, self.tiles)
+        j_o, j_n, j_l = sch.split(j, factors=[None, nv, self.lanes])
         if rows:
             *lead, i = rows
             i_o, i_i = sch.split(i, factors=[None, mr])
@@ -221,11 +244,11 @@ class Int8MatmulAVX2(C.CPURule):
             epi = consumers[0].block_rv
             sch.set_scope(main.block_rv, 0, C.ACC_SCOPE)
             sch.reverse_compute_at(epi, tile, preserve_unit_loops=True)
-            C.vectorize_innermost(sch, epi, LANES)
+            C.vectorize_innermost(sch, epi, self.lanes)
         else:
             out = sch.cache_write(main.block_rv, 0, C.ACC_SCOPE)
             sch.reverse_compute_at(out, tile, preserve_unit_loops=True)
-            C.vectorize_innermost(sch, out, LANES)
+            C.vectorize_innermost(sch, out, self.lanes)
             if consumers:
                 schedule_spatial_block(sch, consumers[0].block_rv, target)
 
@@ -234,7 +257,7 @@ class Int8MatmulAVX2(C.CPURule):
         sch.vectorize(init_loops[-1])
         for lp in init_loops[(-3 if i_i is not None else -2) : -1]:
             sch.unroll(lp)
-        sch.tensorize(j_l, INTRIN)
+        sch.tensorize(j_l, self.intrin)
         if i_i is not None:
             sch.unroll(i_i)
         sch.unroll(j_n)
