@@ -19,7 +19,7 @@ from tvm import relax
 from helpers import ort_run, relax_calls
 from quantize_models import deep_mlp, one_minus_cos
 from tvm_autoglm.pipeline import compile_model
-from tvm_autoglm.quantize import pack_bf16
+from tvm_autoglm.quantize import kernel_choice, pack_bf16
 from tvm_autoglm.schedule_rules import DEFAULT_RULES, apply_default_schedules
 from tvm_autoglm.schedule_rules.bf16_matmul import BF16MatmulPortable
 from tvm_autoglm.targets import cpu_has_feature, load_target
@@ -168,7 +168,7 @@ def test_quantize_bf16_mlp_matches_onnxruntime_where_the_host_has_bf16():
 @pytest.mark.parametrize("name,expected", [("cpu-x86-avx512-bf16", True), ("cpu-znver5", True), ("cpu-x86-avx512", False),
                                            ("cpu-x86-avx2", False), ("gpu-ampere", False)])
 def test_bf16_kernel_follows_the_target_not_the_host(name, expected):
-    assert pack_bf16.use_bf16_kernel(load_target(name)) is expected
+    assert kernel_choice.use_bf16_kernel(load_target(name)) is expected
 
 
 def test_auto_plans_bf16_layers_take_the_packed_kernel_too():

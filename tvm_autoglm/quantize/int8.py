@@ -41,7 +41,8 @@ from ..fusion import fuse_module
 from ..pass_report import PassReport
 from ..progress import StageLog
 from . import pack_vnni
-from .pack_bf16 import pack_bf16_matmuls, use_bf16_kernel
+from .kernel_choice import use_bf16_kernel
+from .pack_bf16 import pack_bf16_matmuls
 from .pack import pack_weight, packable, quantized_packed_matmul_te, target_has_avx2
 
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")  # probe flag value = index

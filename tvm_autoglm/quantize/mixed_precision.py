@@ -28,7 +28,8 @@ from ..fusion import fuse_module
 from ..pass_report import PassReport
 from ..progress import StageLog
 from .cpu_features import BF16_FEATURE
-from .pack_bf16 import pack_bf16_matmuls, use_bf16_kernel
+from .kernel_choice import use_bf16_kernel
+from .pack_bf16 import pack_bf16_matmuls
 
 _FUSION = ("fuse_ops", "legalize_ops")
 

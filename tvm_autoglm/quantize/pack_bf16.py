@@ -29,17 +29,6 @@ LANES = 16  # fp32 lanes of one zmm register: output columns per vdpbf16ps
 PAIR = 2  # reduction steps summed into one lane by vdpbf16ps
 
 
-def use_bf16_kernel(spec) -> bool:
-    """Whether ``spec`` (a TargetSpec) gets the packed ``vdpbf16ps`` kernel: a CPU backend that packs weights,
-    on a target whose mcpu has AVX512-BF16 (asked of the target, never the host). ``--quantize bf16`` and
-    ``auto``'s bf16 layers both ask."""
-    from ..backends import for_target
-    from ..targets import cpu_has_feature
-    from .cpu_features import BF16_FEATURE
-
-    return bool(for_target(spec).packs_int8) and cpu_has_feature(spec, BF16_FEATURE)
-
-
 def packable(k: int, n: int) -> bool:
     """Whether a ``[K, N]`` weight takes the layout: K even (a pair per step, no padding) and more than one
     pair (a unit reduction loop is normalized away), N whole registers of columns."""
