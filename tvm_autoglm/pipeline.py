@@ -270,6 +270,8 @@ def _calls_changed(before: dict, after: dict) -> int:
 class Scheduled:
     mod: tvm.IRModule
     tuning: dict
+    #: --weights external: the constants lifted out of ``mod`` into parameters (external_weights.py)
+    weights: object | None = None
 
 
 def schedule(build: RelaxBuild, tuning_db: str | None = None, use_shipped_schedules: bool = True, log: StageLog | None = None,
@@ -324,6 +326,7 @@ def compile_model(
     freeze_inputs: dict | None = None,
     until: str = "codegen",
     post_import=None,
+    weights: str = "embedded",
     log: StageLog | None = None,
 ) -> Compiled:
     """The one compile flow: every front end (API, CLI, tuning, tests' harnesses) calls this.
@@ -332,9 +335,14 @@ def compile_model(
     function (then only scheduling and codegen run again, e.g. with another database).
     ``until="relax"`` stops after the fused (and quantized) Relax build: what tuning needs.
     ``post_import`` rewrites the imported module before our passes (the generator's KV cache).
+    ``weights="external"`` lifts the constants out of the library into parameters just before
+    codegen (``external_weights.py``); ``artifact.export`` writes them beside the ``.so``.
     """
     if until not in UNTIL:
         raise ValueError(f"until must be one of {UNTIL} (got {until!r})")
+    from .external_weights import check_mode
+
+    check_mode(weights, target if not isinstance(model, RelaxBuild) else model.target)
     if isinstance(model, RelaxBuild):
         front = {"disabled_passes": disabled_passes, "print_ir_after": print_ir_after, "freeze_inputs": freeze_inputs,
                  "quantize": quantize != "none", "input_shapes": input_shapes, "post_import": post_import}
@@ -358,5 +366,11 @@ def compile_model(
     from .artifact import make_manifest
 
     scheduled = schedule(build, tuning_db, use_shipped_schedules, log=log, honor_vetoes=honor_vetoes)
+    if weights == "external":
+        from .external_weights import lift_weights
+
+        with (log or StageLog(enabled=False)).stage("lift weights out of the library"), stage_errors("lifting weights"):
+            lifted, table = lift_weights(scheduled.mod)
+        scheduled = Scheduled(lifted, scheduled.tuning, table)
     executable = build_executable(scheduled, build, log=log)
     return Compiled(build, scheduled, executable, make_manifest(build, scheduled))

@@ -95,8 +95,12 @@ def default_thread_count() -> None:
 class Session:
     """A loaded artifact ready to run: ``Session("m.so").run(input_ids=...)``."""
 
-    def __init__(self, module, manifest: dict, path: Path | None = None):
-        """Wrap an already loaded module (or an in-memory Relax executable)."""
+    def __init__(self, module, manifest: dict, path: Path | None = None, weights: dict | None = None):
+        """Wrap an already loaded module (or an in-memory Relax executable).
+
+        ``weights`` (``{name: tvm Tensor}``) is what a ``--weights external`` build's functions take
+        after their inputs; ``vm[name]`` then passes them, so callers call it like an embedded build.
+        """
         from tvm import relax
 
         default_thread_count()
@@ -105,6 +109,15 @@ class Session:
         self.device = device_for(manifest)
         self.module = module
         self.vm = relax.VirtualMachine(module, self.device)
+        entry = manifest.get("weights")
+        if entry:
+            if weights is None:
+                raise ArtifactError("this build keeps its weights outside the library (--weights external); load it from "
+                                    "its exported .so (the weight file is beside it)")
+            from .weight_file import BoundVirtualMachine
+
+            self.weights = weights
+            self.vm = BoundVirtualMachine(self.vm, weights, entry["functions"])
 
     @classmethod
     def open(cls, path: str | Path) -> "Session":
@@ -114,7 +127,14 @@ class Session:
         library_path, manifest = resolve_artifact(path)
         # A CUDA artifact on a machine without a GPU: say so before loading, which would
         # otherwise fail with an obscure "no loader for {cuda}" from the missing CUDA runtime.
-        device_for(manifest)
+        device = device_for(manifest)
+        weights = None
+        if manifest.get("weights"):  # checked (size, header sha256) and mapped before the library is loaded
+            from .manifest import weight_file_for
+            from .weight_file import load as load_weights
+
+            name = Path(manifest["weights"].get("file") or weight_file_for(library_path).name).name  # never outside the folder
+            weights = load_weights(library_path.parent / name, manifest["weights"], device)
         from ..native_log import quiet_native_stderr
 
         try:
@@ -127,7 +147,7 @@ class Session:
             raise DeviceError(
                 f"target {manifest['target'].get('name')} needs a CUDA device and runtime; loading {path} failed: {reason[:200]}"
             ) from None
-        return cls(module, manifest, Path(path))
+        return cls(module, manifest, Path(path), weights)
 
     @property
     def input_specs(self) -> list[dict]:
