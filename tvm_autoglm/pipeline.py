@@ -84,7 +84,9 @@ def import_onnx(proto: onnx.ModelProto, shapes: dict[str, list[int]], source: st
 
     dtypes = {spec.name: spec.dtype for spec in onnx_model.graph_inputs(proto)}
     # The support check has passed: a frontend failure now is ours to fix (or to add to the check).
-    with stage_errors(f"ONNX import into Relax of {source}"), frontend.extended_convert_map(), scoped_if_branches():
+    from .onnx_external import frontend_reads_external
+
+    with stage_errors(f"ONNX import into Relax of {source}"), frontend.extended_convert_map(), scoped_if_branches(), frontend_reads_external():
         mod = relax.frontend.onnx.from_onnx(proto, shape_dict=frontend_shape_dict(shapes), dtype_dict=dtypes)
     if has_control_flow(mod):
         # The frontend builds a function with an If without any dataflow block, and memory

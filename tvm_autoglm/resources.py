@@ -42,11 +42,15 @@ def check_compile_memory(model_bytes: int, source: str) -> None:
 
 
 def model_size(proto, path: Path | None) -> int:
-    if path is not None:
-        size = path.stat().st_size
-        external = [p for p in path.parent.glob(f"{path.stem}*.data")] if path.parent.exists() else []
-        return size + sum(p.stat().st_size for p in external)
-    return proto.ByteSize()
+    """Bytes of the model: the proto (graph and inline tensors) plus every tensor it keeps in external data files.
+
+    External tensors count by the lengths their references give (``onnx_external.external_bytes``),
+    whatever the data files are called.
+    """
+    from .onnx_external import external_bytes
+
+    size = max(path.stat().st_size, proto.ByteSize()) if path is not None else proto.ByteSize()
+    return size + external_bytes(proto)
 
 
 def peak_rss_bytes() -> int:
