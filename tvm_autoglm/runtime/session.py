@@ -133,8 +133,8 @@ class Session:
             from .manifest import weight_file_for
             from .weight_file import load as load_weights
 
-            name = Path(manifest["weights"].get("file") or weight_file_for(library_path).name).name  # never outside the folder
-            weights = load_weights(library_path.parent / name, manifest["weights"], device)
+            # beside the library under its name, as the manifest is (a renamed m.so/m.json/m.weights still loads)
+            weights = load_weights(weight_file_for(library_path), manifest["weights"], device)
         from ..native_log import quiet_native_stderr
 
         try:

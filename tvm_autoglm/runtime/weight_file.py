@@ -12,7 +12,8 @@ Layout (little endian)::
     index                            L bytes of UTF-8 JSON: {"tensors": [{name, dtype, shape, offset, nbytes}]}
     zero padding, then each tensor at its ``offset`` (a multiple of ALIGNMENT)
 
-The manifest's ``weights`` entry names the file, its size and the sha256 of the header
+The file sits beside the library under its name (``m.so`` -> ``m.weights``, as the manifest
+``m.json`` does). The manifest's ``weights`` entry names it, its size and the sha256 of the header
 (magic, length and index). The runtime checks those two before mapping: cheap (no pass over
 the data) and enough to catch a missing, truncated, replaced or mismatched file. The
 manifest's ``sha256`` of the whole file is for offline checks (``sha256sum``), not read at load.
@@ -70,7 +71,7 @@ def read_header(path: Path) -> tuple[bytes, dict]:
 def verify(path: Path, entry: dict) -> dict:
     """Check ``path`` against the manifest's ``weights`` entry (exists, size, header sha256); returns the index."""
     if not path.is_file():
-        raise ArtifactError(f"weight file {path} not found (the manifest's weights.file; copy it beside the library)")
+        raise ArtifactError(f"weight file {path} not found (a --weights external build loads NAME.weights beside NAME.so)")
     size = path.stat().st_size
     if size != int(entry["size"]):
         raise ArtifactError(f"weight file {path} has {size} bytes, the manifest expects {int(entry['size'])} (truncated or another build's)")
