@@ -192,3 +192,19 @@ def test_cli_compile_weights_external(mlp, tmp_path):
     assert _execute(so).returncode == 0
     with np.load(tmp_path / "out.npz") as got:
         np.testing.assert_array_equal(got["logits"], mlp["embedded"].run(mlp["inputs"])["logits"])
+
+
+def test_serve_engine_workers_share_the_mapped_weights(mlp):
+    from tvm_autoglm.runtime import resolve_artifact
+    from tvm_autoglm.serve.engine import Engine
+
+    library, manifest = resolve_artifact(mlp["ext_so"])
+    engine = Engine(library, manifest, workers=2)
+    engine.load_and_warm()
+    assert engine.ready
+    want = ort_run(mlp["onnx"], mlp["inputs"])
+    for _ in range(2):  # both workers
+        got = engine.execute(mlp["inputs"])
+        np.testing.assert_allclose(got["probs"], want["probs"], rtol=FP32_RTOL, atol=FP32_ATOL)
+    sessions = [engine._pool.get() for _ in range(2)]
+    assert sessions[0].weights is sessions[1].weights

@@ -92,6 +92,20 @@ def default_thread_count() -> None:
         os.environ["TVM_NUM_THREADS"] = str(max(1, count))
 
 
+def external_weights(library_path: Path, manifest: dict) -> dict | None:
+    """A ``--weights external`` build's tensors, mapped from ``NAME.weights`` beside ``NAME.so`` (None for embedded builds).
+
+    Beside the library under its name, as the manifest is: a renamed m.so/m.json/m.weights still loads.
+    One mapping serves every Session made with it (serve's workers share it).
+    """
+    if not manifest.get("weights"):
+        return None
+    from .manifest import weight_file_for
+    from .weight_file import load
+
+    return load(weight_file_for(library_path), manifest["weights"], device_for(manifest))
+
+
 class Session:
     """A loaded artifact ready to run: ``Session("m.so").run(input_ids=...)``."""
 
@@ -127,14 +141,7 @@ class Session:
         library_path, manifest = resolve_artifact(path)
         # A CUDA artifact on a machine without a GPU: say so before loading, which would
         # otherwise fail with an obscure "no loader for {cuda}" from the missing CUDA runtime.
-        device = device_for(manifest)
-        weights = None
-        if manifest.get("weights"):  # checked (size, header sha256) and mapped before the library is loaded
-            from .manifest import weight_file_for
-            from .weight_file import load as load_weights
-
-            # beside the library under its name, as the manifest is (a renamed m.so/m.json/m.weights still loads)
-            weights = load_weights(weight_file_for(library_path), manifest["weights"], device)
+        weights = external_weights(library_path, manifest)  # checked and mapped before the library is loaded
         from ..native_log import quiet_native_stderr
 
         try:
