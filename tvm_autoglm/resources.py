@@ -2,8 +2,11 @@
 
 Compiling holds the ONNX model, the Relax module with its constants, folded
 copies of the weights and the exported library at once. We measured peak RSS at
-about 4-5x the ONNX file size for bert-base/large (see benchmarks/RESULTS.md);
-``COMPILE_MEMORY_FACTOR`` keeps a margin over that.
+about 4-5x the ONNX file size for bert-base/large (see benchmarks/RESULTS.md), and
+6.1x the weights for a 600 MiB external-data MatMul chain compiled and exported with the
+weights embedded (3.1x with ``--weights external``, whose export writes no library blob);
+``COMPILE_MEMORY_FACTOR`` with ``BASELINE_BYTES`` covers both. External data counts by the
+tensors' references (``onnx_external.external_bytes``).
 """
 
 from __future__ import annotations
