@@ -3,8 +3,9 @@
 Compiling holds the ONNX model, the Relax module with its constants, folded
 copies of the weights and the exported library at once. We measured peak RSS at
 about 4-5x the ONNX file size for bert-base/large (see benchmarks/RESULTS.md), and
-6.1x the weights for a 600 MiB external-data MatMul chain compiled and exported with the
-weights embedded (3.1x with ``--weights external``, whose export writes no library blob);
+6.6x the weights for a 600 MiB external-data MatMul chain compiled and exported with the
+weights embedded (3.2x with ``--weights external``, whose export writes no library blob;
+both include the ~0.3 GiB of the interpreter, TVM and LLVM);
 ``COMPILE_MEMORY_FACTOR`` with ``BASELINE_BYTES`` covers both. External data counts by the
 tensors' references (``onnx_external.external_bytes``).
 """
