@@ -134,3 +134,25 @@ def test_bad_external_references_are_refused_in_one_line(tmp_path, how, needles)
         load_model(path)
     message = str(err.value)
     assert "\n" not in message and all(n in message for n in needles), message
+
+
+def test_a_constant_node_stored_externally_is_read_in(tmp_path, small_inline):
+    """A Constant node's value reaches TVM through onnx's reader, not the initializer path: it is read at load."""
+    import tvm_autoglm
+    from tvm_autoglm.onnx_model import load_model
+
+    table = np.random.default_rng(2).standard_normal((ROWS, DIM)).astype("float32")
+    nodes = [helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(table, "c_value")),
+             helper.make_node("Mul", ["x", "c"], ["y"])]
+    graph = helper.make_graph(nodes, "const", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [ROWS, DIM])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [ROWS, DIM])])
+    folder = tmp_path / "c"
+    folder.mkdir()
+    path = folder / "const.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path, save_as_external_data=True,
+              convert_attribute=True, location="const.bin", size_threshold=1024)
+    assert onnx.load(path, load_external_data=False).graph.node[0].attribute[0].t.data_location == TensorProto.EXTERNAL
+    proto, _ = load_model(path)
+    assert proto.graph.node[0].attribute[0].t.data_location != TensorProto.EXTERNAL
+    got = tvm_autoglm.compile(path).run(_inputs())["y"]
+    np.testing.assert_allclose(got, ort_run(path, _inputs())["y"], rtol=FP32_RTOL, atol=FP32_ATOL)

@@ -3,7 +3,7 @@
 ``onnx.load`` reads every external tensor into the ModelProto, and TVM's importer then
 copies each one into a TVM tensor: the weights are resident twice (three times once the
 clean-up has copied the proto). Instead, ``onnx_model.load_model`` loads the graph alone
-(:func:`prepare`): tensors up to ``INLINE_BYTES`` are read into the proto (the shape folder
+(:func:`prepare`): tensors up to ``INLINE_BYTES`` (and every ``Constant`` node's value) are read into the proto (the shape folder
 and the support rules read small initializers; large ones are weights they never look at),
 and the others keep their reference, with the location made absolute so that any copy of the
 proto (the clean-up's, the generator's prefill import) still finds the file. The importer
@@ -69,9 +69,15 @@ def _itemsize(tensor: TensorProto) -> int:
 def prepare(proto: onnx.ModelProto, model_path: Path) -> onnx.ModelProto:
     """Check every external reference of ``proto`` (loaded from ``model_path`` without its data), inline the
     small tensors and make the large ones' locations absolute. Refuses a bad reference in one line."""
+    from onnx.external_data_helper import _get_attribute_tensors, _get_initializer_tensors
+
     base = Path(os.path.abspath(model_path.parent))  # lexical: a symlinked file (a hub cache) stays allowed
     sizes: dict[Path, int] = {}
-    for tensor in external_tensors(proto):
+    # Tensors in node attributes (Constant's value) reach TVM through onnx's own reader, which refuses the
+    # absolute locations written below: those are always read in; only initializers may stay in their file.
+    tensors = [(t, True) for t in _get_attribute_tensors(proto) if uses_external(t)]
+    tensors += [(t, False) for t in _get_initializer_tensors(proto) if uses_external(t)]
+    for tensor, attribute in tensors:
         info = _info(tensor)
         location = info.get("location", "")
         where = f"{model_path}: tensor '{tensor.name}'"
@@ -91,7 +97,7 @@ def prepare(proto: onnx.ModelProto, model_path: Path) -> onnx.ModelProto:
             raise ModelLoadError(f"{where}: external data at offset {offset} (+{length} bytes) runs past the end of "
                                  f"{file} ({sizes[file]} bytes): truncated?")
         _set(tensor, "location", str(file))
-        if length <= INLINE_BYTES:
+        if attribute or length <= INLINE_BYTES:
             tensor.raw_data = _read_bytes(tensor)
             tensor.data_location = TensorProto.DEFAULT
             del tensor.external_data[:]
