@@ -20,6 +20,8 @@ import pytest
 from helpers import FP32_ATOL, FP32_RTOL, assert_clean_error, cli, conv_model, mlp_model, ort_run
 
 FEATURES, HIDDEN, BATCH = 251, 517, 3  # odd sizes; w1 is 251 x 517 fp32 = 519 KB of the ~535 KB of weights
+#: pinned: the packing checked below is the AVX2 rules' (an AVX2 build also runs on AVX-512 hosts)
+TARGET = "cpu-x86-avx2"
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +33,8 @@ def mlp(workdir):
     folder.mkdir(exist_ok=True)
     path = folder / "mlp.onnx"
     onnx.save(mlp_model(batch=BATCH, features=FEATURES, hidden=HIDDEN, seed=5), path)
-    external = tvm_autoglm.compile(path, weights="external")
-    embedded = tvm_autoglm.compile(path)
+    external = tvm_autoglm.compile(path, target=TARGET, weights="external")
+    embedded = tvm_autoglm.compile(path, target=TARGET)
     rng = np.random.default_rng(3)
     inputs = {"x": rng.standard_normal((BATCH, FEATURES)).astype("float32"), "scale": np.array([0.25], dtype="float32")}
     return {"onnx": path, "external": external, "embedded": embedded, "inputs": inputs,
@@ -185,7 +187,7 @@ def test_external_weights_refuse_a_non_cpu_target(mlp):
 
 def test_cli_compile_weights_external(mlp, tmp_path):
     so = tmp_path / "cli.so"
-    cli("compile", "--model", mlp["onnx"], "--weights", "external", "--output", so, "--quiet", check=True)
+    cli("compile", "--model", mlp["onnx"], "--target", TARGET, "--weights", "external", "--output", so, "--quiet", check=True)
     manifest = json.loads(so.with_suffix(".json").read_text())
     assert manifest["weights"]["file"] == "cli.weights" and so.with_suffix(".weights").stat().st_size == manifest["weights"]["size"]
     np.savez(tmp_path / "in.npz", **mlp["inputs"])
@@ -222,3 +224,24 @@ def test_int8_quantized_weights_are_the_ones_written(mlp):
     got, same = external.run(mlp["inputs"]), embedded.run(mlp["inputs"])
     for name in got:
         np.testing.assert_array_equal(got[name], same[name], err_msg=name)
+
+
+def test_dynamic_build_with_a_specialized_variant(workdir):
+    """Every public function (main and its static variant) gets its own weight list from the one file."""
+    import tvm_autoglm
+    from tvm_autoglm import runtime
+
+    path = workdir / "extw-dyn" / "mlp_dyn.onnx"
+    path.parent.mkdir(exist_ok=True)
+    onnx.save(mlp_model(batch="batch", features=FEATURES, hidden=HIDDEN, seed=6), path)
+    built = tvm_autoglm.compile(path, dynamic_dims={"batch": (1, 8)}, specialize={"batch": [4]}, weights="external")
+    functions = built.manifest["weights"]["functions"]
+    assert len(functions) == 2 and "main" in functions, functions
+    loaded = runtime.load(built.export(workdir / "extw-dyn" / "mlp.so"))
+    for batch in (1, 4, 7):  # 4 runs the static variant
+        inputs = {"x": np.random.default_rng(batch).standard_normal((batch, FEATURES)).astype("float32"),
+                  "scale": np.array([0.5], dtype="float32")}
+        want = ort_run(path, inputs)
+        got = loaded.run(inputs)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=FP32_RTOL, atol=FP32_ATOL, err_msg=f"{name} batch {batch}")
