@@ -180,25 +180,27 @@ def lift_weights(mod: tvm.IRModule, min_bytes: int = MIN_LIFT_BYTES) -> tuple[tv
             functions[gv] = func
             continue
         pinned = _written_in_place(func)
-        params: dict = {}  # constant -> new parameter
-        names: list[str] = []
+        params: dict = {}  # constant -> its parameter (two equal constants share one)
+        by_name: dict = {}  # tensor name -> parameter
         for const in constants:
             if const in params or const in pinned or _nbytes(const.value) < min_bytes:
                 continue
             name = lifter.name_for(const)
-            params[const] = relax.Var(name, const.ty)
-            names.append(name)
+            if name not in by_name:
+                by_name[name] = relax.Var(name, const.ty)
+            params[const] = by_name[name]
         table.embedded_bytes += sum(_nbytes(c.value) for c in set(constants) if c not in params)
         if not params:
             functions[gv] = func
             continue
-        functions[gv] = _with_params(func, params)
+        names = list(by_name)
+        functions[gv] = _with_params(func, params, [by_name[n] for n in names])
         table.functions[str(func.attrs["global_symbol"])] = names
     out = tvm.IRModule(functions, attrs=mod.attrs)
     return out, table
 
 
-def _with_params(func: relax.Function, params: dict) -> relax.Function:
+def _with_params(func: relax.Function, params: dict, new_params: list) -> relax.Function:
     @relax.expr_functor.mutator
     class Replace(relax.PyExprMutator):
         def visit_generic_const_(self, op):
@@ -207,4 +209,4 @@ def _with_params(func: relax.Function, params: dict) -> relax.Function:
     body = Replace().visit_expr(func.body)
     attrs = dict(func.attrs) if func.attrs is not None else {}
     attrs.setdefault("num_input", len(func.params))
-    return relax.Function(list(func.params) + list(params.values()), body, func.ret_ty, func.is_pure).with_attrs(attrs)
+    return relax.Function(list(func.params) + new_params, body, func.ret_ty, func.is_pure).with_attrs(attrs)
