@@ -21,9 +21,10 @@ from .runtime.session import Session, summarize
 class CompiledModel:
     """A built model: run it in process, benchmark it, or export it."""
 
-    def __init__(self, session: Session, executable=None, build=None, path: Path | None = None):
+    def __init__(self, session: Session, executable=None, build=None, path: Path | None = None, weights=None):
         self._session = session
         self._executable = executable
+        self._weights = weights  # --weights external: the WeightTable export writes beside the .so
         self.build = build
         self.path = path
 
@@ -62,7 +63,7 @@ class CompiledModel:
 
         if self._executable is None:
             raise ValueError("this model was loaded from an artifact; copy the file instead of re-exporting")
-        self.path = export(self._executable, self.manifest, path)
+        self.path = export(self._executable, self.manifest, path, weights=self._weights)
         return self.path
 
 
@@ -85,6 +86,7 @@ def compile(
     generate: bool = False,
     max_context: int = 2048,
     prefill_chunk: int | None = None,
+    weights: str = "embedded",
 ) -> CompiledModel:
     """Compile an ONNX model (path or ``onnx.ModelProto``) for ``target``.
 
@@ -95,6 +97,8 @@ def compile(
     A dim given as a range, ``input_shapes={"input_ids": [1, (1, 512)]}``, or an ONNX dim name given one
     in ``dynamic_dims={"seq": (1, 512)}``, stays symbolic: one build runs every size in the range;
     ``specialize={"seq": [128, 256]}`` adds static variants for those sizes, chosen by exact shape.
+    ``weights="external"`` keeps the weights out of the library: ``export("m.so")`` writes them to
+    ``m.weights`` beside it, memory-mapped at load (``tvm_autoglm.external_weights``).
     """
     from .backends import for_target
     from .pipeline import compile_model
@@ -109,22 +113,26 @@ def compile(
                                "input_shapes, dynamic_dims or specialize yet")
         done = compile_generator_parts(
             model, target, opt_level, tuning_db, max_context=max_context, prefill_chunk=prefill_chunk,
-            disabled_passes=disabled_passes, use_shipped_schedules=use_shipped_schedules, log=StageLog(enabled=verbose))
-        return CompiledModel(Session(done.executable, done.manifest), done.executable, done.build)
+            disabled_passes=disabled_passes, use_shipped_schedules=use_shipped_schedules, log=StageLog(enabled=verbose),
+            weights=weights)
+        return _compiled(done, Session)
     done = compile_model(
         model, target, opt_level, input_shapes, tuning_db, disabled_passes=disabled_passes,
         use_shipped_schedules=use_shipped_schedules, quantize=quantize, accuracy_budget=accuracy_budget,
-        calibration=calibration, freeze_inputs=freeze_inputs, log=StageLog(enabled=verbose),
+        calibration=calibration, freeze_inputs=freeze_inputs, log=StageLog(enabled=verbose), weights=weights,
         dynamic_dims=dynamic_dims, specialize={k: list(v) for k, v in (specialize or {}).items()} or None,
     )
-    if for_target(done.build.target).runs_on_build_host:
-        session = Session(done.executable, done.manifest)
-    else:
-        session = _lazy_session(done.executable, done.manifest)
-    return CompiledModel(session, done.executable, done.build)
+    return _compiled(done, Session if for_target(done.build.target).runs_on_build_host else _lazy_session)
 
 
-def _lazy_session(executable, manifest):
+def _compiled(done, make_session) -> CompiledModel:
+    """A ``CompiledModel`` of ``pipeline.Compiled``; an external-weights build runs on its in-memory weights until exported."""
+    table = done.scheduled.weights if done.scheduled is not None else None
+    session = make_session(done.executable, done.manifest, weights=table.tensors if table is not None else None)
+    return CompiledModel(session, done.executable, done.build, weights=table)
+
+
+def _lazy_session(executable, manifest, weights=None):
     """GPU builds can be exported without a GPU; running them needs one.
 
     Only the missing device is deferred (to the first run, with its own message); any
@@ -133,7 +141,7 @@ def _lazy_session(executable, manifest):
     from .errors import DeviceError
 
     try:
-        return Session(executable, manifest)
+        return Session(executable, manifest, weights=weights)
     except DeviceError as err:
         return _Unrunnable(manifest, err)
 

@@ -17,7 +17,7 @@ from .errors import AutoGLMError
 from .ir_utils import kernel_names
 from .native_log import quiet_native_stderr
 from .runtime import package
-from .runtime.manifest import FORMAT, manifest_path_for, sha256_file, write_json_atomic
+from .runtime.manifest import FORMAT, manifest_path_for, sha256_file, weight_file_for, write_json_atomic
 
 
 def make_manifest(build, scheduled) -> dict:
@@ -44,6 +44,7 @@ def make_manifest(build, scheduled) -> dict:
         **_symbolic_dims(build),
         "notes": list(build.notes) + unchecked,
         **({"quantization": build.quantization} if getattr(build, "quantization", None) else {}),
+        **({"weights": scheduled.weights.manifest_entry()} if getattr(scheduled, "weights", None) is not None else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -99,11 +100,26 @@ def _plain(value):
     return str(value)
 
 
-def export(executable, manifest: dict, output: str | os.PathLike, export_options: dict | None = None) -> Path:
-    """Export to ``.so`` (+ ``.json`` beside it) or ``.glm``; returns the written path."""
+def check_external_output(output) -> None:
+    """``--weights external`` writes a file beside a ``.so``; a ``.glm`` is one file: refuse the pair up front."""
+    if Path(output).suffix == ".glm":
+        raise AutoGLMError(f"--output {output}: --weights external writes the weights to a file beside a .so; "
+                           "a .glm packs one file (use --output NAME.so, or --weights embedded)")
+
+
+def export(executable, manifest: dict, output: str | os.PathLike, export_options: dict | None = None, weights=None) -> Path:
+    """Export to ``.so`` (+ ``.json`` beside it) or ``.glm``; returns the written path.
+
+    ``weights`` (an ``external_weights.WeightTable``, for a ``--weights external`` build) is
+    written to ``OUT.weights`` beside the library, before the manifest that names it.
+    """
     output = Path(output)
     if output.suffix not in (".so", ".glm"):
         raise AutoGLMError(f"--output {output}: must end in .so (library + manifest beside it) or .glm (one packed file)")
+    if bool(manifest.get("weights")) != (weights is not None):
+        raise ValueError("a --weights external manifest needs its WeightTable to export, and only such a manifest takes one")
+    if weights is not None:
+        check_external_output(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     if export_options is None:
         from .backends import for_manifest  # e.g. nvcc-built GPU binaries, the NPU simulator object
@@ -114,6 +130,10 @@ def export(executable, manifest: dict, output: str | os.PathLike, export_options
         with quiet_native_stderr():  # one 'Scope Saving' line per VM function otherwise
             executable.export_library(str(library), **(export_options or {}))
         manifest = dict(manifest, sha256={**manifest["sha256"], "library": sha256_file(library)})
+        if weights is not None:
+            weight_file = Path(tmp) / "model.weights"
+            manifest["weights"] = {**manifest["weights"], "file": weight_file_for(output).name, **weights.write(weight_file)}
+            os.replace(weight_file, weight_file_for(output))
         if output.suffix == ".glm":
             manifest["library"] = package.LIBRARY_NAME
             manifest_file = Path(tmp) / "model.json"

@@ -50,14 +50,22 @@ def load_model(model: "str | os.PathLike | onnx.ModelProto") -> tuple[onnx.Model
     if path.stat().st_size == 0:
         raise ModelLoadError(f"model file {path} is empty")
     try:
-        proto = onnx.load(str(path))
-    except Exception as err:  # protobuf DecodeError, external-data errors, ...
+        # The graph only: external data (models over 2 GB) stays in its files until the importer reads
+        # each tensor once (onnx_external.py); onnx.load would hold every tensor in the proto too.
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf DecodeError, ...
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ModelLoadError(f"{path} is not a readable ONNX model (truncated or not ONNX): {first}") from None
     if not proto.graph.node and not proto.graph.output:
         raise ModelLoadError(f"{path} is not a readable ONNX model: it has no graph (truncated or not ONNX)")
+    from . import onnx_external
+
+    external = bool(onnx_external.external_tensors(proto))
+    if external:
+        proto = onnx_external.prepare(proto, path)
     try:
-        onnx.checker.check_model(proto)
+        # by path when data is external: the checker then resolves the files beside the model, not the cwd
+        onnx.checker.check_model(str(path) if external else proto)
     except Exception as err:
         text = " ".join(str(err).split())[:400] or type(err).__name__
         raise ModelLoadError(f"{path} is not a valid ONNX model: {text}") from None

@@ -84,7 +84,9 @@ def import_onnx(proto: onnx.ModelProto, shapes: dict[str, list[int]], source: st
 
     dtypes = {spec.name: spec.dtype for spec in onnx_model.graph_inputs(proto)}
     # The support check has passed: a frontend failure now is ours to fix (or to add to the check).
-    with stage_errors(f"ONNX import into Relax of {source}"), frontend.extended_convert_map(), scoped_if_branches():
+    from .onnx_external import frontend_reads_external
+
+    with stage_errors(f"ONNX import into Relax of {source}"), frontend.extended_convert_map(), scoped_if_branches(), frontend_reads_external():
         mod = relax.frontend.onnx.from_onnx(proto, shape_dict=frontend_shape_dict(shapes), dtype_dict=dtypes)
     if has_control_flow(mod):
         # The frontend builds a function with an If without any dataflow block, and memory
@@ -275,6 +277,8 @@ def _calls_changed(before: dict, after: dict) -> int:
 class Scheduled:
     mod: tvm.IRModule
     tuning: dict
+    #: --weights external: the constants lifted out of ``mod`` into parameters (external_weights.py)
+    weights: object | None = None
 
 
 def schedule(build: RelaxBuild, tuning_db: str | None = None, use_shipped_schedules: bool = True, log: StageLog | None = None,
@@ -329,6 +333,7 @@ def compile_model(
     freeze_inputs: dict | None = None,
     until: str = "codegen",
     post_import=None,
+    weights: str = "embedded",
     log: StageLog | None = None,
     dynamic_dims: dict | None = None,
     specialize: dict | None = None,
@@ -341,9 +346,14 @@ def compile_model(
     ``post_import`` rewrites the imported module before our passes (the generator's KV cache).
     ``dynamic_dims={"seq": (1, 512)}`` keeps the ONNX dims named ``seq`` symbolic over that range (as a
     range in ``input_shapes`` does); ``specialize={"seq": [128]}`` adds static variants for those sizes.
+    ``weights="external"`` lifts the constants out of the library into parameters just before
+    codegen (``external_weights.py``); ``artifact.export`` writes them beside the ``.so``.
     """
     if until not in UNTIL:
         raise ValueError(f"until must be one of {UNTIL} (got {until!r})")
+    from .external_weights import check_mode
+
+    check_mode(weights, target if not isinstance(model, RelaxBuild) else model.target)
     if isinstance(model, RelaxBuild):
         front = {"disabled_passes": disabled_passes, "print_ir_after": print_ir_after, "freeze_inputs": freeze_inputs,
                  "quantize": quantize != "none", "input_shapes": input_shapes, "post_import": post_import,
@@ -369,5 +379,11 @@ def compile_model(
     from .artifact import make_manifest
 
     scheduled = schedule(build, tuning_db, use_shipped_schedules, log=log, honor_vetoes=honor_vetoes)
+    if weights == "external":
+        from .external_weights import lift_weights
+
+        with (log or StageLog(enabled=False)).stage("lift weights out of the library"), stage_errors("lifting weights"):
+            lifted, table = lift_weights(scheduled.mod)
+        scheduled = Scheduled(lifted, scheduled.tuning, table)
     executable = build_executable(scheduled, build, log=log)
     return Compiled(build, scheduled, executable, make_manifest(build, scheduled))

@@ -2,8 +2,12 @@
 
 Compiling holds the ONNX model, the Relax module with its constants, folded
 copies of the weights and the exported library at once. We measured peak RSS at
-about 4-5x the ONNX file size for bert-base/large (see benchmarks/RESULTS.md);
-``COMPILE_MEMORY_FACTOR`` keeps a margin over that.
+about 4-5x the ONNX file size for bert-base/large (see benchmarks/RESULTS.md), and
+6.6x the weights for a 600 MiB external-data MatMul chain compiled and exported with the
+weights embedded (3.2x with ``--weights external``, whose export writes no library blob;
+both include the ~0.3 GiB of the interpreter, TVM and LLVM);
+``COMPILE_MEMORY_FACTOR`` with ``BASELINE_BYTES`` covers both. External data counts by the
+tensors' references (``onnx_external.external_bytes``).
 """
 
 from __future__ import annotations
@@ -42,11 +46,15 @@ def check_compile_memory(model_bytes: int, source: str) -> None:
 
 
 def model_size(proto, path: Path | None) -> int:
-    if path is not None:
-        size = path.stat().st_size
-        external = [p for p in path.parent.glob(f"{path.stem}*.data")] if path.parent.exists() else []
-        return size + sum(p.stat().st_size for p in external)
-    return proto.ByteSize()
+    """Bytes of the model: the proto (graph and inline tensors) plus every tensor it keeps in external data files.
+
+    External tensors count by the lengths their references give (``onnx_external.external_bytes``),
+    whatever the data files are called.
+    """
+    from .onnx_external import external_bytes
+
+    size = max(path.stat().st_size, proto.ByteSize()) if path is not None else proto.ByteSize()
+    return size + external_bytes(proto)
 
 
 def peak_rss_bytes() -> int:

@@ -18,6 +18,9 @@ def add_parser(subparsers):
     parser.add_argument("--quantize", default="none", choices=["none", "fp16", "bf16", "int8", "auto"], help="precision (default none: fp32)")
     parser.add_argument("--accuracy-budget", type=float, default=None, help="with --quantize auto: allowed end-to-end error")
     parser.add_argument("--calibration", default=None, help="with --quantize: calibration inputs (.npz)")
+    parser.add_argument("--weights", default="embedded", choices=["embedded", "external"],
+                        help="embedded (default): weights compiled into the .so; external: written once to OUT.weights "
+                             "beside it and memory-mapped at load (CPU targets, .so output)")
     parser.add_argument("--quiet", action="store_true", help="no stage progress on stderr")
     add_explain_flag(parser)
     from .cmd_generate import add_generator_flags
@@ -33,6 +36,10 @@ def run(args) -> int:
     from ..progress import StageLog
 
     check_names(args.explain_pass)
+    if args.weights == "external":
+        from ..artifact import check_external_output
+
+        check_external_output(args.output)
     log = StageLog("compile", enabled=not args.quiet)
     if args.generate:
         from .cmd_generate import compile_generator
@@ -51,12 +58,13 @@ def run(args) -> int:
         accuracy_budget=args.accuracy_budget,
         calibration=args.calibration,
         freeze_inputs=parse_frozen(args),
+        weights=args.weights,
         log=log,
         **parse_dynamic(args),
     )
     build, manifest = done.build, done.manifest
     with log.stage("export"), quiet_native_stderr():
-        path = export(done.executable, manifest, args.output)
+        path = export(done.executable, manifest, args.output, weights=done.scheduled.weights)
     for name in args.explain_pass:
         for line in explain_lines(name, build.pass_reports):
             print(line)

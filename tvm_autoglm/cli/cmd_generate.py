@@ -77,10 +77,11 @@ def compile_generator(args, log) -> int:
     done = compile_generator_parts(
         args.model, args.target, args.optimize_level, args.tuning_db, max_context=args.max_context,
         prefill_chunk=args.prefill_chunk, past_pattern=args.cache_input_pattern, present_pattern=args.cache_output_pattern,
-        disabled_passes=tuple(args.disable_pass), use_shipped_schedules=not args.no_shipped_schedules, log=log)
+        disabled_passes=tuple(args.disable_pass), use_shipped_schedules=not args.no_shipped_schedules, log=log,
+        weights=args.weights)
     build, manifest = done.build, done.manifest
     with log.stage("export"), quiet_native_stderr():
-        path = export(done.executable, manifest, args.output)
+        path = export(done.executable, manifest, args.output, weights=done.scheduled.weights)
     gen = manifest["generator"]
     print(f"wrote {path} (generator, target {build.target.name}, max context {gen['max_context']}, "
           f"{gen['cache']['layers'] if 'layers' in gen['cache'] else len(gen['cache']['past'])} cache layers, prefill chunk {gen['prefill_chunk']})",

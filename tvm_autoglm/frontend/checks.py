@@ -54,7 +54,9 @@ class NodeContext:
     def constant(self, name: str) -> np.ndarray | None:
         """The value of an initializer or ``Constant`` node output, else None."""
         if name in self._initializers:
-            return numpy_helper.to_array(self._initializers[name])
+            from ..onnx_external import tensor_array  # reads a large external tensor from its file
+
+            return tensor_array(self._initializers[name])
         node = self._constant_nodes.get(name)
         if node is not None:
             for attr in node.attribute:

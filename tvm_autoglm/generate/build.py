@@ -74,9 +74,10 @@ def check_max_context(max_context) -> int:
 def compile_generator_parts(model, target="cpu", opt_level: int = 3, tuning_db=None, *, max_context: int = 2048,
                             prefill_chunk: int | None = None, past_pattern: str = PAST_PATTERN,
                             present_pattern: str = PRESENT_PATTERN, disabled_passes: tuple[str, ...] = (),
-                            use_shipped_schedules: bool = True, log=None):
+                            use_shipped_schedules: bool = True, log=None, weights: str = "embedded"):
     """``pipeline.Compiled`` of a generator (through the one compile function, twice: the Relax build, whose
-    inputs the generator then describes, and its codegen); the manifest's ``generator`` section says how to drive it."""
+    inputs the generator then describes, and its codegen); the manifest's ``generator`` section says how to drive it.
+    ``weights="external"``: ``main`` and ``prefill`` take the same weight file's tensors (shared by content)."""
     from functools import partial
 
     from ..backends import for_target
@@ -99,7 +100,7 @@ def compile_generator_parts(model, target="cpu", opt_level: int = 3, tuning_db=N
     build = compile_model(path or proto, spec, opt_level, decode_shapes(layout, max_context), tuning_db,
                           disabled_passes=tuple(disabled_passes), post_import=hook, until="relax", log=log).build
     build.inputs = decode_inputs(build.inputs, layout, max_context)
-    done = compile_model(build, tuning_db=tuning_db, use_shipped_schedules=use_shipped_schedules, log=log)
+    done = compile_model(build, tuning_db=tuning_db, use_shipped_schedules=use_shipped_schedules, log=log, weights=weights)
     manifest = done.manifest
     check_position_table(manifest.get("index_ranges"), layout, max_context, source)
     # cache_position indexes the cache write: a value past the cache would write out of bounds, so

@@ -54,6 +54,11 @@ def manifest_path_for(library: str | os.PathLike) -> Path:
     return Path(library).with_suffix(".json")
 
 
+def weight_file_for(library: str | os.PathLike) -> Path:
+    """``model.so`` -> ``model.weights`` (``--weights external``)."""
+    return Path(library).with_suffix(".weights")
+
+
 def read_manifest(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():

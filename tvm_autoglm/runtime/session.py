@@ -92,11 +92,29 @@ def default_thread_count() -> None:
         os.environ["TVM_NUM_THREADS"] = str(max(1, count))
 
 
+def external_weights(library_path: Path, manifest: dict) -> dict | None:
+    """A ``--weights external`` build's tensors, mapped from ``NAME.weights`` beside ``NAME.so`` (None for embedded builds).
+
+    Beside the library under its name, as the manifest is: a renamed m.so/m.json/m.weights still loads.
+    One mapping serves every Session made with it (serve's workers share it).
+    """
+    if not manifest.get("weights"):
+        return None
+    from .manifest import weight_file_for
+    from .weight_file import load
+
+    return load(weight_file_for(library_path), manifest["weights"], device_for(manifest))
+
+
 class Session:
     """A loaded artifact ready to run: ``Session("m.so").run(input_ids=...)``."""
 
-    def __init__(self, module, manifest: dict, path: Path | None = None):
-        """Wrap an already loaded module (or an in-memory Relax executable)."""
+    def __init__(self, module, manifest: dict, path: Path | None = None, weights: dict | None = None):
+        """Wrap an already loaded module (or an in-memory Relax executable).
+
+        ``weights`` (``{name: tvm Tensor}``) is what a ``--weights external`` build's functions take
+        after their inputs; ``vm[name]`` then passes them, so callers call it like an embedded build.
+        """
         from tvm import relax
 
         default_thread_count()
@@ -105,6 +123,15 @@ class Session:
         self.device = device_for(manifest)
         self.module = module
         self.vm = relax.VirtualMachine(module, self.device)
+        entry = manifest.get("weights")
+        if entry:
+            if weights is None:
+                raise ArtifactError("this build keeps its weights outside the library (--weights external); load it from "
+                                    "its exported .so (the weight file is beside it)")
+            from .weight_file import BoundVirtualMachine
+
+            self.weights = weights
+            self.vm = BoundVirtualMachine(self.vm, weights, entry["functions"])
 
     @classmethod
     def open(cls, path: str | Path) -> "Session":
@@ -114,7 +141,7 @@ class Session:
         library_path, manifest = resolve_artifact(path)
         # A CUDA artifact on a machine without a GPU: say so before loading, which would
         # otherwise fail with an obscure "no loader for {cuda}" from the missing CUDA runtime.
-        device_for(manifest)
+        weights = external_weights(library_path, manifest)  # checked and mapped before the library is loaded
         from ..native_log import quiet_native_stderr
 
         try:
@@ -127,7 +154,7 @@ class Session:
             raise DeviceError(
                 f"target {manifest['target'].get('name')} needs a CUDA device and runtime; loading {path} failed: {reason[:200]}"
             ) from None
-        return cls(module, manifest, Path(path))
+        return cls(module, manifest, Path(path), weights)
 
     @property
     def input_specs(self) -> list[dict]:

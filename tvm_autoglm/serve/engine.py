@@ -42,11 +42,12 @@ class Engine:
         import tvm
 
         from ..native_log import quiet_native_stderr
-        from ..runtime.session import Session
+        from ..runtime.session import Session, external_weights
 
+        weights = external_weights(self.library, self.manifest)  # --weights external: one mapping for all workers
         with quiet_native_stderr():
             module = tvm.runtime.load_module(str(self.library))
-        sessions = [Session(module, self.manifest, self.library) for _ in range(self.workers)]
+        sessions = [Session(module, self.manifest, self.library, weights) for _ in range(self.workers)]
         self.state = "warming up"
         sample = example_inputs(self.manifest["inputs"], seed=0, index_ranges=self.manifest.get("index_ranges"), symbolic_dims=self.manifest.get("symbolic_dims"))
         for session in sessions:
