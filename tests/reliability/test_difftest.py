@@ -116,6 +116,20 @@ def test_error_after_the_support_check_is_an_internal_error(monkeypatch):
     assert result["outcome"] == "internal_error" and "boom" in result["builds"][0]["error"]
 
 
+def test_memory_guard_refusal_is_unchecked_not_an_internal_error(monkeypatch):
+    """The compile-memory guard refusing on a busy machine says nothing about the compiler (seen: a
+    campaign beside other jobs logged hundreds of such 'internal errors')."""
+    import tvm_autoglm.pipeline as pipeline
+    from tvm_autoglm.resources import OutOfMemoryError
+
+    def short_of_memory(*args, **kwargs):
+        raise OutOfMemoryError("model: compiling a 0.00 GiB model needs about 1.0 GiB of memory, only 0.8 GiB is available")
+
+    monkeypatch.setattr(pipeline, "compile_model", short_of_memory)
+    result = _run_custom(monkeypatch, _relu_model())
+    assert result["outcome"] == "no_memory" and "no_memory" not in difftest.FAILURES
+
+
 def test_wrong_output_is_a_mismatch(monkeypatch):
     from tvm_autoglm.runtime.session import Session
 

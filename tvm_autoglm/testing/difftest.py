@@ -15,6 +15,9 @@ Outcomes, worst build first:
   ``AutoGLMError`` raised after the support check had accepted the model;
 - ``mismatch``: an output differs from onnxruntime's beyond the tolerance;
 - ``refused``: the support check rejected the model (``UnsupportedModelError``): acceptable;
+- ``no_memory``: the compile-memory guard refused because the machine was short of free memory
+  at that moment (``OutOfMemoryError``): no verdict on the compiler; the summary lists these
+  cases under ``unchecked`` so they can be rerun (``--start I --count 1``);
 - ``invalid``: onnxruntime itself rejected the generated model (a generator bug, reported, not ours);
 - ``match``.
 
@@ -42,13 +45,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AutoGLMError, UnsupportedModelError, describe
+from ..resources import OutOfMemoryError
 
 RTOL = 1e-4
 ATOL = 1e-6
 ISA_TARGETS = ("cpu-x86-avx2", "cpu-x86-avx512")
 FAILURES = ("crash", "internal_error", "mismatch")
 #: worst first: a case's outcome is the worst of its builds'
-SEVERITY = ("crash", "internal_error", "mismatch", "invalid", "refused", "match")
+SEVERITY = ("crash", "internal_error", "mismatch", "no_memory", "invalid", "refused", "match")
 
 #: CPU flags (``/proc/cpuinfo``) a target's mcpu needs before its code may run here
 _ISA_FLAGS = {
@@ -121,6 +125,8 @@ def run_case(spec: dict) -> dict:
             build.update(_build_and_check(case, reference, target, level, execute))
         except UnsupportedModelError as err:
             build.update(outcome="refused", error=describe(err))
+        except OutOfMemoryError as err:  # the machine, not the compiler: no verdict, rerun later
+            build.update(outcome="no_memory", error=describe(err))
         except Exception as err:  # AutoGLMError after the support check included: a failure
             build.update(outcome="internal_error", error=describe(err))
         result["builds"].append(build)
@@ -231,7 +237,8 @@ def run_campaign(count: int, seed: int = 0, start: int = 0, opt_levels=(0, 1, 2,
         "seed": seed, "cases": len(specs), "opt_levels": sorted({lv for spec in specs for lv in spec["opt_levels"]}), "isa_targets": list(ISA_TARGETS) if isa else [],
         "isa_run": [t for t in ISA_TARGETS if isa and host_runs(t)], "rtol": RTOL, "atol": ATOL,
         "totals": dict(totals), "by_family": {k: dict(v) for k, v in sorted(counts.items())},
-        "failures": failures, "seconds": round(time.monotonic() - began, 1),
+        "failures": failures, "unchecked": [spec["index"] for spec in specs if case_outcome(results[spec["id"]]) == "no_memory"],
+        "seconds": round(time.monotonic() - began, 1),
     }
 
 
@@ -261,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     summary = run_campaign(args.count, args.seed, args.start, levels, not args.no_isa, args.family, args.out, args.timeout, progress=sys.stderr)
     print(json.dumps(summary, indent=2))
+    if summary["unchecked"]:
+        print(f"difftest: {len(summary['unchecked'])} case(s) unchecked for lack of free memory; rerun them: "
+              f"{' '.join(map(str, summary['unchecked'][:20]))}{' ...' if len(summary['unchecked']) > 20 else ''}", file=sys.stderr)
     return 1 if any(summary["totals"].get(k) for k in FAILURES) else 0
 
 
