@@ -34,6 +34,7 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
 from ..errors import CompileError
+from ..passes.decode_attention import CACHE_WRITE_KERNEL
 
 #: Name of the parameter the pass adds: int64 [1], the cache slot of the step's first new token.
 POSITION_INPUT = "cache_position"
@@ -51,7 +52,7 @@ def write_kernel(batch: int, heads: int, slots: int, new: int, head_dim: int, dt
             cache = T.arg("cache", T.buffer((batch, heads, slots, head_dim), dtype))
             rows = T.arg("rows", T.buffer((batch, heads, new, head_dim), dtype))
             pos = T.arg("pos", T.buffer((1,), "int64"))
-            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": 8, "autoglm.kernel": "write_kv_cache"})
+            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": 8, "autoglm.kernel": CACHE_WRITE_KERNEL})
             start = tirx.Cast("int32", pos[0])
             with T.serial(0, batch * heads) as bh:
                 with T.serial(0, new) as s:
