@@ -15,9 +15,10 @@ by
 
 where ``cache_param`` is a new function parameter of the present's shape (the
 preallocated cache, kept by the caller between steps) and ``write_kv`` stores the new
-rows at slot ``cache_position`` and nothing else. Attention downstream reads all
-``max_context`` slots; the caller's ``attention_mask`` is 1 on slots ``0..position`` and
-0 after, so unused slots never count. The order of the slots does not matter to
+rows at slot ``cache_position`` and nothing else. Attention downstream then reads the
+caches: ``passes/decode_attention`` turns it into a kernel over slots ``0..cache_position``
+only; where that pass declines (or at O1) it reads all ``max_context`` slots and the caller's
+``attention_mask`` (1 on slots ``0..position``, 0 after) hides the unused ones. The order of the slots does not matter to
 attention (positions are applied before caching, via ``position_ids``), so slot
 ``position`` standing in for "the last slot" is exact.
 
