@@ -67,7 +67,7 @@ def decode_attention_kernel(spec: DecodeAttention) -> tirx.PrimFunc:
     H, KV, S, D, f32 = spec.heads, spec.kv_heads, spec.slots, spec.head_dim, spec.dtype
     rep = H // KV
     L = spec.lanes
-    dl = L if D % L == 0 else (4 if D % 4 == 0 else 1)  # partial sums along the head dim
+    dl = next(w for w in (L, 8, 4, 2, 1) if D % w == 0)  # partial sums along the head dim (40: 8 lanes)
     s_pad = -(-S // L) * L
     neg_inf = tirx.const(float("-inf"), f32)
     zero = tirx.const(0.0, f32)
