@@ -7,8 +7,8 @@ Per engine: prefill ms (prompt -> logits of its last token; this is the time to 
 token), decode tokens/s over the remaining new tokens (median of ``--repeat`` runs), and
 whether its greedy tokens equal onnxruntime's. Engines run one after another with a
 0.25 s pause (thread pools keep spinning after a run). The generator is compiled with
-``--max-context`` slots (default prompt + new): decode attends over all slots (the
-unused ones masked), so a larger max context costs decode time here.
+``--max-context`` slots (default prompt + new); decode attends over the valid prefix only
+(``passes/decode_attention``), so a larger max context costs little decode time.
 torch: the same transformers model with its own DynamicCache (``model.generate`` greedy,
 ``torch.set_num_threads(--threads)``).
 """

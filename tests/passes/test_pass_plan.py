@@ -17,8 +17,8 @@ O1 = ["fold_constant", "eliminate_common_subexpr", "dead_code_elimination"]
 EXPECTED = {
     ("cpu", 0): [],
     ("cpu", 1): O1,
-    ("cpu", 2): HEAD + ["fuse_attention", "fuse_epilogue", "fast_math", "dead_code_elimination"],
-    ("cpu", 3): HEAD + ["fuse_attention", "merge_parallel_matmul", "fuse_epilogue", "eliminate_transposes", "convert_layout_nhwc",
+    ("cpu", 2): HEAD + ["fuse_attention", "decode_attention", "fuse_epilogue", "fast_math", "dead_code_elimination"],
+    ("cpu", 3): HEAD + ["fuse_attention", "decode_attention", "merge_parallel_matmul", "fuse_epilogue", "eliminate_transposes", "convert_layout_nhwc",
                         "winograd_conv", "pack_conv_weights", "pack_dense_weights", "fast_math", "dead_code_elimination"],
     ("cuda", 0): [],
     ("cuda", 1): O1,

@@ -5,7 +5,8 @@ Both functions come from the same ONNX model, imported twice with static shapes:
 * ``main`` (decode): one token, past length ``max_context - 1``, so each cache concat
   yields exactly ``max_context`` slots; :mod:`.kv_rewrite` turns the concats into in-place
   writes into caller-owned caches of ``max_context`` slots at ``cache_position``. A decode
-  step moves only the new token's keys/values (plus the [1, max_context] attention mask).
+  step moves only the new token's keys/values (plus the [1, max_context] attention mask), and
+  its attention (``passes/decode_attention``) reads slots ``0..cache_position`` of the caches in place.
 * ``prefill``: ``prefill_chunk`` tokens (the prompt, right-padded) after one dummy past
   slot that the mask hides; attention runs over the prompt only and the new rows are
   written into the same caches at slot 0. A prompt longer than the chunk continues

@@ -15,9 +15,10 @@ by
 
 where ``cache_param`` is a new function parameter of the present's shape (the
 preallocated cache, kept by the caller between steps) and ``write_kv`` stores the new
-rows at slot ``cache_position`` and nothing else. Attention downstream reads all
-``max_context`` slots; the caller's ``attention_mask`` is 1 on slots ``0..position`` and
-0 after, so unused slots never count. The order of the slots does not matter to
+rows at slot ``cache_position`` and nothing else. Attention downstream then reads the
+caches: ``passes/decode_attention`` turns it into a kernel over slots ``0..cache_position``
+only; where that pass declines (or at O1) it reads all ``max_context`` slots and the caller's
+``attention_mask`` (1 on slots ``0..position``, 0 after) hides the unused ones. The order of the slots does not matter to
 attention (positions are applied before caching, via ``position_ids``), so slot
 ``position`` standing in for "the last slot" is exact.
 
@@ -34,6 +35,7 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
 from ..errors import CompileError
+from ..passes.decode_attention import CACHE_WRITE_KERNEL
 
 #: Name of the parameter the pass adds: int64 [1], the cache slot of the step's first new token.
 POSITION_INPUT = "cache_position"
@@ -51,7 +53,7 @@ def write_kernel(batch: int, heads: int, slots: int, new: int, head_dim: int, dt
             cache = T.arg("cache", T.buffer((batch, heads, slots, head_dim), dtype))
             rows = T.arg("rows", T.buffer((batch, heads, new, head_dim), dtype))
             pos = T.arg("pos", T.buffer((1,), "int64"))
-            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": 8, "autoglm.kernel": "write_kv_cache"})
+            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": 8, "autoglm.kernel": CACHE_WRITE_KERNEL})
             start = tirx.Cast("int32", pos[0])
             with T.serial(0, batch * heads) as bh:
                 with T.serial(0, new) as s:

@@ -8,6 +8,8 @@ derived from numbers spread over the pass files:
   * fold_constant / eliminate_common_subexpr first, dead_code_elimination last;
   * npu_offload after the idioms (it folds ``R.nn.gelu`` into the NPU epilogue) and before
     fuse_attention (which would wrap the attention matmuls in a host-only group);
+  * decode_attention right after fuse_attention (it reads the fused attention groups of a
+    generator's decode function; a no-op for every other model);
   * merge_parallel_matmul before fuse_epilogue (one merged projection gets one epilogue);
   * eliminate_transposes, then the CPU layout passes: convert_layout_nhwc -> winograd_conv ->
     pack_conv_weights (both need NHWC) -> pack_dense_weights (after epilogue fusion and merging);
@@ -25,7 +27,7 @@ _COMMON_HEAD = [(1, "fold_constant"), (1, "eliminate_common_subexpr"), (2, "fold
 
 PLANS: dict[str, list[tuple[int, str]]] = {
     "cpu": _COMMON_HEAD + [
-        (2, "fuse_attention"), (3, "merge_parallel_matmul"), (2, "fuse_epilogue"), (3, "eliminate_transposes"),
+        (2, "fuse_attention"), (2, "decode_attention"), (3, "merge_parallel_matmul"), (2, "fuse_epilogue"), (3, "eliminate_transposes"),
         (3, "convert_layout_nhwc"), (3, "winograd_conv"), (3, "pack_conv_weights"), (3, "pack_dense_weights"),
         (2, "fast_math"), (1, "dead_code_elimination"),
     ],
