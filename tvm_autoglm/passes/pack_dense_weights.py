@@ -17,8 +17,9 @@ register count, rows = the largest leading extent of ``x``), so one column
 tile reads exactly one contiguous panel; the rule recognises the packed read,
 skips its in-kernel copy and keeps its tile to widths dividing the panel.
 
-Where: ``relax.matmul(x, W)`` with a 2-D float32 constant ``W``, static shapes
-and float32 ``x``, in graph-level functions; and the same matmul inside an
+Where: ``relax.matmul(x, W)`` with a 2-D float32 constant ``W`` and float32
+``x`` whose last dim is static (leading dims may be symbolic: a dynamic build's
+rows, tiled as ``symbolic_rows.NOMINAL_ROWS`` like the rule does), in graph-level functions; and the same matmul inside an
 ``autoglm.epilogue_layout`` composite (``fuse_epilogue``: matmul + bias +
 head-split reshape/permute), where ``W`` arrives as a parameter bound to a
 constant at the call site -- the composite is specialised to take the packed
@@ -55,12 +56,28 @@ def _target_params() -> tuple[int, int]:
     return C.vector_lanes(target, "float32"), C.num_vector_registers(target)
 
 
+#: A symbolic dim in the shapes :func:`_row_shape` returns.
+SYMBOLIC = -1
+
+
 def _static_shape(expr) -> tuple[int, ...] | None:
     """The static shape of a float32 tensor, else None: the packed kernels are float32 only."""
     ty = expr.ty
     if not isinstance(ty, relax.TensorType) or ty.dtype != "float32":
         return None
     return static_shape(expr)
+
+
+def _row_shape(expr) -> tuple[int, ...] | None:
+    """A float32 activation's shape with symbolic leading dims as ``SYMBOLIC``; None when its rank
+    is unknown or its last (contraction) dim is not a number."""
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.dtype != "float32" or ty.shape is None or not hasattr(ty.shape, "values"):
+        return None
+    dims = [int(d) if isinstance(d, (int, tvm.tirx.IntImm)) else SYMBOLIC for d in ty.shape.values]
+    if not dims or dims[-1] == SYMBOLIC:
+        return None
+    return tuple(dims)
 
 
 def panel_width(x_shape: tuple[int, ...], n: int, lanes: int, nregs: int, segment: int | None = None) -> int | None:
@@ -71,8 +88,12 @@ def panel_width(x_shape: tuple[int, ...], n: int, lanes: int, nregs: int, segmen
     (``C.epilogue_covers_tile``), so it takes the best tile whose width divides it.
     """
     from ..schedule_rules.matmul import tile_candidates
+    from ..schedule_rules.symbolic_rows import NOMINAL_ROWS
 
+    # The rule's row axis: the longest static one, else a symbolic one (tiled as NOMINAL_ROWS).
     rows = [d for d in x_shape[:-1] if d > 1]
+    if not rows and SYMBOLIC in x_shape[:-1]:
+        rows = [NOMINAL_ROWS]
     for _, nv, lane in tile_candidates(max(rows) if rows else 1, n, lanes, nregs):
         width = nv * lane
         if lane >= 4 and n % width == 0 and (segment is None or segment % width == 0):
@@ -90,7 +111,7 @@ def matmul_packed_te(x: te.Tensor, wp: te.Tensor) -> te.Tensor:
     """``x[..., K] @ W[K, N]`` reading the panel-packed ``wp[N / width, K, width]``."""
     blocks, k_extent, width = (int(d) for d in wp.shape)
     k = te.reduce_axis((0, k_extent), name="k")
-    lead = [int(d) for d in x.shape[:-1]]
+    lead = list(x.shape[:-1])  # symbolic rows stay symbolic
     return te.compute(
         (*lead, blocks * width),
         lambda *i: te.sum(x[(*i[:-1], k)] * wp[i[-1] // width, k, i[-1] % width], axis=k),
@@ -163,7 +184,7 @@ class _Packer(relax.PyExprMutator):
         weight = _weight(call.args[1])
         if weight is None or not _fp32_out(call):
             return call
-        x_shape = _static_shape(call.args[0])
+        x_shape = _row_shape(call.args[0])
         width = self._width(x_shape, weight)
         if width is None:
             return call
@@ -189,7 +210,7 @@ class _Packer(relax.PyExprMutator):
             uses = _uses(func, param)
             if not uses or not all(_is_matmul(u) and u.args[1].same_as(param) and not u.args[0].same_as(param) and _fp32_out(u) for u in uses):
                 continue
-            shapes = {_static_shape(u.args[0]) for u in uses}
+            shapes = {_row_shape(u.args[0]) for u in uses}
             segment = _head_width(func, int(weight.shape[1]))
             widths = {self._width(s, weight, segment) for s in shapes}
             if len(widths) != 1 or None in widths:
@@ -227,8 +248,8 @@ def _head_width(func: relax.Function, n: int) -> int | None:
         for binding in block.bindings:
             value = binding.value
             if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.reshape":
-                src, dst = _static_shape(value.args[0]), _static_shape(value)
-                if src and dst and src[-1] == n and dst[-1] != n:
+                src, dst = _row_shape(value.args[0]), _row_shape(value)
+                if src and dst and src[-1] == n and 0 < dst[-1] != n:
                     widths.append(dst[-1])
     return math.gcd(*widths) if widths else None
 
