@@ -107,21 +107,70 @@ def packed_weight(weight: np.ndarray, width: int) -> np.ndarray:
     return np.ascontiguousarray(weight.reshape(k, n // width, width).transpose(1, 0, 2))
 
 
-def matmul_packed_te(x: te.Tensor, wp: te.Tensor) -> te.Tensor:
-    """``x[..., K] @ W[K, N]`` reading the panel-packed ``wp[N / width, K, width]``."""
+def symbolic_pad_rows(x_shape: tuple[int, ...] | None, n: int, width: int, lanes: int, nregs: int) -> int:
+    """Rows the packed kernel pads its symbolic row axis to a multiple of (1: no padding).
+
+    Only when the rule would tile a symbolic row axis (no static row > 1): the ``mr`` of the
+    rule's best tile of this ``width`` at ``symbolic_rows.NOMINAL_ROWS`` rows. The padded rows
+    let the rule split them by ``mr`` exactly (``schedule_rules/symbolic_rows.py``); TVM's
+    ``pad_einsum`` cannot do that inside the kernel because the packed index is not an iterator.
+    """
+    from ..schedule_rules.matmul import tile_candidates
+    from ..schedule_rules.symbolic_rows import NOMINAL_ROWS
+
+    if x_shape is None or SYMBOLIC not in x_shape[:-1] or any(d > 1 for d in x_shape[:-1]):
+        return 1
+    for mr, nv, lane in tile_candidates(NOMINAL_ROWS, n, lanes, nregs):
+        if nv * lane == width:
+            return mr
+    return 1
+
+
+def matmul_packed_te(x: te.Tensor, wp: te.Tensor, pad_rows: int = 1) -> te.Tensor:
+    """``x[..., K] @ W[K, N]`` reading the panel-packed ``wp[N / width, K, width]``.
+
+    ``pad_rows > 1``: the innermost symbolic leading axis (rows) is computed over
+    ``ceildiv(rows, pad_rows) * pad_rows`` rows from a zero-padded copy of ``x``, and only
+    the real rows are copied out (the copy is inlined into the fused epilogue).
+    """
     blocks, k_extent, width = (int(d) for d in wp.shape)
     k = te.reduce_axis((0, k_extent), name="k")
     lead = list(x.shape[:-1])  # symbolic rows stay symbolic
-    return te.compute(
-        (*lead, blocks * width),
-        lambda *i: te.sum(x[(*i[:-1], k)] * wp[i[-1] // width, k, i[-1] % width], axis=k),
-        name="matmul",
+    symbolic = [i for i, d in enumerate(lead) if not isinstance(d, (int, tvm.tirx.IntImm))]
+    if pad_rows <= 1 or not symbolic:
+        return te.compute(
+            (*lead, blocks * width),
+            lambda *i: te.sum(x[(*i[:-1], k)] * wp[i[-1] // width, k, i[-1] % width], axis=k),
+            name="matmul",
+        )
+    axis = symbolic[-1]
+    rows = lead[axis]
+    padded = list(lead)
+    padded[axis] = tvm.tirx.floordiv(rows + (pad_rows - 1), pad_rows) * pad_rows
+    zero = tvm.tirx.const(0, x.dtype)
+    x_pad = te.compute(
+        (*padded, k_extent),
+        lambda *i: tvm.tirx.if_then_else(i[axis] < rows, x[i], zero),
+        name="x_pad",
     )
+    acc = te.compute(
+        (*padded, blocks * width),
+        lambda *i: te.sum(x_pad[(*i[:-1], k)] * wp[i[-1] // width, k, i[-1] % width], axis=k),
+        name="matmul_pad",
+    )
+    return te.compute((*lead, blocks * width), lambda *i: acc[i], name="matmul")
 
 
-def _packed_call(builder: relax.BlockBuilder, x, wp) -> relax.Call:
+def _packed_call(builder: relax.BlockBuilder, x, wp, pad_rows: int = 1) -> relax.Call:
     """``call_tir`` of the packed matmul kernel (added to the module once per shape)."""
+    if pad_rows > 1:
+        return builder.call_te(matmul_packed_te, x, wp, pad_rows=pad_rows, primfunc_name_hint="matmul_packed")
     return builder.call_te(matmul_packed_te, x, wp, primfunc_name_hint="matmul_packed")
+
+
+def _pad_rows(x, wp, lanes: int, nregs: int) -> int:
+    blocks, _, width = (int(d) for d in wp.ty.shape.values) if hasattr(wp.ty.shape, "values") else (0, 0, 0)
+    return symbolic_pad_rows(_row_shape(x), blocks * width, width, lanes, nregs) if width else 1
 
 
 def _is_matmul(call) -> bool:
@@ -146,7 +195,8 @@ class _InnerPacker(relax.PyExprMutator):
     def visit_call_(self, call):  # noqa: D102 - visitor hook
         call = super().visit_call_(call)
         if _is_matmul(call) and call.args[1].same_as(self.param):
-            return _packed_call(self.outer, call.args[0], self.new_param)
+            pad = _pad_rows(call.args[0], self.new_param, self.lanes, self.nregs)
+            return _packed_call(self.outer, call.args[0], self.new_param, pad)
         return call
 
 
@@ -190,7 +240,7 @@ class _Packer(relax.PyExprMutator):
             return call
         wp = self._packed_const(call.args[1], width)
         self.packed += 1
-        return _packed_call(self.builder_, call.args[0], wp)
+        return _packed_call(self.builder_, call.args[0], wp, _pad_rows(call.args[0], wp, self.lanes, self.nregs))
 
     def _rewrite_composite_call(self, call):
         gv = call.op

@@ -184,10 +184,20 @@ class Matmul(C.CPURule):
             # Pre-packed operand: tile columns that nest with its panels keep the packed
             # index affine (n // W, n % W fold away), so the vector loads stay contiguous.
             tiles = [t for t in tiles if ana.panel % (t[1] * t[2]) == 0 or (t[1] * t[2]) % ana.panel == 0] or tiles
+        padded_by = None
+        if sym_row is not None:
+            # rows a kernel already padded (pack_dense_weights' packed kernel): only tiles whose
+            # mr divides the padded count, so no pad_einsum (which refuses a packed operand)
+            row_dom = sch.get(loops[sym_row]).extent
+            exact = [t for t in tiles if t[0] > 1 and symbolic_rows.is_exact_multiple(row_dom, t[0])]
+            if exact:
+                tiles, padded_by = exact, row_dom
         rank = pick("tile", len(tiles), min(rank, len(tiles) - 1))
         mr, nv, lane = tiles[rank]
         last_tile = rank >= len(tiles) - 1
-        if sym_row is not None and mr > 1:
+        if sym_row is not None and mr > 1 and padded_by is not None:
+            ana = replace(ana, row=sym_row)
+        elif sym_row is not None and mr > 1:
             main, consumers = symbolic_rows.pad_rows(sch, main.block_rv, sym_row, mr, consumers)
             for pad in symbolic_rows.padded_producers(sch, main.block_rv):
                 schedule_spatial_block(sch, pad, target)
