@@ -209,8 +209,14 @@ def test_symbolic_rows_are_packed_and_match_onnxruntime_at_every_length():
     mr = tile_candidates(NOMINAL_ROWS, 48, lanes, nregs)[0][0]
     kernels = {name: f for name, f in prim_funcs(schedule(built.build, None, False).mod).items() if "matmul" in name}
     assert len(kernels) == 2 and all("packed" in name for name in kernels), kernels.keys()
+    from schedule_rules.sched_helpers import symbolic_tile_structure
+
     for func in kernels.values():
         assert _copy_buffers(func) == []
+        # the packed kernel pads its rows itself: full mr-row tiles, no bounds check in the hot loop
+        n = int(func.params[-1].shape[-1])
+        symbolic_tile_structure(func, tvm_target, tile_candidates(NOMINAL_ROWS, n, lanes, nregs)[0][0],
+                                panel_width((1, -1, 32), n, lanes, nregs))
     rng = np.random.default_rng(3)
     for rows in (1, mr - 1, mr, mr + 1, 13, 64):
         x = rng.standard_normal((1, rows, 32)).astype("float32")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-import tvm_ffi
 from tvm import relax, s_tir, tirx
 import tvm.s_tir.stmt  # noqa: F401  (SBlock)
 
@@ -22,7 +21,7 @@ from tvm_autoglm.schedule_rules import symbolic_rows
 from tvm_autoglm.schedule_rules.matmul import tile_candidates
 from tvm_autoglm.targets import load_target
 
-from sched_helpers import build_fused, prim_funcs
+from sched_helpers import build_fused, prim_funcs, symbolic_tile_structure, walk as _walk
 
 RTOL = ATOL = 1e-4
 
@@ -69,81 +68,6 @@ def _run_rows(mod, target, w, b, lead, rows_list, epilogue=True):
         np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL, err_msg=f"rows={rows}")
 
 
-def _lowered(func, target):
-    mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main").with_attr("target", target)})
-    return tvm.ir.transform.Sequential([
-        s_tir.transform.LowerInitBlock(), s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
-        s_tir.transform.ConvertBlocksToOpaque(), s_tir.transform.CompactBufferAllocation(),
-        s_tir.transform.LowerMatchBuffer(), s_tir.transform.LowerOpaqueBlock(), tirx.transform.FlattenBuffer(),
-        tirx.transform.VectorizeLoop(True),
-    ])(mod)["main"]
-
-
-def _walk(node, kind):
-    found = []
-    tvm_ffi.structural_walk(node, (kind, found.append), order="post")
-    return found
-
-
-def _has_if(node) -> bool:
-    calls = [c for c in _walk(node, tvm.ir.expr.Call) if str(getattr(c.op, "name", "")).endswith("if_then_else")]
-    return bool(_walk(node, tirx.IfThenElse) or calls)
-
-
-def _hot_loops(func):
-    """Innermost serial loops over a constant extent whose every store is an update (``acc = acc + ..``)."""
-    hot = []
-    for loop in _walk(func.body, tirx.For):
-        if loop.kind != tirx.ForKind.SERIAL or not isinstance(loop.extent, tirx.IntImm):
-            continue
-        if any(inner.kind == tirx.ForKind.SERIAL for inner in _walk(loop.body, tirx.For)):
-            continue
-        stores = _walk(loop.body, tirx.BufferStore)
-        if stores and all(isinstance(s.value, tirx.Add) and _reads(s.value, s.buffer) for s in stores):
-            hot.append(loop)
-    return hot
-
-
-def _reads(expr, buffer) -> bool:
-    from tvm.ir.expr import TensorLoad
-
-    return any(load.source.same_as(buffer) for load in _walk(expr, TensorLoad))
-
-
-def _symbolic_tile_structure(func, target, mr: int, width: int) -> None:
-    """Full-tile + tail structure: the loop around the hot loop runs ceildiv(seq, mr) times
-    (symbolic), the hot loop has no bounds check and only constant extents, the accumulator is
-    one ``mr x width`` tile (not seq rows: it lives in registers)."""
-    lowered = _lowered(func, target)
-    hot = _hot_loops(lowered)
-    assert hot, lowered.script()
-    accumulators = set()
-    for loop in hot:
-        assert not _has_if(loop), loop
-        assert all(isinstance(inner.extent, tirx.IntImm) for inner in _walk(loop.body, tirx.For))
-        unrolled = [int(inner.extent) for inner in _walk(loop.body, tirx.For) if inner.kind == tirx.ForKind.UNROLLED]
-        assert mr in unrolled, (mr, unrolled)
-        accumulators |= {s.buffer.name for s in _walk(loop.body, tirx.BufferStore)}
-    allocs = {a.buffer.name: a.buffer.shape for a in _walk(lowered.body, tirx.AllocBuffer)}
-    for name in accumulators:
-        shape = allocs[name]
-        assert all(isinstance(d, tirx.IntImm) for d in shape), (name, shape)
-        assert int(np.prod([int(d) for d in shape])) == mr * width, (name, shape)
-    # the row-tile loop: ceildiv(seq, mr) iterations at every seq
-    outer = [lp for lp in _walk(lowered.body, tirx.For) if not isinstance(lp.extent, tirx.IntImm) and any(h.same_as(x) for h in hot for x in _walk(lp.body, tirx.For))]
-    assert outer, "no symbolic row-tile loop around the hot loop"
-    from tvm.sym.analyzer import Analyzer
-    from tvm.tirx.analysis import undefined_vars
-
-    extent = outer[-1].extent
-    (var,) = undefined_vars(extent)
-    for rows in (1, mr - 1, mr, mr + 1, 101):
-        analyzer = Analyzer()
-        analyzer.bind(var, tirx.IntImm("int64", rows))
-        value = analyzer.simplify(extent)
-        assert int(value) == -(-rows // mr), (rows, value)
-
-
 @pytest.mark.parametrize("k,n,lead,epilogue", [(40, 48, (1,), True), (33, 24, (1,), False), (16, 40, (2,), True)])
 def test_symbolic_rows_parity_from_one_build(target, k, n, lead, epilogue):
     mr = _tile_rows(target, n)
@@ -162,7 +86,7 @@ def test_symbolic_rows_have_full_tiles_and_no_bounds_check_in_the_hot_loop(targe
     (func, _), = rules.values()
     lanes = C.vector_lanes(target, "float32")
     width = [nv * lane for m, nv, lane in tile_candidates(symbolic_rows.NOMINAL_ROWS, n, lanes, C.num_vector_registers(target))][0]
-    _symbolic_tile_structure(func, target, mr, width)
+    symbolic_tile_structure(func, target, mr, width)
 
 
 def test_transposed_weight_symbolic_rows(target):
@@ -186,7 +110,7 @@ def test_avx512_symbolic_rows_compile_only():
     scheduled, rules = _scheduled(mod, target)
     (func, rule), = rules.values()
     assert rule == "Matmul"
-    _symbolic_tile_structure(func, target, mr, width)
+    symbolic_tile_structure(func, target, mr, width)
     asm = _kernel_asm(scheduled, target)
     assert "zmm" in asm and "vfmadd" in asm
 
