@@ -219,11 +219,12 @@ class Matmul(C.CPURule):
         red = [loops[i] for i in ana.reduce]
         outer = others + [v_o]
         if ana.row is None and any(extents[i] is None for i in ana.spatial):
-            # Symbolic rows (a dynamic build's seq) are not register-blocked (the tile needs a row
-            # count it divides); walk the rows inside each column tile instead, so consecutive
-            # tiles of a thread reuse one K x tile panel of the weights from cache.
+            # Symbolic rows that could not be padded to the tile (symbolic_rows declined) are not
+            # register-blocked; walk them inside each column tile instead, so consecutive tiles of
+            # a thread reuse one K x tile panel of the weights from cache.
             outer = [v_o] + others
         k_block = None
+        # (not for padded symbolic rows: K-blocking keeps every row's accumulators, seq x width)
         if r_o is not None and len(red) == 1 and sym_row is None:
             # Cache blocking of a deep panel: walk K in chunks, all row tiles per chunk
             # (the accumulators then live in a tile-sized buffer, not in registers).
