@@ -90,13 +90,14 @@ def test_rms_norm_declines_a_symbolic_normalized_dim():
     assert not _changed(make_model(nodes, {"x": [2, "width"]}, {"y": [2, "width"]}), {}, "rewrite_rms_norm", {"width": (1, 32)})
 
 
-def test_pack_dense_weights_declines_symbolic_rows_and_stays_correct():
-    """The packed panel width is chosen from the row count; with symbolic rows the pass declines."""
+def test_pack_dense_weights_packs_symbolic_rows_and_stays_correct():
+    """Symbolic rows are packed too (the panel width is the rule's tile at symbolic_rows.NOMINAL_ROWS;
+    the packed kernel pads the rows to its tile): one build right at lengths around the tile."""
     assert _changed(mlp_model(batch=3), {}, "pack_dense_weights")
     dynamic = mlp_model(batch="batch")
-    assert not _changed(dynamic, {}, "pack_dense_weights", {"batch": (1, 64)})
+    assert _changed(dynamic, {}, "pack_dense_weights", {"batch": (1, 64)})
     model = tvm_autoglm.compile(dynamic, "cpu", 3, dynamic_dims={"batch": (1, 64)})
-    for batch in (1, 5, 64):
+    for batch in (1, 3, 4, 5, 6, 7, 13, 64):
         inputs = {"x": np.random.default_rng(batch).standard_normal((batch, 16)).astype(np.float32), "scale": np.array([0.5], np.float32)}
         assert_close(model.run(inputs), ort_run(dynamic, inputs), FP32_RTOL, FP32_ATOL)
 
@@ -139,8 +140,9 @@ def test_conv_passes_on_symbolic_image_keep_parity():
 
 
 def test_matmul_rule_schedules_symbolic_rows_without_bounds_checks():
-    """x[1, seq, 96] @ W[96, 64] + b: the Matmul rule takes the symbolic-row kernel (rows walked inside each
-    column tile, no predicate in the loop nest) and matches float64 numpy at odd and even lengths."""
+    """x[1, seq, 96] @ W[96, 64] + b: the Matmul rule takes the symbolic-row kernel (rows padded to full
+    register tiles: no predicate in the contraction, one row test in the write-back) and matches float64
+    numpy at odd and even lengths."""
     import tvm
     from tvm import relax, tirx
 
@@ -161,7 +163,15 @@ def test_matmul_rule_schedules_symbolic_rows_without_bounds_checks():
     (kernel,) = [f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)]
     sch, rule = default_schedule(kernel, spec.tvm_target())
     assert rule == "Matmul"
-    assert "T.where" not in sch.mod.script()
+    from schedule_rules.sched_helpers import walk
+
+    import tvm.s_tir.stmt  # noqa: F401  (SBlock, SBlockRealize)
+
+    blocks = {blk.name_hint: blk for blk in walk(sch.mod["main"].body, tvm.s_tir.stmt.SBlock)}
+    realizes = walk(sch.mod["main"].body, tvm.s_tir.stmt.SBlockRealize)
+    predicated = {r.block.name_hint for r in realizes if not (isinstance(r.predicate, tirx.IntImm) and int(r.predicate) == 1)}
+    contraction = {name for name in blocks if name.endswith(("_update", "_init"))}
+    assert contraction and not predicated & contraction, (predicated, contraction)
     scheduled, _ = schedule_module(mod, spec, 3, None, False)
     vm = relax.VirtualMachine(tvm.compile(scheduled, spec.tvm_target()), tvm.cpu())
     for seq in (1, 7, 64, 131):

@@ -188,3 +188,48 @@ def test_quantize_still_finds_every_matmul(mode):
     else:  # ToMixedPrecision: both matmuls get their operands cast (a packed call_tir would get none)
         (note,) = [n for n in q.build.notes if n.startswith("precision: fp16")]
         assert int(re.search(r"(\d+) casts", note).group(1)) >= 4, note
+
+
+def test_symbolic_rows_are_packed_and_match_onnxruntime_at_every_length():
+    """A dynamic build (rows = seq in 1..64): the weights are packed for the rule's symbolic-row
+    tile too (no in-kernel panel copy), and one build matches onnxruntime at 1, tile-1, tile,
+    tile+1, odd and long lengths (fp32 rtol 1e-4 / atol 1e-5)."""
+    import tvm_autoglm
+    from tvm_autoglm.pipeline import schedule
+    from tvm_autoglm.schedule_rules import _common as C
+    from tvm_autoglm.schedule_rules.matmul import tile_candidates
+    from tvm_autoglm.schedule_rules.symbolic_rows import NOMINAL_ROWS
+
+    model = _mlp(rows="seq")
+    from tvm_autoglm.targets import load_target
+
+    built = tvm_autoglm.compile(model, AVX2, 3, input_shapes={"x": [1, (1, 64), 32]})
+    tvm_target = load_target(AVX2).tvm_target()
+    lanes, nregs = C.vector_lanes(tvm_target, "float32"), C.num_vector_registers(tvm_target)
+    mr = tile_candidates(NOMINAL_ROWS, 48, lanes, nregs)[0][0]
+    kernels = {name: f for name, f in prim_funcs(schedule(built.build, None, False).mod).items() if "matmul" in name}
+    assert len(kernels) == 2 and all("packed" in name for name in kernels), kernels.keys()
+    from schedule_rules.sched_helpers import symbolic_tile_structure
+
+    for func in kernels.values():
+        assert _copy_buffers(func) == []
+        # the packed kernel pads its rows itself: full mr-row tiles, no bounds check in the hot loop
+        n = int(func.params[-1].shape[-1])
+        symbolic_tile_structure(func, tvm_target, tile_candidates(NOMINAL_ROWS, n, lanes, nregs)[0][0],
+                                panel_width((1, -1, 32), n, lanes, nregs))
+    rng = np.random.default_rng(3)
+    for rows in (1, mr - 1, mr, mr + 1, 13, 64):
+        x = rng.standard_normal((1, rows, 32)).astype("float32")
+        (expected,) = run_ort(model, {"x": x})
+        np.testing.assert_allclose(built.run(x=x)["y"], expected, rtol=FP32_RTOL, atol=FP32_ATOL, err_msg=f"rows={rows}")
+
+
+def test_symbolic_contraction_dim_is_not_packed():
+    """A symbolic K (the weight's rows) gives no static panel: the pass leaves the matmul alone."""
+    from tvm_autoglm.passes.pack_dense_weights import _row_shape
+
+    seq = tirx.Var("seq", "int64")
+    assert _row_shape(relax.Var("x", relax.TensorType([1, 8, seq], "float32"))) is None
+    assert _row_shape(relax.Var("x", relax.TensorType([1, seq, 8], "float16"))) is None
+    assert _row_shape(relax.Var("x", relax.TensorType([1, seq, 8], "float32"))) == (1, -1, 8)
+    assert panel_width((1, -1, 32), 48, 8, 16) == panel_width((1, 720720, 32), 48, 8, 16)

@@ -17,8 +17,9 @@ register count, rows = the largest leading extent of ``x``), so one column
 tile reads exactly one contiguous panel; the rule recognises the packed read,
 skips its in-kernel copy and keeps its tile to widths dividing the panel.
 
-Where: ``relax.matmul(x, W)`` with a 2-D float32 constant ``W``, static shapes
-and float32 ``x``, in graph-level functions; and the same matmul inside an
+Where: ``relax.matmul(x, W)`` with a 2-D float32 constant ``W`` and float32
+``x`` whose last dim is static (leading dims may be symbolic: a dynamic build's
+rows, tiled as ``symbolic_rows.NOMINAL_ROWS`` like the rule does), in graph-level functions; and the same matmul inside an
 ``autoglm.epilogue_layout`` composite (``fuse_epilogue``: matmul + bias +
 head-split reshape/permute), where ``W`` arrives as a parameter bound to a
 constant at the call site -- the composite is specialised to take the packed
@@ -55,12 +56,28 @@ def _target_params() -> tuple[int, int]:
     return C.vector_lanes(target, "float32"), C.num_vector_registers(target)
 
 
+#: A symbolic dim in the shapes :func:`_row_shape` returns.
+SYMBOLIC = -1
+
+
 def _static_shape(expr) -> tuple[int, ...] | None:
     """The static shape of a float32 tensor, else None: the packed kernels are float32 only."""
     ty = expr.ty
     if not isinstance(ty, relax.TensorType) or ty.dtype != "float32":
         return None
     return static_shape(expr)
+
+
+def _row_shape(expr) -> tuple[int, ...] | None:
+    """A float32 activation's shape with symbolic leading dims as ``SYMBOLIC``; None when its rank
+    is unknown or its last (contraction) dim is not a number."""
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.dtype != "float32" or ty.shape is None or not hasattr(ty.shape, "values"):
+        return None
+    dims = [int(d) if isinstance(d, (int, tvm.tirx.IntImm)) else SYMBOLIC for d in ty.shape.values]
+    if not dims or dims[-1] == SYMBOLIC:
+        return None
+    return tuple(dims)
 
 
 def panel_width(x_shape: tuple[int, ...], n: int, lanes: int, nregs: int, segment: int | None = None) -> int | None:
@@ -71,8 +88,12 @@ def panel_width(x_shape: tuple[int, ...], n: int, lanes: int, nregs: int, segmen
     (``C.epilogue_covers_tile``), so it takes the best tile whose width divides it.
     """
     from ..schedule_rules.matmul import tile_candidates
+    from ..schedule_rules.symbolic_rows import NOMINAL_ROWS
 
+    # The rule's row axis: the longest static one, else a symbolic one (tiled as NOMINAL_ROWS).
     rows = [d for d in x_shape[:-1] if d > 1]
+    if not rows and SYMBOLIC in x_shape[:-1]:
+        rows = [NOMINAL_ROWS]
     for _, nv, lane in tile_candidates(max(rows) if rows else 1, n, lanes, nregs):
         width = nv * lane
         if lane >= 4 and n % width == 0 and (segment is None or segment % width == 0):
@@ -86,21 +107,70 @@ def packed_weight(weight: np.ndarray, width: int) -> np.ndarray:
     return np.ascontiguousarray(weight.reshape(k, n // width, width).transpose(1, 0, 2))
 
 
-def matmul_packed_te(x: te.Tensor, wp: te.Tensor) -> te.Tensor:
-    """``x[..., K] @ W[K, N]`` reading the panel-packed ``wp[N / width, K, width]``."""
+def symbolic_pad_rows(x_shape: tuple[int, ...] | None, n: int, width: int, lanes: int, nregs: int) -> int:
+    """Rows the packed kernel pads its symbolic row axis to a multiple of (1: no padding).
+
+    Only when the rule would tile a symbolic row axis (no static row > 1): the ``mr`` of the
+    rule's best tile of this ``width`` at ``symbolic_rows.NOMINAL_ROWS`` rows. The padded rows
+    let the rule split them by ``mr`` exactly (``schedule_rules/symbolic_rows.py``); TVM's
+    ``pad_einsum`` cannot do that inside the kernel because the packed index is not an iterator.
+    """
+    from ..schedule_rules.matmul import tile_candidates
+    from ..schedule_rules.symbolic_rows import NOMINAL_ROWS
+
+    if x_shape is None or SYMBOLIC not in x_shape[:-1] or any(d > 1 for d in x_shape[:-1]):
+        return 1
+    for mr, nv, lane in tile_candidates(NOMINAL_ROWS, n, lanes, nregs):
+        if nv * lane == width:
+            return mr
+    return 1
+
+
+def matmul_packed_te(x: te.Tensor, wp: te.Tensor, pad_rows: int = 1) -> te.Tensor:
+    """``x[..., K] @ W[K, N]`` reading the panel-packed ``wp[N / width, K, width]``.
+
+    ``pad_rows > 1``: the innermost symbolic leading axis (rows) is computed over
+    ``ceildiv(rows, pad_rows) * pad_rows`` rows from a zero-padded copy of ``x``, and only
+    the real rows are copied out (the copy is inlined into the fused epilogue).
+    """
     blocks, k_extent, width = (int(d) for d in wp.shape)
     k = te.reduce_axis((0, k_extent), name="k")
-    lead = [int(d) for d in x.shape[:-1]]
-    return te.compute(
-        (*lead, blocks * width),
-        lambda *i: te.sum(x[(*i[:-1], k)] * wp[i[-1] // width, k, i[-1] % width], axis=k),
-        name="matmul",
+    lead = list(x.shape[:-1])  # symbolic rows stay symbolic
+    symbolic = [i for i, d in enumerate(lead) if not isinstance(d, (int, tvm.tirx.IntImm))]
+    if pad_rows <= 1 or not symbolic:
+        return te.compute(
+            (*lead, blocks * width),
+            lambda *i: te.sum(x[(*i[:-1], k)] * wp[i[-1] // width, k, i[-1] % width], axis=k),
+            name="matmul",
+        )
+    axis = symbolic[-1]
+    rows = lead[axis]
+    padded = list(lead)
+    padded[axis] = tvm.tirx.floordiv(rows + (pad_rows - 1), pad_rows) * pad_rows
+    zero = tvm.tirx.const(0, x.dtype)
+    x_pad = te.compute(
+        (*padded, k_extent),
+        lambda *i: tvm.tirx.if_then_else(i[axis] < rows, x[i], zero),
+        name="x_pad",
     )
+    acc = te.compute(
+        (*padded, blocks * width),
+        lambda *i: te.sum(x_pad[(*i[:-1], k)] * wp[i[-1] // width, k, i[-1] % width], axis=k),
+        name="matmul_pad",
+    )
+    return te.compute((*lead, blocks * width), lambda *i: acc[i], name="matmul")
 
 
-def _packed_call(builder: relax.BlockBuilder, x, wp) -> relax.Call:
+def _packed_call(builder: relax.BlockBuilder, x, wp, pad_rows: int = 1) -> relax.Call:
     """``call_tir`` of the packed matmul kernel (added to the module once per shape)."""
+    if pad_rows > 1:
+        return builder.call_te(matmul_packed_te, x, wp, pad_rows=pad_rows, primfunc_name_hint="matmul_packed")
     return builder.call_te(matmul_packed_te, x, wp, primfunc_name_hint="matmul_packed")
+
+
+def _pad_rows(x, wp, lanes: int, nregs: int) -> int:
+    blocks, _, width = (int(d) for d in wp.ty.shape.values) if hasattr(wp.ty.shape, "values") else (0, 0, 0)
+    return symbolic_pad_rows(_row_shape(x), blocks * width, width, lanes, nregs) if width else 1
 
 
 def _is_matmul(call) -> bool:
@@ -125,7 +195,8 @@ class _InnerPacker(relax.PyExprMutator):
     def visit_call_(self, call):  # noqa: D102 - visitor hook
         call = super().visit_call_(call)
         if _is_matmul(call) and call.args[1].same_as(self.param):
-            return _packed_call(self.outer, call.args[0], self.new_param)
+            pad = _pad_rows(call.args[0], self.new_param, self.lanes, self.nregs)
+            return _packed_call(self.outer, call.args[0], self.new_param, pad)
         return call
 
 
@@ -163,13 +234,13 @@ class _Packer(relax.PyExprMutator):
         weight = _weight(call.args[1])
         if weight is None or not _fp32_out(call):
             return call
-        x_shape = _static_shape(call.args[0])
+        x_shape = _row_shape(call.args[0])
         width = self._width(x_shape, weight)
         if width is None:
             return call
         wp = self._packed_const(call.args[1], width)
         self.packed += 1
-        return _packed_call(self.builder_, call.args[0], wp)
+        return _packed_call(self.builder_, call.args[0], wp, _pad_rows(call.args[0], wp, self.lanes, self.nregs))
 
     def _rewrite_composite_call(self, call):
         gv = call.op
@@ -189,7 +260,7 @@ class _Packer(relax.PyExprMutator):
             uses = _uses(func, param)
             if not uses or not all(_is_matmul(u) and u.args[1].same_as(param) and not u.args[0].same_as(param) and _fp32_out(u) for u in uses):
                 continue
-            shapes = {_static_shape(u.args[0]) for u in uses}
+            shapes = {_row_shape(u.args[0]) for u in uses}
             segment = _head_width(func, int(weight.shape[1]))
             widths = {self._width(s, weight, segment) for s in shapes}
             if len(widths) != 1 or None in widths:
@@ -227,8 +298,8 @@ def _head_width(func: relax.Function, n: int) -> int | None:
         for binding in block.bindings:
             value = binding.value
             if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.reshape":
-                src, dst = _static_shape(value.args[0]), _static_shape(value)
-                if src and dst and src[-1] == n and dst[-1] != n:
+                src, dst = _row_shape(value.args[0]), _row_shape(value)
+                if src and dst and src[-1] == n and 0 < dst[-1] != n:
                     widths.append(dst[-1])
     return math.gcd(*widths) if widths else None
 

@@ -30,7 +30,10 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.target import Target
 
+from dataclasses import replace
+
 from . import _common as C
+from . import symbolic_rows
 from .contraction import Contraction, analyze_contraction, is_pad
 from .conv import conv_rows, schedule_conv
 from .elementwise import schedule_spatial_block
@@ -106,6 +109,14 @@ class Matmul(C.CPURule):
             return self._schedule(func, target, 0, fuse_epilogue=False, choices=choices)
 
     def _schedule(self, func: tirx.PrimFunc, target: Target, rank: int, fuse_epilogue: bool, choices=None):
+        # Symbolic rows are first tried padded to a multiple of the tile (symbolic_rows); where TVM
+        # refuses a step of that, the schedule starts over with the 1-row walk.
+        try:
+            return self._schedule_once(func, target, rank, fuse_epilogue, choices, pad_rows=True)
+        except symbolic_rows.NotPadded:
+            return self._schedule_once(func, target, rank, fuse_epilogue, choices, pad_rows=False)
+
+    def _schedule_once(self, func: tirx.PrimFunc, target: Target, rank: int, fuse_epilogue: bool, choices, pad_rows: bool):
         # ``choices`` (tuning/rule_space.py) turns the fixed choices below into recorded
         # decisions: ``choices.pick(name, n_options, default)`` returns the option to use.
         # Without it every choice is its default, which is the rule's schedule.
@@ -158,20 +169,45 @@ class Matmul(C.CPURule):
         if len(loops) != len(block.iter_vars):
             return None
         extents = [C.const_extent(sch, lp) for lp in loops]
+        sym_row = symbolic_rows.row_axis(block, ana, extents) if ana.row is None and pad_rows else None
         if extents[ana.vec] is None or (ana.row is not None and extents[ana.row] is None):
             return None
 
         lanes = C.vector_lanes(target, ana.dtype)
         nregs = C.num_vector_registers(target)
-        row_extent = extents[ana.row] if ana.row is not None else 1
+        if sym_row is not None:
+            row_extent = symbolic_rows.NOMINAL_ROWS
+        else:
+            row_extent = extents[ana.row] if ana.row is not None else 1
         tiles = tile_candidates(row_extent, extents[ana.vec], lanes, nregs)
         if ana.panel is not None:
             # Pre-packed operand: tile columns that nest with its panels keep the packed
             # index affine (n // W, n % W fold away), so the vector loads stay contiguous.
             tiles = [t for t in tiles if ana.panel % (t[1] * t[2]) == 0 or (t[1] * t[2]) % ana.panel == 0] or tiles
+        padded_by = None
+        if sym_row is not None:
+            # rows a kernel already padded (pack_dense_weights' packed kernel): only tiles whose
+            # mr divides the padded count, so no pad_einsum (which refuses a packed operand)
+            row_dom = sch.get(loops[sym_row]).extent
+            exact = [t for t in tiles if t[0] > 1 and symbolic_rows.is_exact_multiple(row_dom, t[0])]
+            if exact:
+                tiles, padded_by = exact, row_dom
         rank = pick("tile", len(tiles), min(rank, len(tiles) - 1))
         mr, nv, lane = tiles[rank]
         last_tile = rank >= len(tiles) - 1
+        if sym_row is not None and mr > 1 and padded_by is not None:
+            ana = replace(ana, row=sym_row)
+        elif sym_row is not None and mr > 1:
+            main, consumers = symbolic_rows.pad_rows(sch, main.block_rv, sym_row, mr, consumers)
+            for pad in symbolic_rows.padded_producers(sch, main.block_rv):
+                schedule_spatial_block(sch, pad, target)
+            block = sch.get(main.block_rv)
+            ana = replace(ana, row=sym_row)
+            loops = sch.get_loops(main.block_rv)
+            if not symbolic_rows.is_exact_multiple(sch.get(loops[sym_row]).extent, mr):
+                raise symbolic_rows.NotPadded("padded rows not provably a multiple of the tile")
+        elif sym_row is not None:
+            sym_row = None
 
         # Split the vector axis into (outer, nv, lane) and the row axis into (outer, mr).
         v_o, v_n, v_l = sch.split(loops[ana.vec], factors=[None, nv, lane])
@@ -183,12 +219,13 @@ class Matmul(C.CPURule):
         red = [loops[i] for i in ana.reduce]
         outer = others + [v_o]
         if ana.row is None and any(extents[i] is None for i in ana.spatial):
-            # Symbolic rows (a dynamic build's seq) are not register-blocked (the tile needs a row
-            # count it divides); walk the rows inside each column tile instead, so consecutive
-            # tiles of a thread reuse one K x tile panel of the weights from cache.
+            # Symbolic rows that could not be padded to the tile (symbolic_rows declined) are not
+            # register-blocked; walk them inside each column tile instead, so consecutive tiles of
+            # a thread reuse one K x tile panel of the weights from cache.
             outer = [v_o] + others
         k_block = None
-        if r_o is not None and len(red) == 1:
+        # (not for padded symbolic rows: K-blocking keeps every row's accumulators, seq x width)
+        if r_o is not None and len(red) == 1 and sym_row is None:
             # Cache blocking of a deep panel: walk K in chunks, all row tiles per chunk
             # (the accumulators then live in a tile-sized buffer, not in registers).
             depth = extents[ana.reduce[0]] or 0
