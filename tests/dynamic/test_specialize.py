@@ -76,3 +76,27 @@ def test_pick_function_needs_every_dim_equal():
 def test_specialize_on_a_static_build_is_refused():
     with pytest.raises(InputError, match="not a symbolic dim"):
         tvm_autoglm.compile(mlp_model(batch=2), "cpu", 1, specialize={"batch": [2]})
+
+
+def test_timing_harness_times_the_variant_run_would_call(specialised, tmp_path, monkeypatch):
+    """``bench``/``ab`` time a dynamic build through ``session_candidate`` / ``tvm_candidate``: they
+    used to check inputs against the raw specs (a KeyError on the symbolic dim) and always call
+    ``main``; they must check like ``run`` and time the same variant ``run`` dispatches to."""
+    from tvm_autoglm.measure.candidates import tvm_candidate
+    from tvm_autoglm.measure.harness import session_candidate
+    from tvm_autoglm.runtime.session import Session
+
+    proto, model = specialised
+    path = tmp_path / "dyn.so"
+    model.export(str(path))
+    chosen = []
+    real = Session.function_for
+    monkeypatch.setattr(Session, "function_for", lambda self, arrays: chosen.append(real(self, arrays)) or chosen[-1])
+    for batch, function in ((12, "main__batch_12"), (5, "main")):
+        inputs = _inputs(batch)
+        for prepare in (lambda: session_candidate("ours", model, inputs), lambda: tvm_candidate(str(path), inputs)):
+            chosen.clear()
+            prepared = prepare()  # the timed function is picked once, when the candidate is prepared
+            prepared.candidate.run()
+            assert chosen == [function]
+            assert_close(prepared.outputs(), ort_run(proto, inputs), FP32_RTOL, FP32_ATOL)

@@ -29,12 +29,13 @@ class Prepared:
 def tvm_candidate(path: str, inputs: dict, name: str | None = None) -> Prepared:
     """A compiled ``.so``/``.glm``; inputs are validated against its manifest."""
     from ..native_log import quiet_native_stderr
-    from ..runtime import Session, validate_inputs
+    from ..runtime import Session
 
     with quiet_native_stderr():
         session = Session.open(path)
-    arrays = session._to_device(validate_inputs(inputs, session.input_specs))
-    fn, dev = session.vm["main"], session.device
+    checked = session._checked(inputs)  # the session's own check: symbolic dims within the manifest's ranges
+    arrays = session._to_device(checked)
+    fn, dev = session.vm[session.function_for(checked)], session.device  # a --specialize variant where one fits
 
     def run():
         fn(*arrays)

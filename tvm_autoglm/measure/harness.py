@@ -86,11 +86,10 @@ def session_candidate(name: str, session, inputs: dict, detail: str = "") -> Pre
     Only the VM call and a device sync are timed, as for an exported artifact
     (:func:`candidates.tvm_candidate`), never input conversion.
     """
-    from ..runtime import validate_inputs
-
     session = getattr(session, "_session", session)  # a CompiledModel wraps its Session
-    arrays = session._to_device(validate_inputs(inputs, session.input_specs))
-    fn, dev = session.vm["main"], session.device
+    checked = session._checked(inputs)  # the session's own check: symbolic dims within the manifest's ranges
+    arrays = session._to_device(checked)
+    fn, dev = session.vm[session.function_for(checked)], session.device  # a --specialize variant where one fits
 
     def run():
         fn(*arrays)

@@ -103,8 +103,9 @@ def profile_session(session, inputs: dict, repeat: int = 10, warmup: int = 2, pe
     """Per-kernel times of ``session`` (a runtime.Session) on ``inputs``, mean over clean runs."""
     run_filter = run_filter or CleanRunFilter()
     # the session's own check: a dynamic build's symbolic dims are bounded by its manifest ranges
-    arrays = session._to_device(session._checked(inputs))
-    main = session.vm["main"]
+    checked = session._checked(inputs)
+    arrays = session._to_device(checked)
+    main = session.vm[session.function_for(checked)]  # what run() calls: a --specialize variant where one fits
     device = session.device
 
     plain = []
