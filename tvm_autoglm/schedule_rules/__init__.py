@@ -8,6 +8,8 @@ give each kernel a reasonable schedule at compile time, without search:
 rule                      kernels
 ========================  ======================================================
 :class:`Int8MatmulAVX2`   int8 matmuls packed for vpmaddwd (``--quantize int8``)
+:class:`Gemv`             one-row fp32 matmuls against a weight (LLM decode):
+                          streamed at memory bandwidth, epilogue fused
 :class:`Matmul`           matmul, dense, batch matmul, conv2d (+ fused epilogue)
 :class:`Reduction`        softmax, layer_norm, rms_norm, mean/sum over last axes
 :class:`Pool`             pooling, reductions over a non-trailing axis
@@ -39,12 +41,13 @@ from ..ir_utils import copy_module, is_scheduled
 from .bf16_stores import serialize_bf16_constant_stores
 from .elementwise import Elementwise
 from .fallback import Fallback
+from .gemv import Gemv
 from .int8_matmul import Int8MatmulAVX2
 from .matmul import Matmul
 from .pool import Pool
 from .reduction import Reduction
 
-__all__ = ["AttentionCPU", "DEFAULT_RULES", "default_schedule", "Elementwise", "Fallback", "Int8MatmulAVX2", "Matmul", "Pool", "Reduction", "apply_default_schedules", "schedule_func"]
+__all__ = ["AttentionCPU", "DEFAULT_RULES", "default_schedule", "Elementwise", "Fallback", "Gemv", "Int8MatmulAVX2", "Matmul", "Pool", "Reduction", "apply_default_schedules", "schedule_func"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -54,7 +57,9 @@ from .attention import AttentionCPU  # noqa: E402  (fused matmul-softmax-matmul 
 # single-pattern rules (layer_norm's mean/variance pair belongs to Reduction).
 # Int8MatmulAVX2 claims only the packed int16 (vpmaddwd) matmuls of --quantize int8; it must come
 # before Matmul, which would otherwise take them with a generic (7x slower) schedule.
-DEFAULT_RULES = (Int8MatmulAVX2(), Matmul(), Reduction(), Pool(), AttentionCPU(), Elementwise(), Fallback())
+# Gemv claims only one-row fp32 matmuls (decode); Matmul would register-block them for reuse that
+# one row does not have.
+DEFAULT_RULES = (Int8MatmulAVX2(), Gemv(), Matmul(), Reduction(), Pool(), AttentionCPU(), Elementwise(), Fallback())
 
 
 STRICT_ENV = "AUTOGLM_STRICT_RULES"
