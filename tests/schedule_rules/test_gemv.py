@@ -283,3 +283,61 @@ def test_claims_the_decode_matmuls_of_a_tiny_gpt_neox_generator(tmp_path, target
     gemv = sorted(name for name, rule in rules.items() if rule == "Gemv")
     matmuls = sorted(name for name in called if "matmul" in name and "softmax" not in name)
     assert gemv == matmuls and len(gemv) == 5, rules
+
+
+# --- through the graph passes: pack_dense_weights (zero-padded panels for one-row heads) + the rules ---
+
+
+def _one_row_model(k: int, n: int, lead: tuple, bias: bool, seed: int):
+    """Relax ``x[*lead, k] @ W (+ b)`` with constant W / b, and the float64 numpy reference."""
+    from tvm import relax
+
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    x = rng.standard_normal((*lead, k)).astype(np.float32)
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType((*lead, k), "float32"))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            out = bb.emit(relax.op.matmul(xv, relax.const(w)))
+            if bias:
+                out = bb.emit(relax.op.add(out, relax.const(b)))
+            out = bb.emit_output(out)
+        bb.emit_func_output(out)
+    expected = x.astype(np.float64) @ w.astype(np.float64) + (b if bias else 0.0)
+    return bb.get(), x, expected
+
+
+@pytest.mark.parametrize("k,n,lead,bias", [(64, 50, (1, 1), False), (33, 1001, (1,), True), (48, 17, (1, 1, 1), True), (40, 3, (1,), False)])
+def test_odd_columns_through_the_packing_pass(target, k, n, lead, bias):
+    """N not a whole number of vectors: one-row weights are zero-padded to whole panels and Gemv takes them
+    (N = 3 is under one vector: left unpacked, to Matmul); same numbers as float64 numpy."""
+    from tvm import relax
+
+    from tvm_autoglm.passes.pack_dense_weights import pack_dense_weights
+    from tvm_autoglm.schedule_rules import apply_default_schedules
+
+    from sched_helpers import prim_funcs, run
+
+    mod, x, expected = _one_row_model(k, n, lead, bias, seed=n)
+    with target:
+        mod = pack_dense_weights()(mod)
+    fused = relax.get_pipeline("zero")(mod)
+    rules = {name: schedule_func(f, target, kernel=name)[1] for name, f in prim_funcs(fused).items()}
+    lanes = C.vector_lanes(target, "float32")
+    assert ("Gemv" in rules.values()) == (n >= lanes), rules
+    got = run(apply_default_schedules(fused, target), target, [x])
+    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=_atol(k))
+
+
+def test_padded_panels_only_for_one_row(target):
+    from tvm_autoglm.passes.pack_dense_weights import padded_one_row_width, panel_width
+
+    assert panel_width((1, 1, 64), 50257, 8, 16) is None  # no vector tile divides 50257
+    assert padded_one_row_width((1, 1, 64), 50257, 8) == 32
+    assert padded_one_row_width((1, 2, 64), 50257, 8) is None  # two rows: Matmul's business, unchanged
+    assert padded_one_row_width((1, 64), 5, 8) is None  # under one vector: nothing to stream in panels
+    w = np.arange(3 * 5, dtype=np.float32).reshape(3, 5)
+    p = packed_weight(w, 4)
+    assert p.shape == (2, 3, 4) and p[1, 2, 0] == w[2, 4] and not p[1, :, 1:].any()
