@@ -141,12 +141,16 @@ def _lowers(func: tirx.PrimFunc, target: Target) -> bool:
         return False
 
 
-def apply_default_schedules(mod: tvm.IRModule, target: Target, rules=DEFAULT_RULES) -> tvm.IRModule:
+def apply_default_schedules(mod: tvm.IRModule, target: Target, rules=None) -> tvm.IRModule:
     """Schedule every unscheduled PrimFunc in ``mod`` for the CPU ``target``.
 
     Returns a new module; ``mod`` itself is not modified. Non-CPU targets get
-    the module back unchanged (copied).
+    the module back unchanged (copied). ``rules`` defaults to ``DEFAULT_RULES`` as it is
+    at call time, so a benchmark can build the same model with one rule left out
+    (``benchmarks/bench_generate.py --ab-without-rule``).
     """
+    if rules is None:
+        rules = DEFAULT_RULES
     if isinstance(target, dict):
         target = Target(target)
     new_mod = copy_module(mod)
