@@ -341,3 +341,18 @@ def test_padded_panels_only_for_one_row(target):
     w = np.arange(3 * 5, dtype=np.float32).reshape(3, 5)
     p = packed_weight(w, 4)
     assert p.shape == (2, 3, 4) and p[1, 2, 0] == w[2, 4] and not p[1, :, 1:].any()
+
+
+@pytest.mark.parametrize("k,n,panel,epilogue", [(64, 96, 32, "bias_gelu"), (33, 72, 24, ""), (35, 40, 0, "bias_add")])
+def test_trace_replays_exactly(target, k, n, panel, epilogue):
+    """tuning/baseline.py commits a rule's trace as the record to beat: it must replay to the same kernel."""
+    from tvm import s_tir
+
+    from tvm_autoglm.schedule_rules import default_schedule
+
+    func = _kernel(k, n, panel, epilogue=epilogue)
+    sch, rule = default_schedule(func, target)
+    assert rule == "Gemv"
+    replayed = s_tir.Schedule(tvm.IRModule({"main": func}))
+    sch.trace.apply_to_schedule(replayed, remove_postproc=False)
+    tvm.ir.assert_structural_equal(replayed.mod["main"], sch.mod["main"])
