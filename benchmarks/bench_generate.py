@@ -15,7 +15,7 @@ torch: the same transformers model with its own DynamicCache (``model.generate``
 Memory-bandwidth limit: a decode step reads every matmul weight once
 (``generate/weight_bytes.py``, counted from the ONNX graph), so tokens/s <= read bandwidth /
 weight bytes; the bandwidth is measured here, with the bench's threads
-(``measure/bandwidth.py``, before and after the runs: the median of both is used), and
+(``measure/bandwidth.py``, before the runs and after every round: the median is used), and
 each engine's decode is reported as a % of that limit.
 ``--ab-without-rule Gemv`` also builds the generator with that default schedule rule left
 out and times both builds interleaved (round by round) in this process: before / after.
@@ -35,14 +35,22 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def run_interleaved(steppers: dict, prompt, new, repeat):
-    """name -> (prefill ms, decode tok/s, tokens): medians over ``repeat`` rounds, one generation per engine per round."""
+def run_interleaved(steppers: dict, prompt, new, repeat, between=None):
+    """name -> (prefill ms, decode tok/s, tokens): medians over ``repeat`` rounds, one generation per engine per round.
+
+    Every other round runs the engines in reverse order (on a shared machine whoever runs first
+    or last in a round would otherwise always meet the same neighbours); ``between()`` runs after
+    each round (the bandwidth measurement, so that it samples the same load as the engines).
+    """
     from tvm_autoglm.generate.timing import time_generation
 
     runs = {name: [] for name in steppers}
-    for _ in range(max(1, int(repeat))):
-        for name, stepper in steppers.items():
-            runs[name].append(time_generation(stepper, prompt, new, 1))
+    for round_ in range(max(1, int(repeat))):
+        order = list(steppers) if round_ % 2 == 0 else list(reversed(steppers))
+        for name in order:
+            runs[name].append(time_generation(steppers[name], prompt, new, 1))
+        if between is not None:
+            between()
     return {name: (statistics.median(r["prefill_ms"] for r in results), statistics.median(r["decode_tokens_per_s"] for r in results),
                    results[-1]["tokens"]) for name, results in runs.items()}
 
@@ -143,7 +151,8 @@ def main() -> int:
             steppers = {f"w/o {args.ab_without_rule}": CompiledStepper(before._session), **steppers}
         if "ort" in peers:
             steppers["onnxruntime"] = OrtStepper(path, threads=args.threads)
-        timed = run_interleaved(steppers, prompt, args.new, args.repeat)
+        timed = run_interleaved(steppers, prompt, args.new, args.repeat,
+                                between=lambda: bandwidth.append(measure_read_bandwidth(args.threads, repeats=5)["gb_per_s"]))
         rows = [(name, *timed[name]) for name in steppers]
         if "torch" in peers:
             rows.append(("torch eager", *run_torch(args.model, args.size, prompt, args.new, args.repeat, args.threads)))
@@ -155,7 +164,7 @@ def main() -> int:
           f"{args.threads} threads, compile {compile_s:.0f} s")
     print(f"decode reads {weight_bytes / 1e6:.1f} MB of matmul weights per token (+ {cache_bytes / 1e6:.1f} MB KV cache at "
           f"{max_context} slots); read bandwidth {gb_s:.1f} GB/s ({args.threads} threads, median of "
-          f"{'/'.join(f'{b:.1f}' for b in bandwidth)} before/after) -> limit {limit:.1f} tok/s")
+          f"{'/'.join(f'{b:.1f}' for b in bandwidth)}: before, after each round, after) -> limit {limit:.1f} tok/s")
     print(f"{'engine':12s} {'prefill ms':>10s} {'decode tok/s':>12s} {'% of limit':>10s}  same greedy tokens as onnxruntime")
     for name, prefill_ms, tok_s, tokens in rows:
         print(f"{name:12s} {prefill_ms:10.1f} {tok_s:12.1f} {100 * tok_s / limit:9.0f}%  {list(tokens) == list(ref)}")
