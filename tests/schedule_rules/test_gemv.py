@@ -309,10 +309,10 @@ def _one_row_model(k: int, n: int, lead: tuple, bias: bool, seed: int):
     return bb.get(), x, expected
 
 
-@pytest.mark.parametrize("k,n,lead,bias", [(64, 50, (1, 1), False), (33, 1001, (1,), True), (48, 17, (1, 1, 1), True), (40, 3, (1,), False)])
+@pytest.mark.parametrize("k,n,lead,bias", [(64, 50, (1, 1), False), (33, 1001, (1,), True), (48, 17, (1, 1, 1), True), (40, 3, (1,), False), (40, 1, (1,), True)])
 def test_odd_columns_through_the_packing_pass(target, k, n, lead, bias):
     """N not a whole number of vectors: one-row weights are zero-padded to whole panels and Gemv takes them
-    (N = 3 is under one vector: left unpacked, to Matmul); same numbers as float64 numpy."""
+    (N = 3 and N = 1 are under one vector: left unpacked, to Matmul); same numbers as float64 numpy."""
     from tvm import relax
 
     from tvm_autoglm.passes.pack_dense_weights import pack_dense_weights
