@@ -16,7 +16,7 @@ import tvm
 from tvm import te, tirx
 
 from tvm_autoglm.passes.pack_dense_weights import matmul_packed_te, packed_weight
-from tvm_autoglm.schedule_rules import DEFAULT_RULES, Gemv, Matmul, schedule_func
+from tvm_autoglm.schedule_rules import DEFAULT_RULES, Gemv, schedule_func
 from tvm_autoglm.schedule_rules import _common as C
 from tvm_autoglm.schedule_rules.gemv import FMAS_IN_FLIGHT, plan_gemv
 from tvm_autoglm.targets import load_target
