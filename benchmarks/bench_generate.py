@@ -11,6 +11,14 @@ whether its greedy tokens equal onnxruntime's. Engines run one after another wit
 (``passes/decode_attention``), so a larger max context costs little decode time.
 torch: the same transformers model with its own DynamicCache (``model.generate`` greedy,
 ``torch.set_num_threads(--threads)``).
+
+Memory-bandwidth limit: a decode step reads every matmul weight once
+(``generate/weight_bytes.py``, counted from the ONNX graph), so tokens/s <= read bandwidth /
+weight bytes; the bandwidth is measured here, with the bench's threads
+(``measure/bandwidth.py``, before the runs and after every round: the median is used), and
+each engine's decode is reported as a % of that limit.
+``--ab-without-rule Gemv`` also builds the generator with that default schedule rule left
+out and times both builds interleaved (round by round) in this process: before / after.
 """
 
 from __future__ import annotations
@@ -27,11 +35,38 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def run_loop(stepper, prompt, new, repeat):
+def run_interleaved(steppers: dict, prompt, new, repeat, between=None):
+    """name -> (prefill ms, decode tok/s, tokens): medians over ``repeat`` rounds, one generation per engine per round.
+
+    Every other round runs the engines in reverse order (on a shared machine whoever runs first
+    or last in a round would otherwise always meet the same neighbours); ``between()`` runs after
+    each round (the bandwidth measurement, so that it samples the same load as the engines).
+    """
     from tvm_autoglm.generate.timing import time_generation
 
-    result = time_generation(stepper, prompt, new, repeat)
-    return result["prefill_ms"], result["decode_tokens_per_s"], result["tokens"]
+    runs = {name: [] for name in steppers}
+    for round_ in range(max(1, int(repeat))):
+        order = list(steppers) if round_ % 2 == 0 else list(reversed(steppers))
+        for name in order:
+            runs[name].append(time_generation(steppers[name], prompt, new, 1))
+        if between is not None:
+            between()
+    return {name: (statistics.median(r["prefill_ms"] for r in results), statistics.median(r["decode_tokens_per_s"] for r in results),
+                   results[-1]["tokens"]) for name, results in runs.items()}
+
+
+def compile_without_rule(path, rule: str, **kwargs):
+    """The generator built with the default schedule rule ``rule`` left out (the 'before' of an A/B)."""
+    from unittest import mock
+
+    import tvm_autoglm
+    from tvm_autoglm import schedule_rules
+
+    rules = tuple(r for r in schedule_rules.DEFAULT_RULES if type(r).__name__ != rule)
+    if len(rules) == len(schedule_rules.DEFAULT_RULES):
+        raise SystemExit(f"--ab-without-rule: no default rule named {rule}")
+    with mock.patch.object(schedule_rules, "DEFAULT_RULES", rules):
+        return tvm_autoglm.compile(path, **kwargs)
 
 
 def run_torch(arch, size, prompt, new, repeat, threads):
@@ -70,6 +105,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--vs", action="append", default=[], choices=["ort", "torch"], help="peers (default: ort and torch)")
+    parser.add_argument("--ab-without-rule", default=None, metavar="RULE",
+                        help="also time a build without this default schedule rule (e.g. Gemv), interleaved")
+    parser.add_argument("--prebuilt", action="append", default=[], metavar="LABEL=PATH",
+                        help="also time this generator artifact (.so from `compile --generate` of the same zoo model), interleaved")
+    parser.add_argument("--skip-compile", action="store_true", help="time only --prebuilt artifacts and the peers")
     args = parser.parse_args()
     import os
 
@@ -83,22 +123,51 @@ def main() -> int:
     max_context = args.max_context or args.prompt + args.new
     chunk = args.prefill_chunk if args.prefill_chunk is not None else args.prompt
     prompt = np.random.default_rng(0).integers(0, causal_lm.config(args.model, args.size).vocab_size, args.prompt).tolist()
+    from tvm_autoglm.generate.weight_bytes import kv_cache_bytes, matmul_weight_bytes
+    from tvm_autoglm.measure.bandwidth import measure_read_bandwidth, tokens_per_s_limit
+
+    bandwidth = [measure_read_bandwidth(args.threads)["gb_per_s"]]
     with tempfile.TemporaryDirectory() as tmp:
         path = causal_lm.export(args.model, args.size, Path(tmp) / "m.onnx")
-        t = time.perf_counter()
-        model = tvm_autoglm.compile(path, generate=True, max_context=max_context, prefill_chunk=chunk)
-        compile_s = time.perf_counter() - t
-        rows = [("tvm_autoglm", *run_loop(CompiledStepper(model._session), prompt, args.new, args.repeat))]
+        import onnx
+
+        weight_bytes = matmul_weight_bytes(onnx.load(str(path)))
+        layers, kv_heads, head_dim = causal_lm.cache_shape(args.model, args.size)
+        cache_bytes = kv_cache_bytes(layers, kv_heads, head_dim, max_context)
+        options = dict(generate=True, max_context=max_context, prefill_chunk=chunk)
+        from tvm_autoglm import runtime
+
+        steppers, compile_s = {}, 0.0
+        for item in args.prebuilt:
+            label, _, artifact = item.partition("=")
+            steppers[label] = CompiledStepper(runtime.load(artifact))
+        if not args.skip_compile:
+            t = time.perf_counter()
+            model = tvm_autoglm.compile(path, **options)
+            compile_s = time.perf_counter() - t
+            steppers["tvm_autoglm"] = CompiledStepper(model._session)
+        if args.ab_without_rule:
+            before = compile_without_rule(path, args.ab_without_rule, **options)
+            steppers = {f"w/o {args.ab_without_rule}": CompiledStepper(before._session), **steppers}
         if "ort" in peers:
-            rows.append(("onnxruntime", *run_loop(OrtStepper(path, threads=args.threads), prompt, args.new, args.repeat)))
+            steppers["onnxruntime"] = OrtStepper(path, threads=args.threads)
+        timed = run_interleaved(steppers, prompt, args.new, args.repeat,
+                                between=lambda: bandwidth.append(measure_read_bandwidth(args.threads, repeats=5)["gb_per_s"]))
+        rows = [(name, *timed[name]) for name in steppers]
         if "torch" in peers:
             rows.append(("torch eager", *run_torch(args.model, args.size, prompt, args.new, args.repeat, args.threads)))
+    bandwidth.append(measure_read_bandwidth(args.threads)["gb_per_s"])
+    gb_s = statistics.median(bandwidth)
+    limit = tokens_per_s_limit(weight_bytes, gb_s)
     ref = next((r[3] for r in rows if r[0] == "onnxruntime"), rows[0][3])
     print(f"{args.model} {args.size}: prompt {args.prompt}, {args.new} new, max context {max_context}, prefill chunk {chunk}, "
           f"{args.threads} threads, compile {compile_s:.0f} s")
-    print(f"{'engine':12s} {'prefill ms':>10s} {'decode tok/s':>12s}  same greedy tokens as onnxruntime")
+    print(f"decode reads {weight_bytes / 1e6:.1f} MB of matmul weights per token (+ {cache_bytes / 1e6:.1f} MB KV cache at "
+          f"{max_context} slots); read bandwidth {gb_s:.1f} GB/s ({args.threads} threads, median of "
+          f"{'/'.join(f'{b:.1f}' for b in bandwidth)}: before, after each round, after) -> limit {limit:.1f} tok/s")
+    print(f"{'engine':12s} {'prefill ms':>10s} {'decode tok/s':>12s} {'% of limit':>10s}  same greedy tokens as onnxruntime")
     for name, prefill_ms, tok_s, tokens in rows:
-        print(f"{name:12s} {prefill_ms:10.1f} {tok_s:12.1f}  {list(tokens) == list(ref)}")
+        print(f"{name:12s} {prefill_ms:10.1f} {tok_s:12.1f} {100 * tok_s / limit:9.0f}%  {list(tokens) == list(ref)}")
     return 0
 
 

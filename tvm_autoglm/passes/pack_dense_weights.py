@@ -17,6 +17,13 @@ register count, rows = the largest leading extent of ``x``), so one column
 tile reads exactly one contiguous panel; the rule recognises the packed read,
 skips its in-kernel copy and keeps its tile to widths dividing the panel.
 
+One-row matmuls (``x`` of a single row: an LLM's decode step, taken by the Gemv
+rule) whose ``N`` is not a whole number of vectors (GPT-2's 50257-token LM head)
+are packed too, zero-padded to whole panels of :data:`ONE_ROW_PANEL_VECTORS`
+vectors: the kernel computes the padded columns and a last stage keeps the first
+``N``, so the weights still stream as contiguous whole-vector panels instead of
+one scalar column at a time (extra bytes: under one panel, ``K x W`` floats).
+
 Where: ``relax.matmul(x, W)`` with a 2-D float32 constant ``W`` and float32
 ``x`` whose last dim is static (leading dims may be symbolic: a dynamic build's
 rows, tiled as ``symbolic_rows.NOMINAL_ROWS`` like the rule does), in graph-level functions; and the same matmul inside an
@@ -80,6 +87,17 @@ def _row_shape(expr) -> tuple[int, ...] | None:
     return tuple(dims)
 
 
+#: Panel width, in vectors, of a zero-padded one-row weight (the Gemv rule's widest column tile).
+ONE_ROW_PANEL_VECTORS = 4
+
+
+def padded_one_row_width(x_shape: tuple[int, ...], n: int, lanes: int) -> int | None:
+    """Panel width for a one-row ``x`` whose ``n`` no vector tile divides (pad to whole panels), else None."""
+    if any(d != 1 for d in x_shape[:-1]) or n < lanes or lanes < 4:
+        return None
+    return ONE_ROW_PANEL_VECTORS * lanes
+
+
 def panel_width(x_shape: tuple[int, ...], n: int, lanes: int, nregs: int, segment: int | None = None) -> int | None:
     """Columns of the Matmul rule's register tile for ``x[..., K] @ W[K, n]``, or None (no vector tile).
 
@@ -102,9 +120,12 @@ def panel_width(x_shape: tuple[int, ...], n: int, lanes: int, nregs: int, segmen
 
 
 def packed_weight(weight: np.ndarray, width: int) -> np.ndarray:
-    """``W[K, N]`` -> ``Wp[N / width, K, width]`` with ``Wp[j, k, i] = W[k, j * width + i]``."""
+    """``W[K, N]`` -> ``Wp[ceil(N / width), K, width]`` with ``Wp[j, k, i] = W[k, j * width + i]`` (zeros past N)."""
     k, n = weight.shape
-    return np.ascontiguousarray(weight.reshape(k, n // width, width).transpose(1, 0, 2))
+    padded = -(-n // width) * width
+    if padded != n:
+        weight = np.concatenate([weight, np.zeros((k, padded - n), weight.dtype)], axis=1)
+    return np.ascontiguousarray(weight.reshape(k, padded // width, width).transpose(1, 0, 2))
 
 
 def symbolic_pad_rows(x_shape: tuple[int, ...] | None, n: int, width: int, lanes: int, nregs: int) -> int:
@@ -126,23 +147,29 @@ def symbolic_pad_rows(x_shape: tuple[int, ...] | None, n: int, width: int, lanes
     return 1
 
 
-def matmul_packed_te(x: te.Tensor, wp: te.Tensor, pad_rows: int = 1) -> te.Tensor:
-    """``x[..., K] @ W[K, N]`` reading the panel-packed ``wp[N / width, K, width]``.
+def matmul_packed_te(x: te.Tensor, wp: te.Tensor, pad_rows: int = 1, n: int | None = None) -> te.Tensor:
+    """``x[..., K] @ W[K, N]`` reading the panel-packed ``wp[ceil(N / width), K, width]``.
 
     ``pad_rows > 1``: the innermost symbolic leading axis (rows) is computed over
     ``ceildiv(rows, pad_rows) * pad_rows`` rows from a zero-padded copy of ``x``, and only
     the real rows are copied out (the copy is inlined into the fused epilogue).
+    With ``n`` short of the padded width (a one-row weight padded to whole panels), the
+    product is computed over whole panels and a second stage keeps the first ``n`` columns
+    (``matmul_cols``).
     """
     blocks, k_extent, width = (int(d) for d in wp.shape)
     k = te.reduce_axis((0, k_extent), name="k")
     lead = list(x.shape[:-1])  # symbolic rows stay symbolic
     symbolic = [i for i, d in enumerate(lead) if not isinstance(d, (int, tvm.tirx.IntImm))]
     if pad_rows <= 1 or not symbolic:
-        return te.compute(
+        full = te.compute(
             (*lead, blocks * width),
             lambda *i: te.sum(x[(*i[:-1], k)] * wp[i[-1] // width, k, i[-1] % width], axis=k),
             name="matmul",
         )
+        if n is None or n == blocks * width:
+            return full
+        return te.compute((*lead, n), lambda *i: full(*i), name="matmul_cols")
     axis = symbolic[-1]
     rows = lead[axis]
     padded = list(lead)
@@ -161,11 +188,14 @@ def matmul_packed_te(x: te.Tensor, wp: te.Tensor, pad_rows: int = 1) -> te.Tenso
     return te.compute((*lead, blocks * width), lambda *i: acc[i], name="matmul")
 
 
-def _packed_call(builder: relax.BlockBuilder, x, wp, pad_rows: int = 1) -> relax.Call:
+def _packed_call(builder: relax.BlockBuilder, x, wp, pad_rows: int = 1, n: int | None = None) -> relax.Call:
     """``call_tir`` of the packed matmul kernel (added to the module once per shape)."""
+    options = {}
     if pad_rows > 1:
-        return builder.call_te(matmul_packed_te, x, wp, pad_rows=pad_rows, primfunc_name_hint="matmul_packed")
-    return builder.call_te(matmul_packed_te, x, wp, primfunc_name_hint="matmul_packed")
+        options["pad_rows"] = pad_rows
+    if n is not None:
+        options["n"] = n
+    return builder.call_te(matmul_packed_te, x, wp, primfunc_name_hint="matmul_packed", **options)
 
 
 def _pad_rows(x, wp, lanes: int, nregs: int) -> int:
@@ -236,11 +266,13 @@ class _Packer(relax.PyExprMutator):
             return call
         x_shape = _row_shape(call.args[0])
         width = self._width(x_shape, weight)
+        if width is None and x_shape is not None and len(x_shape) >= 2 and x_shape[-1] == weight.shape[0]:
+            width = padded_one_row_width(x_shape, int(weight.shape[1]), self.lanes)
         if width is None:
             return call
         wp = self._packed_const(call.args[1], width)
         self.packed += 1
-        return _packed_call(self.builder_, call.args[0], wp, _pad_rows(call.args[0], wp, self.lanes, self.nregs))
+        return _packed_call(self.builder_, call.args[0], wp, _pad_rows(call.args[0], wp, self.lanes, self.nregs), int(weight.shape[1]))
 
     def _rewrite_composite_call(self, call):
         gv = call.op

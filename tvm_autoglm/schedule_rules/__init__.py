@@ -10,6 +10,8 @@ rule                      kernels
 :class:`Int8MatmulVNNI`   int8 matmuls packed for vpdpbusd (``--quantize int8``, AVX-512 VNNI)
 :class:`Int8MatmulAVX2`   int8 matmuls packed for vpmaddwd (``--quantize int8``, AVX2)
 :class:`BF16MatmulAVX512` bf16 matmuls packed for vdpbf16ps (``--quantize bf16``, AVX512-BF16)
+:class:`Gemv`             one-row fp32 matmuls against a weight (LLM decode):
+                          streamed at memory bandwidth, epilogue fused
 :class:`Matmul`           matmul, dense, batch matmul, conv2d (+ fused epilogue)
 :class:`Reduction`        softmax, layer_norm, rms_norm, mean/sum over last axes
 :class:`Pool`             pooling, reductions over a non-trailing axis
@@ -41,6 +43,7 @@ from ..ir_utils import copy_module, is_scheduled
 from .bf16_stores import serialize_bf16_constant_stores
 from .elementwise import Elementwise
 from .fallback import Fallback
+from .gemv import Gemv
 from .int8_matmul import Int8MatmulAVX2
 from .vnni_matmul import Int8MatmulVNNI
 from .bf16_matmul import BF16MatmulAVX512
@@ -48,7 +51,7 @@ from .matmul import Matmul
 from .pool import Pool
 from .reduction import Reduction
 
-__all__ = ["AttentionCPU", "BF16MatmulAVX512", "DEFAULT_RULES", "default_schedule", "Elementwise", "Fallback", "Int8MatmulAVX2", "Int8MatmulVNNI", "Matmul", "Pool", "Reduction", "apply_default_schedules", "schedule_func"]
+__all__ = ["AttentionCPU", "BF16MatmulAVX512", "DEFAULT_RULES", "default_schedule", "Elementwise", "Fallback", "Gemv", "Int8MatmulAVX2", "Int8MatmulVNNI", "Matmul", "Pool", "Reduction", "apply_default_schedules", "schedule_func"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -62,7 +65,9 @@ from .attention import AttentionCPU  # noqa: E402  (fused matmul-softmax-matmul 
 # match disjoint kernels (int16 vs uint8 operands), VNNI goes first as the more specific.
 # BF16MatmulAVX512 claims only the packed bf16 kernels (float32 accumulator, uint16 activation bits)
 # emitted for avx512bf16 targets; also before Matmul.
-DEFAULT_RULES = (Int8MatmulVNNI(), Int8MatmulAVX2(), BF16MatmulAVX512(), Matmul(), Reduction(), Pool(), AttentionCPU(), Elementwise(), Fallback())
+# Gemv claims only one-row fp32 matmuls (decode); Matmul would register-block them for reuse that
+# one row does not have.
+DEFAULT_RULES = (Int8MatmulVNNI(), Int8MatmulAVX2(), BF16MatmulAVX512(), Gemv(), Matmul(), Reduction(), Pool(), AttentionCPU(), Elementwise(), Fallback())
 
 
 STRICT_ENV = "AUTOGLM_STRICT_RULES"
@@ -144,12 +149,16 @@ def _lowers(func: tirx.PrimFunc, target: Target) -> bool:
         return False
 
 
-def apply_default_schedules(mod: tvm.IRModule, target: Target, rules=DEFAULT_RULES) -> tvm.IRModule:
+def apply_default_schedules(mod: tvm.IRModule, target: Target, rules=None) -> tvm.IRModule:
     """Schedule every unscheduled PrimFunc in ``mod`` for the CPU ``target``.
 
     Returns a new module; ``mod`` itself is not modified. Non-CPU targets get
-    the module back unchanged (copied).
+    the module back unchanged (copied). ``rules`` defaults to ``DEFAULT_RULES`` as it is
+    at call time, so a benchmark can build the same model with one rule left out
+    (``benchmarks/bench_generate.py --ab-without-rule``).
     """
+    if rules is None:
+        rules = DEFAULT_RULES
     if isinstance(target, dict):
         target = Target(target)
     new_mod = copy_module(mod)
