@@ -11,6 +11,11 @@ whether its greedy tokens equal onnxruntime's. Engines run one after another wit
 unused ones masked), so a larger max context costs decode time here.
 torch: the same transformers model with its own DynamicCache (``model.generate`` greedy,
 ``torch.set_num_threads(--threads)``).
+
+``--quantize wint8`` adds our weight-only int8 build: fp32 and wint8 then run interleaved
+(one generation each per round, ``--repeat`` rounds, medians), and the line reports the
+worst per-token logit cosine of wint8 against our fp32 build over the greedy run, and the
+load average (``/proc/loadavg``) before and after the rounds: the box is shared.
 """
 
 from __future__ import annotations
@@ -59,6 +64,31 @@ def run_torch(arch, size, prompt, new, repeat, threads):
     return statistics.median(prefill) * 1e3, statistics.median(decode), tokens
 
 
+def compare_wint8(fp32_model, wint8_model, prompt, new, rounds):
+    """fp32 vs wint8 interleaved: per round one timed generation of each; medians, logit cosine, load average."""
+    from tvm_autoglm.generate.runner import CompiledStepper
+
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    runs = {"fp32": [], "wint8": []}
+    steppers = {"fp32": CompiledStepper(fp32_model._session), "wint8": CompiledStepper(wint8_model._session)}
+    for _ in range(rounds):
+        for name in ("fp32", "wint8"):
+            runs[name].append(run_loop(steppers[name], prompt, new, 1))
+    load_after = Path("/proc/loadavg").read_text().split()[:3]
+    tokens_f, logits_f = fp32_model.generate(prompt, max_new_tokens=new, output_logits=True)
+    tokens_q, logits_q = wint8_model.generate(prompt, max_new_tokens=new, output_logits=True)
+    a, b = np.asarray(logits_f, np.float64), np.asarray(logits_q, np.float64)
+    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    same = sum(int(x == y) for x, y in zip(tokens_f, tokens_q))
+    med = {name: (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)) for name, rows in runs.items()}
+    print(f"{'build':6s} {'prefill ms':>10s} {'decode tok/s':>12s}")
+    for name, (prefill_ms, tok_s) in med.items():
+        print(f"{name:6s} {prefill_ms:10.1f} {tok_s:12.1f}")
+    print(f"wint8/fp32 decode {med['wint8'][1] / med['fp32'][1]:.2f}x, prefill {med['fp32'][0] / med['wint8'][0]:.2f}x; "
+          f"logit cosine vs fp32 min {cosine.min():.5f} mean {cosine.mean():.5f}; greedy tokens equal {same}/{len(tokens_f)}; "
+          f"loadavg before {' '.join(load_before)}, after {' '.join(load_after)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gpt-neox", choices=["gpt-neox", "gpt2", "llama"])
@@ -70,6 +100,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--vs", action="append", default=[], choices=["ort", "torch"], help="peers (default: ort and torch)")
+    parser.add_argument("--quantize", default="none", choices=["none", "wint8"], help="also build wint8 and compare it with fp32")
     args = parser.parse_args()
     import os
 
@@ -88,6 +119,12 @@ def main() -> int:
         t = time.perf_counter()
         model = tvm_autoglm.compile(path, generate=True, max_context=max_context, prefill_chunk=chunk)
         compile_s = time.perf_counter() - t
+        if args.quantize == "wint8":
+            t = time.perf_counter()
+            quantized = tvm_autoglm.compile(path, generate=True, max_context=max_context, prefill_chunk=chunk, quantize="wint8")
+            print(f"wint8 compile {time.perf_counter() - t:.0f} s; {quantized.build.quantization['counts']}")
+            compare_wint8(model, quantized, prompt, args.new, args.repeat)
+            return 0
         rows = [("tvm_autoglm", *run_loop(CompiledStepper(model._session), prompt, args.new, args.repeat))]
         if "ort" in peers:
             rows.append(("onnxruntime", *run_loop(OrtStepper(path, threads=args.threads), prompt, args.new, args.repeat)))

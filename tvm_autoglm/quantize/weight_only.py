@@ -37,11 +37,19 @@ def weight_key(w: np.ndarray) -> str:
     return f"{w.shape[0]}x{w.shape[1]}:" + hashlib.sha1(w.tobytes()).hexdigest()[:16]
 
 
-def matmul_weight(call) -> np.ndarray | None:
-    """The constant fp32 [K, N] weight of an ``R.matmul`` (also through a 2-D transpose, ONNX Gemm transB)."""
+def matmul_weight(call, lookup=None) -> np.ndarray | None:
+    """The constant fp32 [K, N] weight of an ``R.matmul`` (also through a 2-D transpose, ONNX Gemm transB).
+
+    ``lookup`` (a mutator's ``lookup_binding``) follows a weight bound to a variable first
+    (``wt = permute_dims(W^T); matmul(x, wt)``, as the ONNX Gemm converter emits it).
+    """
     if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.matmul"):
         return None
-    return _const_weight(call.args[1])
+    operand = call.args[1]
+    if lookup is not None and isinstance(operand, relax.Var):
+        bound = lookup(operand)
+        operand = bound if bound is not None else operand
+    return _const_weight(operand)
 
 
 def decline_reason(call, w: np.ndarray) -> str | None:
@@ -63,16 +71,16 @@ def decline_reason(call, w: np.ndarray) -> str | None:
 class _WeightOnlyRewriter(relax.PyExprMutator):
     """Replaces each allowed site by reshape -> wint8 kernel call -> (slice) -> reshape."""
 
-    def __init__(self, mod, allowed: set[str] | None, width: int):
+    def __init__(self, mod, allowed, width: int):
         super().__init__(mod)
-        self.allowed = allowed  # None: every site the kernel takes
+        self.allowed = allowed  # (key, weight) -> bool; None: every site the kernel takes
         self.width = width
         self.kernels: dict[tuple, relax.GlobalVar] = {}
         self.sites: list[dict] = []
 
     def visit_call_(self, call):  # noqa: D102 - visitor hook
         call = super().visit_call_(call)
-        w = matmul_weight(call)
+        w = matmul_weight(call, self.lookup_binding)
         if w is None:
             return call
         key = weight_key(w)
@@ -82,7 +90,7 @@ class _WeightOnlyRewriter(relax.PyExprMutator):
         if reason is not None:
             site["declined"] = reason
             return call
-        if self.allowed is not None and key not in self.allowed:
+        if self.allowed is not None and not self.allowed(key, w):
             return call
         site["precision"] = "wint8"
         return self._emit_kernel(call.args[0], w)
@@ -108,17 +116,26 @@ class _WeightOnlyRewriter(relax.PyExprMutator):
         return relax.op.reshape(y, [*lead, n])
 
 
+#: function attributes of grouped / offloaded subgraphs (FuseOpsByPattern, BYOC): their ops stay as grouped
+GROUPED_ATTRS = ("Composite", "Primitive", "Codegen")
+
+
 def relax_functions(mod: tvm.IRModule) -> list[str]:
-    """Names of the module's Relax functions (main, prefill, shape variants)."""
-    return [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, relax.Function)]
+    """Names of the module's graph-level Relax functions (main, prefill, shape variants), not grouped subgraphs."""
+    return [gv.name_hint for gv, f in mod.functions.items()
+            if isinstance(f, relax.Function) and not any(a in (f.attrs or {}) for a in GROUPED_ATTRS)]
 
 
-def rewrite(mod: tvm.IRModule, allowed: set[str] | None, target) -> tuple[tvm.IRModule, dict[str, list[dict]]]:
+def rewrite(mod: tvm.IRModule, allowed, target) -> tuple[tvm.IRModule, dict[str, list[dict]]]:
     """Every Relax function of ``mod`` with its allowed sites on the wint8 kernel; returns (module, sites per function).
 
-    ``allowed``: weight keys (:func:`weight_key`) that may be quantized; None allows every site the
-    kernel takes. Sites whose weight is not allowed, or that are declined, stay ``R.matmul``.
+    ``allowed``: a set of weight keys (:func:`weight_key`) or a predicate ``(key, weight) -> bool``
+    saying which weights may be quantized; None allows every site the kernel takes. Sites whose
+    weight is not allowed, or that are declined, stay ``R.matmul``.
     """
+    if isinstance(allowed, (set, frozenset)):
+        keys = allowed
+        allowed = lambda key, _w: key in keys  # noqa: E731
     width = wint8_kernel.panel_width(target)
     sites: dict[str, list[dict]] = {}
     for name in relax_functions(mod):
@@ -129,19 +146,3 @@ def rewrite(mod: tvm.IRModule, allowed: set[str] | None, target) -> tuple[tvm.IR
         sites[name] = rewriter.sites
     return mod, sites
 
-
-def collect_weights(mod: tvm.IRModule) -> dict[str, np.ndarray]:
-    """key -> [K, N] weight of every site the kernel takes, over all Relax functions (dry run)."""
-    found: dict[str, np.ndarray] = {}
-
-    @relax.expr_functor.visitor
-    class _Collector(relax.PyExprVisitor):
-        def visit_call_(self, call):  # noqa: D102 - visitor hook
-            super().visit_call_(call)
-            w = matmul_weight(call)
-            if w is not None and decline_reason(call, w) is None:
-                found.setdefault(weight_key(w), w)
-
-    for name in relax_functions(mod):
-        _Collector().visit_expr(mod[name])
-    return found

@@ -11,6 +11,11 @@ its dequantized int8 value (what our kernel multiplies by: same products, only t
 summation order differs), on seeded inputs (a decoder: a random prompt with an empty
 cache). It is thus independent of our own build and needs no compile per trial.
 
+A Relax weight that is several measured ONNX weights side by side (``merge_parallel_matmul``
+concatenates the q/k/v and gate/up projections along N) may be quantized when every part
+was chosen: scales are per output channel, so quantizing the concatenation is quantizing
+each part (:class:`Approval` proves the decomposition column range by column range).
+
 Search: all layers int8; if that breaks the budget, each layer alone (its sensitivity),
 then layers added least sensitive first while the measured error stays within the budget
 (a layer whose addition breaks it stays fp32, and the search goes on with the next).
@@ -45,6 +50,7 @@ class Layer:
     key: str
     transposed: bool  # Gemm transB: the initializer is [N, K]
     shape: tuple[int, int]
+    first_column: str = ""  # weight_key of column 0 (finds the layer inside a column-concatenated weight)
 
 
 def onnx_layers(proto) -> list[Layer]:
@@ -67,7 +73,8 @@ def onnx_layers(proto) -> list[Layer]:
             transposed = bool(attrs["transB"].i) if "transB" in attrs else False
         w = numpy_helper.to_array(tensor)
         w = w.T if transposed else w
-        layers.append(Layer(node.name or f"{node.op_type}_{i}", node.input[1], weight_key(w), transposed, tuple(int(d) for d in w.shape)))
+        layers.append(Layer(node.name or f"{node.op_type}_{i}", node.input[1], weight_key(w), transposed,
+                            tuple(int(d) for d in w.shape), weight_key(w[:, :1])))
     return layers
 
 
@@ -147,7 +154,7 @@ def choose(proto, feeds: dict[str, np.ndarray], budget: float | None, log=None, 
         raise AutoGLMError(f"--accuracy-budget must be in (0, 1) (1 - worst logit cosine), got {budget}")
     layers = onnx_layers(proto)
     if not layers:
-        return {"keys": set(), "layers": [], "layer_keys": [], "error": 0.0, "budget": budget}
+        return {"keys": set(), "approve": Approval([], set()), "layers": [], "layer_keys": [], "error": 0.0, "budget": budget}
     probe = OrtProbe(proto, feeds, layers, threads)
     names = [layer.node for layer in layers]
     all_error = probe.error(names)
@@ -177,8 +184,35 @@ def choose(proto, feeds: dict[str, np.ndarray], budget: float | None, log=None, 
     # a weight key chosen for one node but refused for another (the same weight twice) stays fp32: both must agree
     refused = {layer.key for layer in layers if layer.node not in keep}
     keys = {layer.key for layer in layers if layer.node in keep and layer.key not in refused}
-    return {"keys": keys, "layers": rows, "layer_keys": [layer.key for layer in layers], "error": measured, "error_all_int8": all_error, "budget": budget,
+    return {"keys": keys, "approve": Approval(layers, keys), "layers": rows, "layer_keys": [layer.key for layer in layers], "error": measured, "error_all_int8": all_error, "budget": budget,
             "measure": "1 - worst last-axis row cosine of every float output vs fp32, onnxruntime, int8 weights dequantized"}
+
+
+class Approval:
+    """``(key, weight) -> bool``: may this Relax weight be quantized? Yes if it is a chosen layer's weight, or the
+    column concatenation of chosen layers' weights (every column range proven equal by fingerprint)."""
+
+    def __init__(self, layers: list[Layer], chosen_keys: set[str]):
+        self.chosen = chosen_keys
+        self.merged_into: dict[str, str] = {}  # layer key -> key of the concatenated Relax weight that holds it
+        self.by_first_column: dict[str, list[Layer]] = {}
+        for layer in layers:
+            if layer.key in chosen_keys:
+                self.by_first_column.setdefault(layer.first_column, []).append(layer)
+
+    def __call__(self, key: str, w: np.ndarray) -> bool:
+        if key in self.chosen:
+            return True
+        column, parts = 0, []
+        while column < w.shape[1]:
+            part = next((layer for layer in self.by_first_column.get(weight_key(w[:, column:column + 1]), [])
+                         if column + layer.shape[1] <= w.shape[1] and weight_key(w[:, column:column + layer.shape[1]]) == layer.key), None)
+            if part is None:
+                return False
+            parts.append(part.key)
+            column += part.shape[1]
+        self.merged_into.update({part: key for part in parts})
+        return True
 
 
 def _copy_tensor(tensor):

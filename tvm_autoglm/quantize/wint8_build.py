@@ -64,7 +64,7 @@ def apply_wint8(build, budget: float | None = None, reference=None, log=None):
             mod = unfused_module(build)
             before = op_histogram(mod)
             start = time.perf_counter()
-            mod, sites = weight_only.rewrite(mod, choice["keys"], build.target.tvm_target())
+            mod, sites = weight_only.rewrite(mod, choice["approve"], build.target.tvm_target())
             report = PassReport("quantize_wint8", time.perf_counter() - start, before, op_histogram(mod))
             mod = _fuse(build, mod)
     quantized = sum(site["precision"] == "wint8" for rows in sites.values() for site in rows)
@@ -79,7 +79,7 @@ def apply_wint8(build, budget: float | None = None, reference=None, log=None):
         "error_measure": choice.get("measure"), "layers": layers, "counts": counts,
         "weight_bytes": sum(r["weight_bytes"] for r in layers),
         "weight_bytes_fp32": sum(r["weight_shape"][0] * r["weight_shape"][1] * 4 for r in layers),
-        "sites_per_function": {name: sum(s["precision"] == "wint8" for s in rows) for name, rows in sites.items()},
+        "sites_per_function": {name: n for name, rows in sites.items() if (n := sum(s["precision"] == "wint8" for s in rows))},
     }
     note = (f"precision: wint8: {counts['wint8']} matmul layers int8 weights (per-channel scales, fp32 arithmetic), "
             f"{counts['fp32']} fp32; measured error {choice['error']:.2e} within budget {choice['budget']:g}; "
@@ -95,10 +95,15 @@ def _manifest_rows(choice: dict, sites: dict[str, list[dict]]) -> list[dict]:
     for rows in sites.values():
         for site in rows:
             built.setdefault(site["key"], site)
+    merged = choice["approve"].merged_into
     rows, seen = [], set()
-    for layer, key in zip(choice["layers"], choice.get("layer_keys", [None] * len(choice["layers"]))):
+    for layer, key in zip(choice["layers"], choice["layer_keys"]):
         row = dict(layer)
         site = built.get(key)
+        if site is None and key in merged:  # quantized as part of a concatenated weight (merge_parallel_matmul)
+            site = built.get(merged[key])
+            row["merged_into"] = merged[key]
+            seen.add(merged[key])
         if row["precision"] == "wint8" and (site is None or site["precision"] != "wint8"):
             row["precision"] = "fp32"
             row["why_fp32"] = site["declined"] if site and "declined" in site else "not found as a constant matmul weight in the Relax build"
