@@ -5,13 +5,15 @@ see the same history; free-running, one near-tie flip makes every later logit in
 every step's logit cosine must be >= 0.99 (the default budget's promise; the tiny models
 measure ~0.9998), and wherever fp32's top-1 leads its runner-up by more than twice that
 step's largest logit error, the int8 build must pick the same token (near-ties may flip: the
-tiny gpt-neox has a 0.009 margin at one step against a 0.05 error). The manifest must say,
+tiny gpt-neox has a 0.009 margin at one step against a 0.05 error), the pick must be one of
+fp32's near-best tokens at every step, and at most 3 of 32 may differ. The manifest must say,
 per layer, that every matmul weight went int8 in both functions.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -60,10 +62,15 @@ def test_wint8_generator_logits_and_greedy_tokens(arch, wint8_generator, referen
     got = _teacher_forced_logits(CompiledStepper(quantized._session), tokens)
     cosine = (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
     assert cosine.min() >= MIN_COSINE, cosine
+    error = np.abs(got - ref).max(axis=1)
+    picked = got.argmax(1)
+    # every step: the int8 pick is one of fp32's near-best tokens (within twice that step's logit error of the best)
+    assert np.all(ref[np.arange(STEPS), picked] >= ref.max(1) - 2 * error)
+    # where fp32's lead is larger than that, it must be fp32's token; and near-ties flip rarely
     top2 = np.sort(ref, axis=1)[:, -2:]
-    clear = (top2[:, 1] - top2[:, 0]) > 2 * np.abs(got - ref).max(axis=1)
-    assert clear.sum() >= STEPS // 2, "too few clear-margin steps for the token check to mean anything"
-    assert np.array_equal(got.argmax(1)[clear], np.array(tokens)[clear])
+    clear = (top2[:, 1] - top2[:, 0]) > 2 * error
+    assert np.array_equal(picked[clear], np.array(tokens)[clear])
+    assert (picked == np.array(tokens)).sum() >= STEPS - 3, (picked, tokens)
     q = quantized.manifest["quantization"]
     assert q["mode"] == "wint8" and q["counts"]["fp32"] == 0 and q["counts"]["wint8"] == len(q["layers"]) > 0
     assert q["measured_error"] <= q["budget"] == 0.01
@@ -107,7 +114,7 @@ def test_cli_compile_generate_wint8(workdir, lm_onnx, reference):
     out = cli("compile", "--model", lm_onnx("gpt-neox"), "--generate", "--quantize", "wint8", "--max-context", "48",
               "--prefill-chunk", "8", "--output", so, check=True)
     assert "wint8: 9 layers int8, 0 fp32" in out.stdout
-    assert "wint8      64x1000  /model/lm_head/MatMul" in out.stdout
+    assert re.search(r"wint8 +64x1000  /model/lm_head/MatMul", out.stdout)
     manifest = json.loads(so.with_suffix(".json").read_text())
     assert manifest["quantization"]["mode"] == "wint8" and manifest["generator"]["max_context"] == 48
     ids = ",".join(map(str, PROMPT))
