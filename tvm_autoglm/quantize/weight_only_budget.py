@@ -111,18 +111,29 @@ class OrtProbe:
         self.feeds = feeds
         self.threads = threads
         self.by_node = {layer.node: layer for layer in layers}
-        # one private initializer per layer (a weight shared with a Gather or another node keeps its value there)
+        # each layer gets a private initializer: its own if no other node reads it (no copy: a 160M-parameter
+        # model is 650 MB), else a copy (a weight shared with a Gather or another node keeps its value there)
         index = {(n.name or f"{n.op_type}_{i}"): n for i, n in enumerate(self.proto.graph.node)}
         inits = {t.name: t for t in self.proto.graph.initializer}
+        readers: dict[str, int] = {}
+        for node in self.proto.graph.node:
+            for name in node.input:
+                readers[name] = readers.get(name, 0) + 1
         self.tensors = {}
+        self.original = {}  # node -> its weight as a TensorProto, restored after every trial
+        source = {t.name: t for t in proto.graph.initializer}
+        outputs = {o.name for o in self.proto.graph.output}
         for layer in layers:
-            copy = onnx.TensorProto()
-            copy.CopyFrom(inits[layer.initializer])
-            copy.name = f"{layer.initializer}__wint8_{len(self.tensors)}"
-            self.proto.graph.initializer.append(copy)
-            index[layer.node].input[1] = copy.name
-            self.tensors[layer.node] = self.proto.graph.initializer[len(self.proto.graph.initializer) - 1]
-        self.original = {node: _copy_tensor(tensor) for node, tensor in self.tensors.items()}
+            if readers.get(layer.initializer, 0) == 1 and layer.initializer not in outputs:
+                self.tensors[layer.node] = inits[layer.initializer]
+            else:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(inits[layer.initializer])
+                copy.name = f"{layer.initializer}__wint8_{len(self.tensors)}"
+                self.proto.graph.initializer.append(copy)
+                index[layer.node].input[1] = copy.name
+                self.tensors[layer.node] = self.proto.graph.initializer[len(self.proto.graph.initializer) - 1]
+            self.original[layer.node] = source[layer.initializer]  # the caller's proto, unchanged
         self.reference = self._run({})
 
     def _run(self, quantize: dict[str, Layer]) -> list[np.ndarray]:
@@ -139,7 +150,9 @@ class OrtProbe:
             outputs = ort_session(self.proto.SerializeToString(), self.threads).run(None, self.feeds)
         finally:
             for node in quantize:
+                name = self.tensors[node].name
                 self.tensors[node].CopyFrom(self.original[node])
+                self.tensors[node].name = name
         floats = [o for o in outputs if np.asarray(o).dtype.kind == "f"]
         return floats
 
@@ -214,10 +227,3 @@ class Approval:
         self.merged_into.update({part: key for part in parts})
         return True
 
-
-def _copy_tensor(tensor):
-    import onnx
-
-    copy = onnx.TensorProto()
-    copy.CopyFrom(tensor)
-    return copy
