@@ -45,7 +45,8 @@ def _compile_kernel(target, rows, k, n):
 
 
 @pytest.mark.parametrize("target_name", PARITY_TARGETS)
-@pytest.mark.parametrize("rows,k,n", [(1, 64, 64), (1, 37, 75), (3, 129, 200), (1, 1, 8), (5, 96, 513), (2, 300, 17)])
+@pytest.mark.parametrize("rows,k,n", [(1, 64, 64), (1, 37, 75), (3, 129, 200), (1, 1, 8), (5, 96, 513), (2, 300, 17),
+                                      (8, 70, 130), (16, 33, 64)])  # rows 8, 16: 4-row tiles (prefill)
 def test_kernel_matches_float64_on_dequantized_weight(target_name, rows, k, n):
     target = _target(target_name)
     ex, width = _compile_kernel(target, rows, k, n)
@@ -81,6 +82,13 @@ def test_kernel_hot_loop_converts_in_registers_avx2():
     assert re.search(r"vpmovsxbd\s+-?\d*\(%\w+[^)]*\), %ymm", loop), "int8 loads should sign-extend straight from memory"
     assert "vcvtdq2ps" in loop and re.search(r"vfmadd\d+ps\s+.*%ymm", loop)
     assert loop.count("vfmadd") >= 8  # eight independent accumulators (64-column panel / 8 lanes)
+    assert not re.search(r"vmovups\s+%ymm\d+, -?\d*\(%rsp\)", loop), "accumulators spilled to the stack in the hot loop"
+
+
+def test_prefill_tile_reuses_each_converted_weight_for_four_rows():
+    ex, _ = _compile_kernel(_target("cpu-x86-avx2"), 16, 256, 128)
+    loop = _hot_loop(ex.mod.inspect_source("asm"))
+    assert loop.count("vfmadd") >= 4 * loop.count("vcvtdq2ps") > 0
     assert not re.search(r"vmovups\s+%ymm\d+, -?\d*\(%rsp\)", loop), "accumulators spilled to the stack in the hot loop"
 
 
