@@ -11,7 +11,6 @@ only and its assembly inspected.
 from __future__ import annotations
 
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -19,14 +18,12 @@ import pytest
 from _onnx_builders import make_model
 from onnx import helper
 
-sys.modules.setdefault("torch", None)  # tvm_ffi imports torch eagerly otherwise (seconds)
+import tvm
+from tvm import relax
 
-import tvm  # noqa: E402
-from tvm import relax  # noqa: E402
-
-from tvm_autoglm.errors import AutoGLMError  # noqa: E402
-from tvm_autoglm.quantize import weight_only, weight_only_budget, wint8_kernel  # noqa: E402
-from tvm_autoglm.targets import load_target  # noqa: E402
+from tvm_autoglm.errors import AutoGLMError
+from tvm_autoglm.quantize import weight_only, weight_only_budget, wint8_kernel
+from tvm_autoglm.targets import load_target
 
 PARITY_TARGETS = ("cpu-x86-avx2", "tests/targets/cpu-x86-avx2-plan512.json")
 
