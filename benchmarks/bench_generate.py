@@ -19,6 +19,10 @@ weight bytes; the bandwidth is measured here, with the bench's threads
 each engine's decode is reported as a % of that limit.
 ``--ab-without-rule Gemv`` also builds the generator with that default schedule rule left
 out and times both builds interleaved (round by round) in this process: before / after.
+``--quantize wint8`` adds our weight-only int8 build: fp32 and wint8 then run interleaved
+(one generation each per round, ``--repeat`` rounds, medians), and the line reports the
+worst per-token logit cosine of wint8 against our fp32 build over the greedy run, and the
+load average (``/proc/loadavg``) before and after the rounds: the box is shared.
 """
 
 from __future__ import annotations
@@ -94,6 +98,46 @@ def run_torch(arch, size, prompt, new, repeat, threads):
     return statistics.median(prefill) * 1e3, statistics.median(decode), tokens
 
 
+def forced_logits(stepper, prompt, tokens) -> np.ndarray:
+    """Logits [len(tokens), vocab]: the prompt's last position, then each of ``tokens[:-1]`` fed in turn."""
+    stepper.reset()
+    rows = [stepper.step(np.array(prompt), 0)]
+    for position, token in enumerate(tokens[:-1], start=len(prompt)):
+        rows.append(stepper.step(np.array([token]), position))
+    return np.asarray(rows, np.float64)
+
+
+def compare_wint8(fp32_model, wint8_model, prompt, new, rounds):
+    """fp32 vs wint8 interleaved: per round one timed generation of each; medians, logit cosine, load average.
+
+    The models are runtime Sessions (``--wint8-binaries``) or CompiledModels; both have ``generate``."""
+    from tvm_autoglm.generate.runner import CompiledStepper
+
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    runs = {"fp32": [], "wint8": []}
+    steppers = {name: CompiledStepper(getattr(m, "_session", m)) for name, m in (("fp32", fp32_model), ("wint8", wint8_model))}
+    for _ in range(rounds):
+        for name in ("fp32", "wint8"):
+            runs[name].append(run_loop(steppers[name], prompt, new, 1))
+    load_after = Path("/proc/loadavg").read_text().split()[:3]
+    # teacher-forced along fp32's greedy tokens: both see the same history (free-running, one near-tie flip
+    # makes every later logit incomparable)
+    tokens_f = [int(t) for t in fp32_model.generate(prompt, max_new_tokens=new)]
+    tokens_q = [int(t) for t in wint8_model.generate(prompt, max_new_tokens=new)]
+    a, b = (forced_logits(steppers[name], prompt, tokens_f) for name in ("fp32", "wint8"))
+    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    same = sum(int(x == y) for x, y in zip(a.argmax(1), b.argmax(1)))
+    first_flip = next((i for i, (x, y) in enumerate(zip(tokens_f, tokens_q)) if x != y), len(tokens_f))
+    med = {name: (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)) for name, rows in runs.items()}
+    print(f"{'build':6s} {'prefill ms':>10s} {'decode tok/s':>12s}")
+    for name, (prefill_ms, tok_s) in med.items():
+        print(f"{name:6s} {prefill_ms:10.1f} {tok_s:12.1f}")
+    print(f"wint8/fp32 decode {med['wint8'][1] / med['fp32'][1]:.2f}x, prefill {med['fp32'][0] / med['wint8'][0]:.2f}x; "
+          f"teacher-forced logit cosine vs fp32 min {cosine.min():.5f} mean {cosine.mean():.5f}, same argmax {same}/{len(tokens_f)}; "
+          f"free-running greedy tokens equal up to step {first_flip}; "
+          f"loadavg before {' '.join(load_before)}, after {' '.join(load_after)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gpt-neox", choices=["gpt-neox", "gpt2", "llama"])
@@ -110,6 +154,9 @@ def main() -> int:
     parser.add_argument("--prebuilt", action="append", default=[], metavar="LABEL=PATH",
                         help="also time this generator artifact (.so from `compile --generate` of the same zoo model), interleaved")
     parser.add_argument("--skip-compile", action="store_true", help="time only --prebuilt artifacts and the peers")
+    parser.add_argument("--quantize", default="none", choices=["none", "wint8"], help="also build wint8 and compare it with fp32")
+    parser.add_argument("--wint8-binaries", nargs=2, metavar=("FP32_SO", "WINT8_SO"),
+                        help="compare two generators already compiled (compile --generate [--quantize wint8]): no compile here")
     args = parser.parse_args()
     import os
 
@@ -119,6 +166,15 @@ def main() -> int:
     from tvm_autoglm.generate.runner import CompiledStepper
     from tvm_autoglm.zoo import causal_lm
 
+    if args.wint8_binaries:
+        from tvm_autoglm.runtime import load
+
+        fp32_so, wint8_so = (load(path) for path in args.wint8_binaries)
+        vocab = causal_lm.config(args.model, args.size).vocab_size
+        prompt = np.random.default_rng(0).integers(0, vocab, args.prompt).tolist()
+        print(f"{args.model} {args.size}: prompt {args.prompt}, {args.new} new, {args.threads} threads, {args.wint8_binaries}")
+        compare_wint8(fp32_so, wint8_so, prompt, args.new, args.repeat)
+        return 0
     peers = args.vs or ["ort", "torch"]
     max_context = args.max_context or args.prompt + args.new
     chunk = args.prefill_chunk if args.prefill_chunk is not None else args.prompt
@@ -146,6 +202,12 @@ def main() -> int:
             model = tvm_autoglm.compile(path, **options)
             compile_s = time.perf_counter() - t
             steppers["tvm_autoglm"] = CompiledStepper(model._session)
+            if args.quantize == "wint8":
+                t = time.perf_counter()
+                quantized = tvm_autoglm.compile(path, quantize="wint8", **options)
+                print(f"wint8 compile {time.perf_counter() - t:.0f} s; {quantized.build.quantization['counts']}")
+                compare_wint8(model, quantized, prompt, args.new, args.repeat)
+                return 0
         if args.ab_without_rule:
             before = compile_without_rule(path, args.ab_without_rule, **options)
             steppers = {f"w/o {args.ab_without_rule}": CompiledStepper(before._session), **steppers}

@@ -108,13 +108,13 @@ def compile(
         from .errors import AutoGLMError
         from .generate.build import compile_generator_parts
 
-        if quantize != "none" or freeze_inputs or input_shapes or dynamic_dims or specialize:
-            raise AutoGLMError("generate=True sets the input shapes itself and does not combine with quantize, freeze_inputs, "
-                               "input_shapes, dynamic_dims or specialize yet")
+        if freeze_inputs or input_shapes or dynamic_dims or specialize or calibration is not None:
+            raise AutoGLMError("generate=True sets the input shapes itself and does not combine with freeze_inputs, "
+                               "input_shapes, dynamic_dims, specialize or calibration yet")
         done = compile_generator_parts(
             model, target, opt_level, tuning_db, max_context=max_context, prefill_chunk=prefill_chunk,
-            disabled_passes=disabled_passes, use_shipped_schedules=use_shipped_schedules, log=StageLog(enabled=verbose),
-            weights=weights)
+            disabled_passes=disabled_passes, use_shipped_schedules=use_shipped_schedules, quantize=quantize,
+            accuracy_budget=accuracy_budget, log=StageLog(enabled=verbose), weights=weights)
         return _compiled(done, Session)
     done = compile_model(
         model, target, opt_level, input_shapes, tuning_db, disabled_passes=disabled_passes,

@@ -15,8 +15,8 @@ def add_parser(subparsers):
     add_build_flags(parser)
     parser.add_argument("--output", required=True, help="OUT.so (manifest OUT.json beside it) or OUT.glm")
     parser.add_argument("--print-ir-after", action="append", default=[], metavar="PASS", help="print the Relax IR after a pass (repeatable)")
-    parser.add_argument("--quantize", default="none", choices=["none", "fp16", "bf16", "int8", "auto"], help="precision (default none: fp32)")
-    parser.add_argument("--accuracy-budget", type=float, default=None, help="with --quantize auto: allowed end-to-end error")
+    parser.add_argument("--quantize", default="none", choices=["none", "fp16", "bf16", "int8", "auto", "wint8"], help="precision (default none: fp32; wint8: weight-only int8)")
+    parser.add_argument("--accuracy-budget", type=float, default=None, help="with --quantize auto / wint8: allowed end-to-end error (wint8: 1 - worst output-row cosine, default 0.01)")
     parser.add_argument("--calibration", default=None, help="with --quantize: calibration inputs (.npz)")
     parser.add_argument("--weights", default="embedded", choices=["embedded", "external"],
                         help="embedded (default): weights compiled into the .so; external: written once to OUT.weights "
@@ -74,4 +74,8 @@ def run(args) -> int:
         f"{tuning['tuned_kernels']} tuned, {tuning['default_scheduled_kernels']} default-scheduled, {tuning['plain_kernels']} plain)",
         file=sys.stderr if args.quiet else sys.stdout,
     )
+    if (build.quantization or {}).get("mode") == "wint8":
+        from ..quantize.wint8_build import layer_lines
+
+        print("\n".join(layer_lines(build.quantization)), file=sys.stderr if args.quiet else sys.stdout)
     return 0

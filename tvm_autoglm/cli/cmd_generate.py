@@ -72,13 +72,15 @@ def compile_generator(args, log) -> int:
     from ..generate.build import compile_generator_parts
     from ..native_log import quiet_native_stderr
 
-    if args.quantize != "none" or getattr(args, "freeze_input", None) or getattr(args, "input_shape", None):
-        raise AutoGLMError("--generate sets the input shapes itself and does not combine with --quantize, --freeze or --input-shape yet")
+    if args.quantize not in ("none", "wint8"):
+        raise AutoGLMError(f"--generate takes --quantize none or wint8 (weight-only int8 for decode), got {args.quantize}")
+    if getattr(args, "freeze_input", None) or getattr(args, "input_shape", None) or getattr(args, "calibration", None):
+        raise AutoGLMError("--generate sets the input shapes itself and does not combine with --freeze, --input-shape or --calibration")
     done = compile_generator_parts(
         args.model, args.target, args.optimize_level, args.tuning_db, max_context=args.max_context,
         prefill_chunk=args.prefill_chunk, past_pattern=args.cache_input_pattern, present_pattern=args.cache_output_pattern,
-        disabled_passes=tuple(args.disable_pass), use_shipped_schedules=not args.no_shipped_schedules, log=log,
-        weights=args.weights)
+        disabled_passes=tuple(args.disable_pass), use_shipped_schedules=not args.no_shipped_schedules,
+        quantize=args.quantize, accuracy_budget=args.accuracy_budget, log=log, weights=args.weights)
     build, manifest = done.build, done.manifest
     with log.stage("export"), quiet_native_stderr():
         path = export(done.executable, manifest, args.output, weights=done.scheduled.weights)
@@ -86,6 +88,10 @@ def compile_generator(args, log) -> int:
     print(f"wrote {path} (generator, target {build.target.name}, max context {gen['max_context']}, "
           f"{gen['cache']['layers'] if 'layers' in gen['cache'] else len(gen['cache']['past'])} cache layers, prefill chunk {gen['prefill_chunk']})",
           file=sys.stderr if args.quiet else sys.stdout)
+    if build.quantization:
+        from ..quantize.wint8_build import layer_lines
+
+        print("\n".join(layer_lines(build.quantization)), file=sys.stderr if args.quiet else sys.stdout)
     return 0
 
 

@@ -75,7 +75,8 @@ def check_max_context(max_context) -> int:
 def compile_generator_parts(model, target="cpu", opt_level: int = 3, tuning_db=None, *, max_context: int = 2048,
                             prefill_chunk: int | None = None, past_pattern: str = PAST_PATTERN,
                             present_pattern: str = PRESENT_PATTERN, disabled_passes: tuple[str, ...] = (),
-                            use_shipped_schedules: bool = True, log=None, weights: str = "embedded"):
+                            use_shipped_schedules: bool = True, quantize: str = "none",
+                            accuracy_budget: float | None = None, log=None, weights: str = "embedded"):
     """``pipeline.Compiled`` of a generator (through the one compile function, twice: the Relax build, whose
     inputs the generator then describes, and its codegen); the manifest's ``generator`` section says how to drive it.
     ``weights="external"``: ``main`` and ``prefill`` take the same weight file's tensors (shared by content)."""
@@ -91,6 +92,11 @@ def compile_generator_parts(model, target="cpu", opt_level: int = 3, tuning_db=N
     if chunk < 0:
         raise AutoGLMError(f"prefill chunk must be >= 0 (0 = token by token), got {prefill_chunk}")
     chunk = min(chunk, max_context)
+    quantize = (quantize or "none").lower()
+    if quantize not in ("none", "wint8"):
+        raise AutoGLMError(f"--generate takes --quantize none or wint8 (weight-only int8 for decode), got {quantize}")
+    if quantize == "none" and accuracy_budget is not None:
+        raise AutoGLMError("--accuracy-budget applies to --quantize wint8 (or auto); this build is fp32")
     spec = target if isinstance(target, TargetSpec) else load_target(target)
     if not for_target(spec).builds_generators:
         raise AutoGLMError(f"--generate supports CPU targets only for now, got {spec.name}")
@@ -98,8 +104,17 @@ def compile_generator_parts(model, target="cpu", opt_level: int = 3, tuning_db=N
     source = str(path) if path else "model"
     layout = detect(proto, source, past_pattern, present_pattern)
     hook = partial(_add_generation_functions, proto=proto, layout=layout, max_context=max_context, chunk=chunk, source=source)
+    disabled = tuple(disabled_passes)
+    if quantize != "none":
+        from ..quantize import passes_off_for
+
+        disabled += tuple(p for p in passes_off_for(quantize) if p not in disabled)
     build = compile_model(path or proto, spec, opt_level, decode_shapes(layout, max_context), tuning_db,
-                          disabled_passes=tuple(disabled_passes), post_import=hook, until="relax", log=log).build
+                          disabled_passes=disabled, post_import=hook, until="relax", log=log).build
+    if quantize == "wint8":  # measured on a prompt with an empty cache: the decode-shaped build's ONNX cannot run one
+        from ..quantize.wint8_build import apply_wint8, decoder_reference
+
+        build = apply_wint8(build, accuracy_budget, reference=decoder_reference(proto, layout), log=log)
     build.inputs = decode_inputs(build.inputs, layout, max_context)
     done = compile_model(build, tuning_db=tuning_db, use_shipped_schedules=use_shipped_schedules, log=log, weights=weights)
     manifest = done.manifest

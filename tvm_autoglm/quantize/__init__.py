@@ -5,14 +5,16 @@ half-precision operands and accumulate in fp32; everything else stays fp32.
 int8 (``int8``) is dynamic quantization of every constant-weight matmul, in the
 style of onnxruntime's ``quantize_dynamic``. auto (``sensitivity``) picks int8,
 fp16 or fp32 per matmul layer by measured sensitivity so that the end-to-end
-error (1 - mean cosine vs fp32) stays within ``budget``.
+error (1 - mean cosine vs fp32) stays within ``budget``. wint8 (``wint8_build``) is
+weight-only int8 for memory-bound decode: int8 weights, fp32 activations and
+arithmetic, layers kept fp32 where the worst output-row cosine would break ``budget``.
 """
 
 from __future__ import annotations
 
 from ..errors import AutoGLMError
 
-MODES = ("none", "fp16", "bf16", "int8", "auto")
+MODES = ("none", "fp16", "bf16", "int8", "auto", "wint8")
 #: The LLVM CPU feature behind bf16: hardware fp32<->bf16 conversion (Zen 4/5, Cooper Lake, Sapphire Rapids).
 #: ``--quantize bf16`` says what it does without it; ``--quantize auto`` offers bf16 only with it.
 from .cpu_features import BF16_FEATURE
@@ -64,6 +66,12 @@ def apply_quantization(build, mode: str, budget: float | None = None, calibratio
         from .int8 import apply_plan
 
         return apply_plan(build, None, {}, "int8", log=log)
+    if mode == "wint8":
+        from .wint8_build import apply_wint8
+
+        if calibration is not None:
+            raise AutoGLMError("--quantize wint8 measures its error on seeded inputs and takes no --calibration")
+        return apply_wint8(build, budget, log=log)
     if mode == "auto":
         from .sensitivity import apply_auto
 
