@@ -114,11 +114,8 @@ def compare_wint8(fp32_model, wint8_model, prompt, new, rounds):
     from tvm_autoglm.generate.runner import CompiledStepper
 
     load_before = Path("/proc/loadavg").read_text().split()[:3]
-    runs = {"fp32": [], "wint8": []}
     steppers = {name: CompiledStepper(getattr(m, "_session", m)) for name, m in (("fp32", fp32_model), ("wint8", wint8_model))}
-    for _ in range(rounds):
-        for name in ("fp32", "wint8"):
-            runs[name].append(run_loop(steppers[name], prompt, new, 1))
+    med = {name: row[:2] for name, row in run_interleaved(steppers, prompt, new, rounds).items()}
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     # teacher-forced along fp32's greedy tokens: both see the same history (free-running, one near-tie flip
     # makes every later logit incomparable)
@@ -128,7 +125,6 @@ def compare_wint8(fp32_model, wint8_model, prompt, new, rounds):
     cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     same = sum(int(x == y) for x, y in zip(a.argmax(1), b.argmax(1)))
     first_flip = next((i for i, (x, y) in enumerate(zip(tokens_f, tokens_q)) if x != y), len(tokens_f))
-    med = {name: (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)) for name, rows in runs.items()}
     print(f"{'build':6s} {'prefill ms':>10s} {'decode tok/s':>12s}")
     for name, (prefill_ms, tok_s) in med.items():
         print(f"{name:6s} {prefill_ms:10.1f} {tok_s:12.1f}")

@@ -123,3 +123,27 @@ def test_cli_compile_generate_wint8(workdir, lm_onnx, reference):
     refused = cli("compile", "--model", lm_onnx("gpt-neox"), "--generate", "--quantize", "int8", "--output", workdir / "no.so")
     assert refused.returncode == 2
     assert_clean_error(refused, "--generate takes --quantize none or wint8")
+
+
+@pytest.mark.parametrize("arch", ["gpt-neox", "gpt2"])
+def test_budget_reference_is_the_prompt_and_fp32s_own_greedy_continuation(arch, lm_onnx, reference):
+    """The wint8 budget is measured on decode positions: each of the probe's sequences continues its prompt with exactly the tokens
+    onnxruntime's own cache loop (an independent loop) generates, capped at the generator's max context."""
+    import onnx
+
+    from tvm_autoglm.generate.layout import detect
+    from tvm_autoglm.quantize import weight_only_budget, wint8_build
+
+    proto = onnx.load(str(lm_onnx(arch)))
+    layout = detect(proto)
+    probe = weight_only_budget.OrtProbe(proto, weight_only_budget.onnx_layers(proto))
+    _, make_feeds, outputs = wint8_build.decoder_reference(proto, layout, max_context=30, tokens=8, new_tokens=40, sequences=2)
+    feeds = make_feeds(probe.run)
+    batch = feeds[layout.input_ids]
+    assert batch.shape == (2, 30) and outputs == [layout.logits]  # 8 prompt + 22: the max context caps the 40 asked
+    assert not np.array_equal(batch[0, :8], batch[1, :8])
+    for ids in batch.tolist():  # each row continued alone by the reference loop: the batch changed nothing
+        expected = [int(t) for t in reference(arch).generate(ids[:8], max_new_tokens=22)]
+        assert ids[8:] == expected
+        assert len(set(expected)) > 3  # a constant stream would not exercise the cache
+    assert all(np.shape(feeds[name])[:3] == (2, layout.kv_heads, 0) for name in layout.past_names())  # empty cache

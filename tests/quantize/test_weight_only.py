@@ -220,6 +220,37 @@ def test_budget_keeps_the_sensitive_layer_fp32():
     assert alone["layer_b"] > 0.01 and alone["layer_a"] < 0.01
 
 
+def test_probe_quantizes_only_the_measured_node_of_a_shared_weight():
+    """W is read by the measured MatMul and by an Add: a trial swaps W for its int8 value in the MatMul alone."""
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((16, 16)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="layer"),
+             helper.make_node("Add", ["h", "W"], ["out"], name="reuse")]
+    model = make_model(nodes, {"x": [16, 16]}, {"out": [16, 16]}, {"W": w})
+    layers = weight_only_budget.onnx_layers(model)
+    assert [layer.node for layer in layers] == ["layer"]
+    probe = weight_only_budget.OrtProbe(model, layers)
+    x = rng.standard_normal((16, 16)).astype(np.float32)
+    fp32 = probe.run({"x": x})["out"]
+    int8 = probe.run({"x": x}, ["layer"])["out"]
+    w64 = w.astype(np.float64)
+    np.testing.assert_allclose(fp32, x.astype(np.float64) @ w64 + w64, rtol=1e-5, atol=1e-5)
+    deq = wint8_kernel.dequantize(*wint8_kernel.quantize_per_channel(w))
+    np.testing.assert_allclose(int8, x.astype(np.float64) @ deq + w64, rtol=1e-5, atol=1e-5)  # the Add reads fp32 W
+    assert np.abs(int8 - fp32).max() > 1e-4  # the trial did change the MatMul
+    np.testing.assert_array_equal(probe.run({"x": x})["out"], fp32)  # and the next fp32 run is fp32 again
+
+
+def test_budget_measures_only_the_named_outputs():
+    """outputs=[...] restricts the worst-row cosine to those outputs (a decoder: its logits, not its K/V cache)."""
+    model, *_ = _sensitive_model()
+    feeds = {"x": np.random.default_rng(0).standard_normal((4, 32)).astype(np.float32)}
+    everything = weight_only_budget.choose(model, feeds, 0.01)
+    named = weight_only_budget.choose(model, lambda run: feeds, 0.01, outputs=["out"])
+    assert named["error"] == pytest.approx(everything["error"], abs=1e-9)
+    assert "of out vs fp32" in named["measure"] and "x[4, 32]" in named["measure"]
+
+
 def test_approval_of_column_concatenated_weights():
     """merge_parallel_matmul's [Wq | Wk] may go int8 only if every part was measured and chosen."""
     rng = np.random.default_rng(2)

@@ -111,10 +111,10 @@ def compile_generator_parts(model, target="cpu", opt_level: int = 3, tuning_db=N
         disabled += tuple(p for p in passes_off_for(quantize) if p not in disabled)
     build = compile_model(path or proto, spec, opt_level, decode_shapes(layout, max_context), tuning_db,
                           disabled_passes=disabled, post_import=hook, until="relax", log=log).build
-    if quantize == "wint8":  # measured on a prompt with an empty cache: the decode-shaped build's ONNX cannot run one
+    if quantize == "wint8":  # measured on the source ONNX (a prompt + its greedy continuation, empty cache): the decode-shaped build's cannot run one
         from ..quantize.wint8_build import apply_wint8, decoder_reference
 
-        build = apply_wint8(build, accuracy_budget, reference=decoder_reference(proto, layout), log=log)
+        build = apply_wint8(build, accuracy_budget, reference=decoder_reference(proto, layout, max_context), log=log)
     build.inputs = decode_inputs(build.inputs, layout, max_context)
     done = compile_model(build, tuning_db=tuning_db, use_shipped_schedules=use_shipped_schedules, log=log, weights=weights)
     manifest = done.manifest

@@ -1,15 +1,17 @@
 """Which weights ``--quantize wint8`` may quantize: per layer, by measured output error under ``--accuracy-budget``.
 
-Error measure: the model's float outputs are cut into rows along their last axis (the
-logits of each prompt position for a decoder); ``error = 1 - min over rows of cosine(fp32
-row, quantized row)``. The worst row, not the mean: one position whose logits turn is a
+Error measure: the model's float outputs (a decoder: its logits only) are cut into rows
+along their last axis (the logits of each position for a decoder); ``error = 1 - min over
+rows of cosine(fp32 row, quantized row)``. The worst row, not the mean: one position whose logits turn is a
 different greedy token. ``--accuracy-budget B`` (default 0.01) keeps every row's cosine
 >= 1 - B.
 
 Measured with onnxruntime on the source ONNX, each quantized layer's weight replaced by
 its dequantized int8 value (what our kernel multiplies by: same products, only the fp32
-summation order differs), on seeded inputs (a decoder: a random prompt with an empty
-cache). It is thus independent of our own build and needs no compile per trial.
+summation order differs), on seeded inputs (a decoder: random prompts continued by their own fp32 greedy tokens, fed
+as one batch with an empty cache, so that the rows are the decode positions a user's
+generation reaches, not only a prompt's). It is thus independent of our own build and needs
+no compile per trial.
 
 A Relax weight that is several measured ONNX weights side by side (``merge_parallel_matmul``
 concatenates the q/k/v and gate/up projections along N) may be quantized when every part
@@ -101,74 +103,93 @@ def row_error(reference: list[np.ndarray], quantized: list[np.ndarray]) -> float
 
 
 class OrtProbe:
-    """onnxruntime on ``proto`` with any set of layers fake-quantized; ``error(layers)`` vs the fp32 outputs."""
+    """onnxruntime on ``proto`` with any set of layers fake-quantized: one session, the layers' weights fed as inputs.
 
-    def __init__(self, proto, feeds: dict[str, np.ndarray], layers: list[Layer], threads: int = 0):
+    Every measured weight becomes a graph input (a weight another node also reads, or a graph
+    output, gets an input of its own for the layer's node), so a trial only swaps arrays in the
+    feeds: one session for the whole search instead of one per trial (a 160M-parameter model
+    spent 8 s per trial re-serializing and re-optimizing 650 MB). onnxruntime then cannot
+    constant-fold those weights, which changes its speed, not its arithmetic.
+    """
+
+    def __init__(self, proto, layers: list[Layer], threads: int = 0):
         import onnx
-
-        self.proto = onnx.ModelProto()
-        self.proto.CopyFrom(proto)
-        self.feeds = feeds
-        self.threads = threads
-        self.by_node = {layer.node: layer for layer in layers}
-        # each layer gets a private initializer: its own if no other node reads it (no copy: a 160M-parameter
-        # model is 650 MB), else a copy (a weight shared with a Gather or another node keeps its value there)
-        index = {(n.name or f"{n.op_type}_{i}"): n for i, n in enumerate(self.proto.graph.node)}
-        inits = {t.name: t for t in self.proto.graph.initializer}
-        readers: dict[str, int] = {}
-        for node in self.proto.graph.node:
-            for name in node.input:
-                readers[name] = readers.get(name, 0) + 1
-        self.tensors = {}
-        self.original = {}  # node -> its weight as a TensorProto, restored after every trial
-        source = {t.name: t for t in proto.graph.initializer}
-        outputs = {o.name for o in self.proto.graph.output}
-        for layer in layers:
-            if readers.get(layer.initializer, 0) == 1 and layer.initializer not in outputs:
-                self.tensors[layer.node] = inits[layer.initializer]
-            else:
-                copy = onnx.TensorProto()
-                copy.CopyFrom(inits[layer.initializer])
-                copy.name = f"{layer.initializer}__wint8_{len(self.tensors)}"
-                self.proto.graph.initializer.append(copy)
-                index[layer.node].input[1] = copy.name
-                self.tensors[layer.node] = self.proto.graph.initializer[len(self.proto.graph.initializer) - 1]
-            self.original[layer.node] = source[layer.initializer]  # the caller's proto, unchanged
-        self.reference = self._run({})
-
-    def _run(self, quantize: dict[str, Layer]) -> list[np.ndarray]:
-        from onnx import numpy_helper
+        from onnx import helper, numpy_helper
 
         from ..measure.candidates import ort_session
 
-        for node, layer in quantize.items():
-            tensor = self.tensors[node]
-            w = numpy_helper.to_array(self.original[node])
+        moved = {layer.initializer for layer in layers}
+        self.proto = onnx.ModelProto()
+        self.proto.CopyFrom(proto)
+        inits = {t.name: t for t in proto.graph.initializer}
+        readers: dict[str, int] = {}
+        for node in proto.graph.node:
+            for name in node.input:
+                readers[name] = readers.get(name, 0) + 1
+        outputs = {o.name for o in proto.graph.output}
+        private = {name for name in moved if readers.get(name, 0) == 1 and name not in outputs}
+        kept = [t for t in self.proto.graph.initializer if t.name not in private]
+        del self.proto.graph.initializer[:]
+        self.proto.graph.initializer.extend(kept)
+        index = {(n.name or f"{n.op_type}_{i}"): n for i, n in enumerate(self.proto.graph.node)}
+        self.by_node = {layer.node: layer for layer in layers}
+        self.weights: dict[str, np.ndarray] = {}  # graph input -> the fp32 weight as the node reads it
+        self.input_of: dict[str, str] = {}  # layer node -> its weight's graph input
+        self._quantized: dict[str, np.ndarray] = {}
+        for layer in layers:
+            name = layer.initializer if layer.initializer in private else f"{layer.initializer}__wint8_{len(self.weights)}"
+            index[layer.node].input[1] = name
+            w = numpy_helper.to_array(inits[layer.initializer])
+            self.weights[name] = w
+            self.input_of[layer.node] = name
+            self.proto.graph.input.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(w.shape)))
+        self.session = ort_session(self.proto.SerializeToString(), threads)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.feeds: dict[str, np.ndarray] = {}
+        self.measured: list[str] = []
+        self.reference: list[np.ndarray] = []
+
+    def run(self, feeds: dict[str, np.ndarray], nodes=()) -> dict[str, np.ndarray]:
+        """Every output by name, the layers in ``nodes`` on their dequantized int8 weights, the rest fp32."""
+        weights = dict(self.weights)
+        for node in nodes:
+            weights[self.input_of[node]] = self._fake_quantized(node)
+        return dict(zip(self.output_names, self.session.run(None, {**feeds, **weights})))
+
+    def _fake_quantized(self, node: str) -> np.ndarray:
+        if node not in self._quantized:  # cached: the search quantizes each layer in many trials
+            layer, w = self.by_node[node], self.weights[self.input_of[node]]
             q = fake_quantized(w.T if layer.transposed else w)
-            tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(q.T if layer.transposed else q), tensor.name))
-        try:
-            outputs = ort_session(self.proto.SerializeToString(), self.threads).run(None, self.feeds)
-        finally:
-            for node in quantize:
-                name = self.tensors[node].name
-                self.tensors[node].CopyFrom(self.original[node])
-                self.tensors[node].name = name
-        floats = [o for o in outputs if np.asarray(o).dtype.kind == "f"]
-        return floats
+            self._quantized[node] = np.ascontiguousarray(q.T if layer.transposed else q)
+        return self._quantized[node]
+
+    def measure_on(self, feeds: dict[str, np.ndarray], outputs=None) -> None:
+        """Fix the inputs and the outputs (default: every float output) that :meth:`error` compares."""
+        self.feeds = feeds
+        values = self.run(feeds)
+        self.measured = [n for n in (outputs or self.output_names) if np.asarray(values[n]).dtype.kind == "f"]
+        self.reference = [values[n] for n in self.measured]
 
     def error(self, nodes) -> float:
-        return row_error(self.reference, self._run({n: self.by_node[n] for n in nodes}))
+        values = self.run(self.feeds, nodes)
+        return row_error(self.reference, [values[n] for n in self.measured])
 
 
-def choose(proto, feeds: dict[str, np.ndarray], budget: float | None, log=None, threads: int = 0) -> dict:
-    """Per-layer choice: ``{"keys": set of weight keys to quantize, "layers": [...rows...], "error": measured, ...}``."""
+def choose(proto, feeds, budget: float | None, log=None, threads: int = 0, outputs=None) -> dict:
+    """Per-layer choice: ``{"keys": set of weight keys to quantize, "layers": [...rows...], "error": measured, ...}``.
+
+    ``feeds``: the inputs, or a function of the fp32 model (``run(feeds) -> outputs by name``)
+    that returns them (a decoder's reference continues its prompt greedily, :mod:`wint8_build`).
+    ``outputs``: the outputs the error is measured on (default: every float output).
+    """
     budget = DEFAULT_BUDGET if budget is None else float(budget)
     if not 0 < budget < 1:
         raise AutoGLMError(f"--accuracy-budget must be in (0, 1) (1 - worst logit cosine), got {budget}")
     layers = onnx_layers(proto)
     if not layers:
         return {"keys": set(), "approve": Approval([], set()), "layers": [], "layer_keys": [], "error": 0.0, "budget": budget}
-    probe = OrtProbe(proto, feeds, layers, threads)
+    probe = OrtProbe(proto, layers, threads)
+    probe.measure_on(feeds(probe.run) if callable(feeds) else feeds, outputs)
     names = [layer.node for layer in layers]
     all_error = probe.error(names)
     sensitivity: dict[str, float] = {}
@@ -194,7 +215,12 @@ def choose(proto, feeds: dict[str, np.ndarray], budget: float | None, log=None, 
     refused = {layer.key for layer in layers if layer.node not in keep}
     keys = {layer.key for layer in layers if layer.node in keep and layer.key not in refused}
     return {"keys": keys, "approve": Approval(layers, keys), "layers": rows, "layer_keys": [layer.key for layer in layers], "error": measured, "error_all_int8": all_error, "budget": budget,
-            "measure": "1 - worst last-axis row cosine of every float output vs fp32, onnxruntime, int8 weights dequantized"}
+            "measure": f"1 - worst last-axis row cosine of {', '.join(outputs) if outputs else 'every float output'} vs fp32, "
+                       f"onnxruntime, int8 weights dequantized, on inputs of shapes {_shapes(probe.feeds)}"}
+
+
+def _shapes(feeds: dict) -> str:
+    return ", ".join(f"{name}{list(np.shape(value))}" for name, value in feeds.items() if np.size(value))
 
 
 def _largest_prefix(probe, ordered: list[str], budget: float) -> tuple[list[str], float]:
