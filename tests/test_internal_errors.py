@@ -123,7 +123,7 @@ def test_lazy_session_defers_only_a_missing_device(monkeypatch):
 
     manifest = {"inputs": [], "outputs": [], "target": {"name": "gpu-x", "device": "cuda"}}
 
-    def no_device(executable, manifest):
+    def no_device(executable, manifest, weights=None):
         raise DeviceError("target gpu-x needs a CUDA device; none found")
 
     monkeypatch.setattr(api, "Session", no_device)
@@ -131,7 +131,7 @@ def test_lazy_session_defers_only_a_missing_device(monkeypatch):
     with pytest.raises(DeviceError, match="needs a CUDA device"):
         session.run({})
 
-    def broken(executable, manifest):
+    def broken(executable, manifest, weights=None):
         raise RuntimeError("VM init failed")
 
     monkeypatch.setattr(api, "Session", broken)

@@ -142,6 +142,8 @@ class Session:
         # A CUDA artifact on a machine without a GPU: say so before loading, which would
         # otherwise fail with an obscure "no loader for {cuda}" from the missing CUDA runtime.
         weights = external_weights(library_path, manifest)  # checked and mapped before the library is loaded
+        if manifest["target"].get("device") == "cuda":
+            device_for(manifest)  # DeviceError "needs a CUDA device; none found" before the loader can fail obscurely
         from ..native_log import quiet_native_stderr
 
         try:
