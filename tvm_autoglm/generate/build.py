@@ -23,6 +23,7 @@ from __future__ import annotations
 from ..errors import AutoGLMError
 from .kv_rewrite import POSITION_INPUT, rewrite_cache_concats
 from .layout import PAST_PATTERN, PRESENT_PATTERN, CacheLayout, detect
+from .last_logits import take_last_row
 
 #: Prompt tokens one prefill call takes (clipped to max_context).
 DEFAULT_PREFILL_CHUNK = 128
@@ -49,8 +50,9 @@ def _cache_indices(proto, layout: CacheLayout) -> list[int]:
     return [names.index(name) for name in layout.past_names()]
 
 
-def _add_generation_functions(mod, cleaned, *, proto, layout: CacheLayout, max_context: int, chunk: int, source: str):
-    """post_import hook: rewrite decode ``main``; import, rewrite and add ``prefill``."""
+def _add_generation_functions(mod, cleaned, *, proto, layout: CacheLayout, max_context: int, chunk: int, source: str,
+                              report: dict):
+    """post_import hook: rewrite decode ``main``; import, rewrite and add ``prefill`` (what it did goes in ``report``)."""
     import tvm
 
     from ..pipeline import _clean, import_onnx
@@ -62,6 +64,11 @@ def _add_generation_functions(mod, cleaned, *, proto, layout: CacheLayout, max_c
         prefill = import_onnx(prefill_proto, shapes, source)["main"].with_attr("global_symbol", "prefill")
         mod = tvm.IRModule({**{gv: f for gv, f in mod.functions.items()}, tvm.ir.GlobalVar("prefill"): prefill}, attrs=mod.attrs)
         mod = rewrite_cache_concats(mod, _cache_indices(prefill_proto, layout), func_name="prefill", cache_slots=max_context)
+        outputs = [o.name for o in prefill_proto.graph.output]
+        mod, why_all = take_last_row(mod, "prefill", outputs.index(layout.logits))
+        report["prefill_logits"] = "all" if why_all else "last"
+        if why_all:
+            report["prefill_logits_why_all"] = why_all
     return mod
 
 
@@ -103,7 +110,9 @@ def compile_generator_parts(model, target="cpu", opt_level: int = 3, tuning_db=N
     proto, path = load_model(model)
     source = str(path) if path else "model"
     layout = detect(proto, source, past_pattern, present_pattern)
-    hook = partial(_add_generation_functions, proto=proto, layout=layout, max_context=max_context, chunk=chunk, source=source)
+    report: dict = {}
+    hook = partial(_add_generation_functions, proto=proto, layout=layout, max_context=max_context, chunk=chunk, source=source,
+                   report=report)
     disabled = tuple(disabled_passes)
     if quantize != "none":
         from ..quantize import passes_off_for
@@ -129,6 +138,8 @@ def compile_generator_parts(model, target="cpu", opt_level: int = 3, tuning_db=N
         "cache": layout.to_json(),
         "position_input": POSITION_INPUT,
         "functions": {"decode": "main", "prefill": "prefill" if chunk else None},
+        # "last": prefill takes the prompt's last index (``prefill_last_index``) and returns that row's logits only
+        **({k: v for k, v in report.items() if k.startswith("prefill_logits")}),
         "copied_per_decode_step": "new keys/values of one token per layer, the int64 [1, max_context] attention mask and the logits",
     }
     return done

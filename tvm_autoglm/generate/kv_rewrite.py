@@ -101,7 +101,7 @@ def _cache_concats(func: relax.Function, cache_params: set) -> dict:
     return concats
 
 
-def _returned_tuple(func: relax.Function):
+def returned_tuple(func: relax.Function):
     """The Tuple expression ``func`` returns (directly, or bound to the returned var), or None."""
     body = func.body
     result = body.body if isinstance(body, relax.SeqExpr) else body
@@ -139,7 +139,7 @@ def rewrite_cache_concats(mod: tvm.IRModule, cache_param_indices: list[int], fun
             shape[2] = int(cache_slots)
         replacement[p] = relax.Var(("cache_" if keep_concat else "") + p.name, relax.TensorType(shape, p.ty.dtype))
     position = relax.Var(POSITION_INPUT, relax.TensorType([1], "int64"))
-    returned = _returned_tuple(func)
+    returned = returned_tuple(func)
     if keep_concat and returned is None:
         raise CompileError(f"{func_name}: the function does not return a tuple of outputs; cannot return the caches")
 

@@ -44,6 +44,8 @@ class CompiledStepper:
         self.mask = np.zeros((1, self.max_context), dtype=np.int64)
         self.decode = session.vm[info["functions"]["decode"]]
         self.prefill = session.vm[info["functions"]["prefill"]] if info["functions"].get("prefill") else None
+        # a prefill that computes only the prompt's last logits row takes that row's index (generate/last_logits.py)
+        self.prefill_last_row = info.get("prefill_logits") == "last"
         self._tensor = lambda a: tvm.runtime.tensor(a, dev)
         self.length = 0
 
@@ -79,11 +81,12 @@ class CompiledStepper:
         mask = np.zeros((1, chunk + 1), dtype=np.int64)
         mask[0, 1:n + 1] = 1  # slot 0 is the dummy past; padding after the prompt is hidden too
         positions = np.arange(chunk, dtype=np.int64).reshape(1, chunk)
+        last = [self._tensor(np.array([n - 1], dtype=np.int64))] if self.prefill_last_row else []
         out = self.prefill(self._tensor(ids), self._tensor(mask), self._tensor(positions), *self.dummy_past, *self.caches,
-                           self._tensor(np.zeros(1, dtype=np.int64)))
+                           self._tensor(np.zeros(1, dtype=np.int64)), *last)
         self.mask[0, :n] = 1
         self.length = n
-        return out[0].numpy()[0, n - 1]
+        return out[0].numpy()[0, 0 if self.prefill_last_row else n - 1]
 
     def _decode(self, token: int, position: int) -> np.ndarray:
         self.mask[0, position] = 1
