@@ -132,3 +132,13 @@ def test_logits_index_out_of_range_declines():
 def test_zoo_generators_compute_one_prefill_row(arch, generator):
     info = generator(arch).manifest["generator"]
     assert info["prefill_logits"] == "last" and "prefill_logits_why_all" not in info
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 16, 100, 127, 128, 500])
+def test_prefill_key_count_is_a_whole_number_of_vectors(chunk):
+    """Prefill attends over dummy slots + chunk keys: at least one slot, and a multiple of 16 keys in all (the
+    attention rule's Q.K^T vectorizes over the keys only then), never a whole vector of slots more than needed."""
+    from tvm_autoglm.generate.build import prefill_dummy_slots
+
+    slots = prefill_dummy_slots(chunk)
+    assert 1 <= slots <= 16 and (slots + chunk) % 16 == 0

@@ -122,7 +122,7 @@ def rewrite_cache_concats(mod: tvm.IRModule, cache_param_indices: list[int], fun
     ``cache_slots=None`` (decode): each ``concat(past, new)`` *becomes* the write into a cache
     param of the concat's shape, which replaces ``past``.
 
-    ``cache_slots=max_context`` (prefill): ``past`` stays (one masked dummy slot) and the concat
+    ``cache_slots=max_context`` (prefill): ``past`` stays (masked dummy slots) and the concat
     stays for attention, which then sees only the prompt; a new cache param
     [B, H, cache_slots, D] per past gets the new rows written at ``cache_position`` and
     replaces the concat in the function's *outputs*, so the outputs are the caches.

@@ -40,7 +40,10 @@ class CompiledStepper:
         # Zeroed once: unused slots are masked, but uninitialised memory may hold NaN, and a
         # NaN score stays NaN after the mask's large negative is added.
         self.caches = [tvm.runtime.tensor(zeros, dev) for _ in past_names]
-        self.dummy_past = [tvm.runtime.tensor(np.zeros((1, heads, 1, head_dim), dtype=dtype), dev) for _ in past_names]
+        # masked past slots before prefill's chunk (generate/build.py prefill_dummy_slots; 1 before session 11)
+        self.dummy_slots = int(info.get("prefill_dummy_slots", 1))
+        self.dummy_past = [tvm.runtime.tensor(np.zeros((1, heads, self.dummy_slots, head_dim), dtype=dtype), dev)
+                           for _ in past_names]
         self.mask = np.zeros((1, self.max_context), dtype=np.int64)
         self.decode = session.vm[info["functions"]["decode"]]
         self.prefill = session.vm[info["functions"]["prefill"]] if info["functions"].get("prefill") else None
@@ -78,8 +81,9 @@ class CompiledStepper:
         n, chunk = tokens.size, self.chunk
         ids = np.zeros((1, chunk), dtype=np.int64)
         ids[0, :n] = tokens
-        mask = np.zeros((1, chunk + 1), dtype=np.int64)
-        mask[0, 1:n + 1] = 1  # slot 0 is the dummy past; padding after the prompt is hidden too
+        slots = self.dummy_slots
+        mask = np.zeros((1, slots + chunk), dtype=np.int64)
+        mask[0, slots:slots + n] = 1  # the dummy past slots come first; padding after the prompt is hidden too
         positions = np.arange(chunk, dtype=np.int64).reshape(1, chunk)
         last = [self._tensor(np.array([n - 1], dtype=np.int64))] if self.prefill_last_row else []
         out = self.prefill(self._tensor(ids), self._tensor(mask), self._tensor(positions), *self.dummy_past, *self.caches,
