@@ -65,12 +65,13 @@ def _cache_indices(proto, layout: CacheLayout) -> list[int]:
 
 
 def _add_generation_functions(mod, cleaned, *, proto, layout: CacheLayout, max_context: int, chunk: int, source: str,
-                              report: dict):
+                              report: dict | None = None):
     """post_import hook: rewrite decode ``main``; import, rewrite and add ``prefill`` (what it did goes in ``report``)."""
     import tvm
 
     from ..pipeline import _clean, import_onnx
 
+    report = {} if report is None else report
     mod = rewrite_cache_concats(mod, _cache_indices(cleaned, layout))
     if chunk:
         shapes = prefill_shapes(layout, chunk)
