@@ -16,6 +16,20 @@ from . import loop
 from .layout import CacheLayout, detect
 
 
+def step_feeds(layout: CacheLayout, ids: np.ndarray, start: int, past: dict) -> dict:
+    """The feeds of one cache-loop step: ``ids`` [batch, n] at positions ``start..start+n`` after ``past``."""
+    rows, n = ids.shape
+    feeds = {layout.input_ids: ids, layout.attention_mask: np.ones((rows, start + n), np.int64), **past}
+    if layout.position_ids:
+        feeds[layout.position_ids] = np.tile(np.arange(start, start + n, dtype=np.int64), (rows, 1))
+    return feeds
+
+
+def presents_as_past(layout: CacheLayout, values: dict) -> dict:
+    """A step's ``present`` outputs (by name) as the next step's ``past`` inputs."""
+    return {name: values[out] for pair_in, pair_out in zip(layout.past, layout.present) for name, out in zip(pair_in, pair_out)}
+
+
 class OrtStepper:
     """A :class:`loop.Stepper` over an onnxruntime session of a cache-layout ONNX model."""
 
@@ -44,14 +58,10 @@ class OrtStepper:
         lay = self.layout
         if start != self.length:
             raise ValueError(f"step at position {start} but the cache holds {self.length} tokens")
-        n = len(token_ids)
-        feeds = {lay.input_ids: np.asarray(token_ids, np.int64).reshape(1, n),
-                 lay.attention_mask: np.ones((1, start + n), np.int64),
-                 lay.position_ids: np.arange(start, start + n, dtype=np.int64).reshape(1, n), **self.past}
-        values = dict(zip(self.output_names, self.session.run(None, feeds)))
-        for (pk, pv), (ok, ov) in zip(lay.past, lay.present):
-            self.past[pk], self.past[pv] = values[ok], values[ov]
-        self.length = start + n
+        ids = np.asarray(token_ids, np.int64).reshape(1, -1)
+        values = dict(zip(self.output_names, self.session.run(None, step_feeds(lay, ids, start, self.past))))
+        self.past = presents_as_past(lay, values)
+        self.length = start + ids.shape[1]
         return values[lay.logits][0, -1]
 
     def generate(self, input_ids, **kwargs):

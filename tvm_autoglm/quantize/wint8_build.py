@@ -44,6 +44,7 @@ def decoder_reference(proto, layout, max_context: int, tokens: int = weight_only
     was 0.006 off while later decode positions reached 0.019 (session 10). Only the logits
     are measured.
     """
+    from ..generate.reference import presents_as_past, step_feeds
     from ..index_ranges import index_ranges
 
     ranges = index_ranges(proto)
@@ -52,25 +53,17 @@ def decoder_reference(proto, layout, max_context: int, tokens: int = weight_only
     new_tokens = max(0, min(new_tokens, max_context - tokens))
     prompts = np.random.default_rng(seed).integers(0, vocab, (sequences, tokens)).astype(np.int64)
 
-    def batch_feeds(ids: np.ndarray, start: int, past: dict) -> dict:
-        rows, n = ids.shape
-        feeds = {layout.input_ids: ids, layout.attention_mask: np.ones((rows, start + n), np.int64), **past}
-        if layout.position_ids:
-            feeds[layout.position_ids] = np.tile(np.arange(start, start + n, dtype=np.int64), (rows, 1))
-        return feeds
-
     empty = np.zeros((sequences, layout.kv_heads, 0, layout.head_dim), dtype=layout.dtype)
     no_past = {name: empty for name in layout.past_names()}
 
     def feeds(run) -> dict:
         ids, past, step = prompts, no_past, prompts
         for _ in range(new_tokens):
-            values = run(batch_feeds(step, ids.shape[1] - step.shape[1], past))
+            values = run(step_feeds(layout, step, ids.shape[1] - step.shape[1], past))
             step = np.argmax(values[layout.logits][:, -1], axis=-1).astype(np.int64).reshape(-1, 1)
             ids = np.concatenate([ids, step], axis=1)
-            past = {name: values[out] for pair_in, pair_out in zip(layout.past, layout.present)
-                    for name, out in zip(pair_in, pair_out)}
-        return batch_feeds(ids, 0, no_past)
+            past = presents_as_past(layout, values)
+        return step_feeds(layout, ids, 0, no_past)
 
     return proto, feeds, [layout.logits]
 
